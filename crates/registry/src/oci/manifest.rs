@@ -1,0 +1,289 @@
+//! Manifest media types, parsing and validation (OCI image manifest and index, Docker schema 2
+//! manifest and manifest list, artifacts).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::Digest;
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker image manifest, schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Largest manifest accepted, in bytes.
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// Whether a manifest lists blobs (an image) or other manifests (an index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An image manifest or artifact: a config and layers.
+    Image,
+    /// An index or manifest list: child manifests.
+    Index,
+}
+
+/// The kind of manifest a media type names, if it is one we serve.
+pub fn kind_of(media_type: &str) -> Option<Kind> {
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Image),
+        OCI_INDEX | DOCKER_MANIFEST_LIST => Some(Kind::Index),
+        _ => None,
+    }
+}
+
+/// A content descriptor as it appears in manifests and in the referrers response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    pub media_type: String,
+    /// Digest of the referenced content.
+    #[serde(with = "digest_string")]
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the content can be fetched from instead (non-distributable layers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// The artifact type of the referenced manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Map<String, Value>>,
+    /// Platform of a child manifest in an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Value>,
+}
+
+impl Descriptor {
+    /// True for layers the registry may not hold (foreign / non-distributable).
+    pub fn is_foreign(&self) -> bool {
+        self.media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+            || self.media_type == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+            || !self.urls.is_empty()
+    }
+}
+
+mod digest_string {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::oci::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| D::Error::custom(format!("digest {s:?}: {e}")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    config: Option<Descriptor>,
+    layers: Option<Vec<Descriptor>>,
+    manifests: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    artifact_type: Option<String>,
+    annotations: Option<Map<String, Value>>,
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The media type it is served with.
+    pub media_type: String,
+    /// Image or index.
+    pub kind: Kind,
+    /// The config blob (images).
+    pub config: Option<Descriptor>,
+    /// The layers (images).
+    pub layers: Vec<Descriptor>,
+    /// The child manifests (indexes).
+    pub manifests: Vec<Descriptor>,
+    /// The manifest this one refers to, for the referrers API.
+    pub subject: Option<Descriptor>,
+    /// The artifact type, as the referrers API reports it.
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    pub annotations: Option<Map<String, Value>>,
+}
+
+/// Why a manifest was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ManifestError {
+    /// The body is not a manifest we accept; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// A recognised but unsupported format (Docker schema 1).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid(msg.into())
+}
+
+impl Manifest {
+    /// Parses and validates `body` pushed with the `Content-Type` header `content_type`.
+    ///
+    /// The media type comes from the body's `mediaType`, which must agree with the header when
+    /// both name a manifest type; without either, the shape decides (index if it has
+    /// `manifests`).
+    pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
+        let raw: Raw = serde_json::from_slice(body)
+            .map_err(|e| invalid(format!("manifest is not valid JSON of the expected shape: {e}")))?;
+        let header = content_type
+            .map(|ct| ct.split(';').next().unwrap_or(ct).trim())
+            .filter(|ct| !ct.is_empty() && *ct != "application/json");
+        if let Some(ct) = header
+            && ct.starts_with("application/vnd.docker.distribution.manifest.v1")
+        {
+            return Err(ManifestError::Unsupported("Docker schema 1 manifests are not supported".into()));
+        }
+        if raw.schema_version != Some(2) {
+            return Err(invalid("schemaVersion must be 2"));
+        }
+        let media_type = match (&raw.media_type, header) {
+            (Some(body), Some(ct)) if body != ct => {
+                return Err(invalid(format!(
+                    "Content-Type {ct} does not match the manifest's mediaType {body}"
+                )));
+            }
+            (Some(body), _) => body.clone(),
+            (None, Some(ct)) => ct.to_string(),
+            (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
+            (None, None) => OCI_MANIFEST.to_string(),
+        };
+        let kind = kind_of(&media_type)
+            .ok_or_else(|| invalid(format!("unsupported manifest media type {media_type}")))?;
+        match kind {
+            Kind::Image => {
+                if raw.config.is_none() {
+                    return Err(invalid("an image manifest needs a config descriptor"));
+                }
+                if raw.layers.is_none() {
+                    return Err(invalid("an image manifest needs a layers array"));
+                }
+                if raw.manifests.is_some() {
+                    return Err(invalid("an image manifest cannot list manifests"));
+                }
+            }
+            Kind::Index => {
+                if raw.manifests.is_none() {
+                    return Err(invalid("an index needs a manifests array"));
+                }
+                if raw.config.is_some() || raw.layers.is_some() {
+                    return Err(invalid("an index cannot have a config or layers"));
+                }
+            }
+        }
+        Ok(Manifest {
+            media_type,
+            kind,
+            config: raw.config,
+            layers: raw.layers.unwrap_or_default(),
+            manifests: raw.manifests.unwrap_or_default(),
+            subject: raw.subject,
+            artifact_type: raw.artifact_type,
+            annotations: raw.annotations,
+        })
+    }
+
+    /// Blobs that must exist in the repository for this manifest to be accepted.
+    pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.config.iter().chain(self.layers.iter().filter(|l| !l.is_foreign()))
+    }
+
+    /// The artifact type the referrers API reports: `artifactType`, else the config's type.
+    pub fn referrer_artifact_type(&self) -> Option<String> {
+        self.artifact_type.clone().or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
+    }
+}
+
+/// The media type of a stored manifest, read cheaply from its bytes.
+pub fn stored_media_type(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Peek {
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_slice::<Peek>(body) {
+        Ok(Peek { media_type: Some(mt), .. }) => mt,
+        Ok(Peek { manifests: Some(_), .. }) => OCI_INDEX.to_string(),
+        _ => OCI_MANIFEST.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(mt: &str) -> Value {
+        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", "a".repeat(64)), "size": 3})
+    }
+
+    fn image(media_type: Option<&str>) -> Vec<u8> {
+        let mut m = serde_json::json!({
+            "schemaVersion": 2,
+            "config": desc("application/vnd.oci.image.config.v1+json"),
+            "layers": [desc("application/vnd.oci.image.layer.v1.tar")],
+        });
+        if let Some(mt) = media_type {
+            m["mediaType"] = mt.into();
+        }
+        serde_json::to_vec(&m).expect("json")
+    }
+
+    #[test]
+    fn media_type_comes_from_body_or_header() {
+        let m = Manifest::parse(&image(Some(OCI_MANIFEST)), Some(OCI_MANIFEST)).expect("ok");
+        assert_eq!((m.media_type.as_str(), m.kind), (OCI_MANIFEST, Kind::Image));
+        let m = Manifest::parse(&image(None), Some(DOCKER_MANIFEST)).expect("ok");
+        assert_eq!(m.media_type, DOCKER_MANIFEST);
+        let m = Manifest::parse(&image(None), None).expect("ok");
+        assert_eq!(m.media_type, OCI_MANIFEST);
+        assert_eq!(m.required_blobs().count(), 2);
+    }
+
+    #[test]
+    fn rejects_mismatch_and_bad_shapes() {
+        assert!(Manifest::parse(&image(Some(OCI_MANIFEST)), Some(DOCKER_MANIFEST)).is_err());
+        assert!(Manifest::parse(b"{", Some(OCI_MANIFEST)).is_err());
+        assert!(Manifest::parse(br#"{"schemaVersion":1}"#, None).is_err());
+        let index_with_layers = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"layers":[]}"#;
+        assert!(Manifest::parse(index_with_layers, None).is_err());
+        let bad_digest =
+            br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#;
+        assert!(Manifest::parse(bad_digest, None).is_err());
+        assert!(matches!(
+            Manifest::parse(b"{}", Some("application/vnd.docker.distribution.manifest.v1+prettyjws")),
+            Err(ManifestError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn foreign_layers_are_not_required() {
+        let mut m = Manifest::parse(&image(None), None).expect("ok");
+        m.layers[0].media_type = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
+        assert_eq!(m.required_blobs().count(), 1);
+    }
+
+    #[test]
+    fn stored_media_type_is_inferred() {
+        assert_eq!(stored_media_type(&image(Some(DOCKER_MANIFEST))), DOCKER_MANIFEST);
+        assert_eq!(stored_media_type(br#"{"manifests":[]}"#), OCI_INDEX);
+        assert_eq!(stored_media_type(&image(None)), OCI_MANIFEST);
+    }
+}

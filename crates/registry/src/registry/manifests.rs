@@ -1,0 +1,150 @@
+//! Manifests: validated puts (every referenced blob and child manifest must exist), reads by
+//! tag or digest, deletes of manifests and tags, and the links that index referrers.
+
+use bytes::Bytes;
+
+use super::{Registry, not_found_as};
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::oci::manifest::{self, Kind, MAX_MANIFEST_SIZE, Manifest};
+use crate::oci::{Algorithm, Digest, Reference, RepoName};
+
+/// A manifest as stored: its digest, bytes and media type.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// The digest it is addressed by.
+    pub digest: Digest,
+    /// The exact bytes pushed.
+    pub body: Bytes,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// What a manifest put produced.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    /// The manifest's digest (in the algorithm of the reference when pushed by digest).
+    pub digest: Digest,
+    /// Its subject, when it has one (for the `OCI-Subject` header).
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Resolves a reference to the digest of a manifest in `name`.
+    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Digest> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => {
+                self.read_link(&layout::tag_current_link(name, tag)).await?.ok_or(Error::ManifestUnknown)?
+            }
+        };
+        if !self.exists(&layout::revision_link(name, &digest)).await? {
+            return Err(Error::ManifestUnknown);
+        }
+        Ok(digest)
+    }
+
+    /// Reads a manifest by tag or digest.
+    pub async fn get_manifest(&self, name: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        let digest = self.resolve(name, reference).await?;
+        let body = self.storage.get(&layout::blob_data(&digest)).await;
+        let body = body.map_err(not_found_as(Error::ManifestUnknown))?;
+        let media_type = manifest::stored_media_type(&body);
+        Ok(StoredManifest { digest, body, media_type })
+    }
+
+    /// Validates and stores a manifest pushed to `reference` with `content_type`.
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(Error::TooLarge(format!("manifests are limited to {MAX_MANIFEST_SIZE} bytes")));
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if actual != *expected {
+                    return Err(Error::DigestInvalid(format!("manifest has digest {actual}")));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        let parsed = Manifest::parse(&body, content_type)?;
+        self.check_references(name, &parsed).await?;
+
+        let blob = layout::blob_data(&digest);
+        if !self.exists(&blob).await? {
+            self.storage.put(&blob, body).await?;
+        }
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        if let Some(subject) = &subject {
+            self.write_link(&layout::referrer_link(name, subject, &digest), &digest).await?;
+        }
+        self.write_link(&layout::revision_link(name, &digest), &digest).await?;
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest).await?;
+            self.write_link(&layout::tag_current_link(name, tag), &digest).await?;
+        }
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Checks that every blob and child manifest the manifest names is in the repository.
+    async fn check_references(&self, name: &RepoName, parsed: &Manifest) -> Result<()> {
+        for blob in parsed.required_blobs() {
+            match self.blob_size(name, &blob.digest).await {
+                Ok(size) if size == blob.size => {}
+                Ok(size) => {
+                    return Err(Error::ManifestInvalid(format!(
+                        "descriptor of {} says {} bytes, the blob has {size}",
+                        blob.digest, blob.size
+                    )));
+                }
+                Err(Error::BlobUnknown) => return Err(Error::ManifestBlobUnknown(blob.digest.clone())),
+                Err(e) => return Err(e),
+            }
+        }
+        if parsed.kind == Kind::Index {
+            for child in &parsed.manifests {
+                if !self.exists(&layout::revision_link(name, &child.digest)).await? {
+                    return Err(Error::ManifestBlobUnknown(child.digest.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest by digest (with every tag pointing at it), or a single tag.
+    pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        match reference {
+            Reference::Tag(tag) => {
+                let deleted = self.storage.delete(&layout::tag(name, tag)).await;
+                deleted.map_err(not_found_as(Error::ManifestUnknown))
+            }
+            Reference::Digest(digest) => {
+                let stored = self.get_manifest(name, reference).await?;
+                for tag in self.tags(name).await? {
+                    let current = self.read_link(&layout::tag_current_link(name, &tag)).await?;
+                    if current.as_ref() == Some(digest) {
+                        self.storage.delete(&layout::tag(name, &tag)).await?;
+                    }
+                }
+                if let Ok(parsed) = Manifest::parse(&stored.body, None)
+                    && let Some(subject) = parsed.subject
+                {
+                    let link = layout::referrer_link(name, &subject.digest, digest);
+                    match self.storage.delete(&link).await {
+                        Err(e) if !e.is_not_found() => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                let deleted = self.storage.delete(&layout::revision_link(name, digest)).await;
+                deleted.map_err(not_found_as(Error::ManifestUnknown))
+            }
+        }
+    }
+}

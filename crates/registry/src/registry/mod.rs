@@ -1,0 +1,80 @@
+//! The registry's OCI logic over any [`Storage`]: blobs, upload sessions, manifests, tags,
+//! the catalog and referrers. Written once, for every backend; knows nothing of HTTP.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::oci::{Digest, RepoName};
+use crate::storage::{Storage, StorageError, StoragePath};
+
+pub use blobs::BlobRange;
+pub use manifests::{PutManifest, StoredManifest};
+pub use uploads::UploadId;
+
+/// A registry: its storage and the state of the upload sessions this process has seen.
+#[derive(Debug)]
+pub struct Registry {
+    storage: Arc<dyn Storage>,
+    uploads: uploads::Sessions,
+}
+
+impl Registry {
+    /// A registry over `storage`.
+    pub fn new(storage: Arc<dyn Storage>) -> Registry {
+        Registry { storage, uploads: uploads::Sessions::default() }
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    /// Reads a link file and parses the digest it holds; `None` when it does not exist.
+    async fn read_link(&self, path: &StoragePath) -> Result<Option<Digest>> {
+        match self.storage.get(path).await {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let digest = text.trim().parse().map_err(|_| StorageError::Backend {
+                    path: path.clone(),
+                    source: std::io::Error::other(format!("corrupt link {text:?}")),
+                })?;
+                Ok(Some(digest))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a link file pointing at `digest`.
+    async fn write_link(&self, path: &StoragePath, digest: &Digest) -> Result<()> {
+        self.storage.put(path, Bytes::from(digest.to_string())).await?;
+        Ok(())
+    }
+
+    /// True when `path` holds an object.
+    async fn exists(&self, path: &StoragePath) -> Result<bool> {
+        match self.storage.stat(path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// True when the repository has anything stored (manifests, layers or uploads).
+    async fn repository_exists(&self, name: &RepoName) -> Result<bool> {
+        Ok(!self.storage.list(&layout::repository(name)).await?.is_empty())
+    }
+}
+
+/// Maps `NotFound` to `err`, leaving other failures as they are.
+fn not_found_as(err: Error) -> impl FnOnce(StorageError) -> Error {
+    move |e| if e.is_not_found() { err } else { e.into() }
+}

@@ -1,0 +1,265 @@
+//! Upload sessions: start, append chunks, status, finish with digest verification, cancel.
+//!
+//! The bytes go to storage as they arrive, through a SHA-256 hasher; the running hash is kept
+//! in memory per session. A session this process has not seen (after a restart, or started by
+//! another server on the same storage) is picked up from storage and its hash recomputed from
+//! the stored bytes when it finishes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::Registry;
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
+use crate::storage::{ByteStream, StorageError};
+
+/// A validated upload session id (a UUID).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// Parses an id from a URL; anything but a UUID is an unknown upload.
+    pub fn parse(s: &str) -> Result<UploadId> {
+        let uuid = uuid::Uuid::try_parse(s).map_err(|_| Error::BlobUploadUnknown)?;
+        Ok(UploadId(uuid.hyphenated().to_string()))
+    }
+
+    fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// The id as it appears in URLs.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What this process knows of one session.
+#[derive(Debug)]
+struct Session {
+    /// Bytes received so far.
+    size: u64,
+    /// SHA-256 of those bytes, when every one of them passed through this process.
+    hasher: Option<Hasher>,
+}
+
+/// Sessions by id, each behind its own lock so that chunks of one upload are serialized while
+/// different uploads proceed in parallel.
+#[derive(Debug, Default)]
+pub(super) struct Sessions(Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>);
+
+impl Sessions {
+    fn get(&self, id: &UploadId) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+        self.lock().get(id).cloned()
+    }
+
+    fn insert(&self, id: UploadId, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
+        let session = Arc::new(tokio::sync::Mutex::new(session));
+        self.lock().entry(id).or_insert(session).clone()
+    }
+
+    fn remove(&self, id: &UploadId) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Feeds every chunk of `data` to `hasher` on its way to storage.
+fn hashing(data: ByteStream, hasher: Arc<Mutex<Hasher>>) -> ByteStream {
+    data.inspect_ok(move |chunk| {
+        hasher.lock().unwrap_or_else(|p| p.into_inner()).update(chunk);
+    })
+    .boxed()
+}
+
+impl Registry {
+    /// Starts an upload session in `name`.
+    pub async fn start_upload(&self, name: &RepoName) -> Result<UploadId> {
+        let id = UploadId::new();
+        let started = Bytes::from(now_rfc3339());
+        self.storage.put(&layout::upload_started_at(name, id.as_str()), started).await?;
+        self.uploads.insert(id.clone(), Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
+        Ok(id)
+    }
+
+    /// The session's lock, loading it from storage when this process has not seen it.
+    async fn session(&self, name: &RepoName, id: &UploadId) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        if let Some(session) = self.uploads.get(id) {
+            return Ok(session);
+        }
+        if !self.exists(&layout::upload_started_at(name, id.as_str())).await? {
+            return Err(Error::BlobUploadUnknown);
+        }
+        let size = match self.storage.stat(&layout::upload_data(name, id.as_str())).await {
+            Ok(meta) => meta.size,
+            Err(e) if e.is_not_found() => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let hasher = (size == 0).then(|| Algorithm::Sha256.hasher());
+        Ok(self.uploads.insert(id.clone(), Session { size, hasher }))
+    }
+
+    /// Bytes received so far by a session.
+    pub async fn upload_size(&self, name: &RepoName, id: &UploadId) -> Result<u64> {
+        Ok(self.session(name, id).await?.lock().await.size)
+    }
+
+    /// Appends a chunk; `start`, from `Content-Range`, must equal the bytes received so far.
+    /// Returns the new size.
+    pub async fn append_upload(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        data: ByteStream,
+    ) -> Result<u64> {
+        let session = self.session(name, id).await?;
+        let mut session = session.lock().await;
+        if start.is_some_and(|start| start != session.size) {
+            return Err(Error::ChunkOutOfOrder { size: session.size });
+        }
+        self.append_locked(name, id, &mut session, data).await
+    }
+
+    async fn append_locked(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        session: &mut Session,
+        data: ByteStream,
+    ) -> Result<u64> {
+        let path = layout::upload_data(name, id.as_str());
+        let hasher = session.hasher.clone().map(|h| Arc::new(Mutex::new(h)));
+        let data = match &hasher {
+            Some(h) => hashing(data, h.clone()),
+            None => data,
+        };
+        match self.storage.append(&path, session.size, data).await {
+            Ok(size) => {
+                session.size = size;
+                session.hasher = hasher.map(|h| h.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                Ok(size)
+            }
+            Err(StorageError::OffsetMismatch { actual, .. }) => {
+                // Another server appended to this session: our hash no longer covers the bytes.
+                session.size = actual;
+                session.hasher = None;
+                Err(Error::ChunkOutOfOrder { size: actual })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Finishes a session: appends the last chunk if any, checks the content against `digest`,
+    /// and commits it as a blob of `name`. On a mismatch the session is cancelled.
+    pub async fn finish_upload(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        last_chunk: Option<ByteStream>,
+    ) -> Result<()> {
+        let session = self.session(name, id).await?;
+        let mut session = session.lock().await;
+        if let Some(data) = last_chunk {
+            self.append_locked(name, id, &mut session, data).await?;
+        }
+        let data_path = layout::upload_data(name, id.as_str());
+        let actual = match session.hasher.take() {
+            Some(hasher) if hasher.algorithm() == digest.algorithm() => hasher.finish(),
+            _ => self.rehash(&data_path, session.size, digest.algorithm()).await?,
+        };
+        if actual != *digest {
+            drop(session);
+            self.cancel_upload(name, id).await?;
+            return Err(Error::DigestInvalid(format!("content has digest {actual}")));
+        }
+        let blob = layout::blob_data(digest);
+        if self.exists(&blob).await? {
+            // Already stored: content-addressed, so the bytes are the same.
+        } else if session.size == 0 {
+            self.storage.put(&blob, Bytes::new()).await?;
+        } else {
+            self.storage.rename(&data_path, &blob).await?;
+        }
+        self.link_blob(name, digest).await?;
+        drop(session);
+        self.cancel_upload(name, id).await
+    }
+
+    /// Recomputes the digest of stored upload bytes with `algorithm`.
+    async fn rehash(
+        &self,
+        path: &crate::storage::StoragePath,
+        size: u64,
+        algorithm: Algorithm,
+    ) -> Result<Digest> {
+        let mut hasher = algorithm.hasher();
+        if size > 0 {
+            let mut stream = self.storage.reader(path, None).await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| StorageError::Backend { path: path.clone(), source })?;
+                hasher.update(&chunk);
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Deletes a session and its bytes.
+    pub async fn cancel_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
+        self.uploads.remove(id);
+        match self.storage.delete(&layout::upload(name, id.as_str())).await {
+            Err(e) if e.is_not_found() => Err(Error::BlobUploadUnknown),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The current time in RFC 3339, as distribution writes `startedat`.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Converts days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_819), (2027, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn upload_ids_are_uuids() {
+        assert!(UploadId::parse("../../etc").is_err());
+        let id = UploadId::new();
+        assert_eq!(UploadId::parse(id.as_str()).ok(), Some(id));
+    }
+}

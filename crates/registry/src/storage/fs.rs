@@ -1,0 +1,204 @@
+//! Filesystem storage: objects are files under a root directory, written through a temporary
+//! file and a rename so that a crash never leaves a partial object visible.
+
+use std::io::{self, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::fs;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::io::ReaderStream;
+
+use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
+
+/// Prefix of temporary files; no path component the registry writes can start with a dot.
+const TEMP_PREFIX: &str = ".tmp-";
+/// Read and write buffer size: large enough that a 1 GiB layer is a few thousand syscalls.
+const IO_BUFFER: usize = 1 << 20;
+
+/// Storage in a local directory, in CNCF distribution's layout (see [`crate::layout`]).
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+impl FsStorage {
+    /// Storage rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> FsStorage {
+        FsStorage { root: root.into() }
+    }
+
+    fn file(&self, path: &StoragePath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+}
+
+/// Maps an I/O error to `NotFound` or a backend failure at `path`.
+fn map_err(path: &StoragePath) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StorageError::NotFound(path.clone()),
+        _ => StorageError::Backend { path: path.clone(), source },
+    }
+}
+
+async fn create_parent(file: &Path) -> io::Result<()> {
+    match file.parent() {
+        Some(parent) => fs::create_dir_all(parent).await,
+        None => Ok(()),
+    }
+}
+
+/// A fresh temporary file name beside `file`.
+fn temp_beside(file: &Path) -> PathBuf {
+    let name = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    file.with_file_name(name)
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    async fn get(&self, path: &StoragePath) -> Result<Bytes, StorageError> {
+        let data = fs::read(self.file(path)).await.map_err(map_err(path))?;
+        Ok(Bytes::from(data))
+    }
+
+    async fn reader(
+        &self,
+        path: &StoragePath,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError> {
+        use tokio::io::AsyncReadExt;
+        let mut file = fs::File::open(self.file(path)).await.map_err(map_err(path))?;
+        let stream = match range {
+            Some(range) => {
+                file.seek(SeekFrom::Start(range.start)).await.map_err(map_err(path))?;
+                let limited = file.take(range.end.saturating_sub(range.start));
+                ReaderStream::with_capacity(limited, IO_BUFFER).boxed()
+            }
+            None => ReaderStream::with_capacity(file, IO_BUFFER).boxed(),
+        };
+        Ok(stream)
+    }
+
+    async fn stat(&self, path: &StoragePath) -> Result<ObjectMeta, StorageError> {
+        let meta = fs::metadata(self.file(path)).await.map_err(map_err(path))?;
+        if meta.is_dir() {
+            return Err(StorageError::NotFound(path.clone()));
+        }
+        Ok(ObjectMeta { size: meta.len() })
+    }
+
+    async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
+        let file = self.file(path);
+        let tmp = temp_beside(&file);
+        let write = async {
+            create_parent(&file).await?;
+            let mut out = fs::File::create(&tmp).await?;
+            out.write_all(&data).await?;
+            out.sync_all().await?;
+            fs::rename(&tmp, &file).await
+        };
+        if let Err(e) = write.await {
+            let _ = fs::remove_file(&tmp).await;
+            return Err(StorageError::Backend { path: path.clone(), source: e });
+        }
+        Ok(())
+    }
+
+    async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
+        let mut entries = match fs::read_dir(self.file(dir)).await {
+            Ok(entries) => entries,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                return Ok(Vec::new());
+            }
+            Err(source) => return Err(StorageError::Backend { path: dir.clone(), source }),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(map_err(dir))? {
+            if let Some(name) = entry.file_name().to_str()
+                && !name.starts_with(TEMP_PREFIX)
+            {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    async fn append(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        mut data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let file = self.file(path);
+        let backend = |source| StorageError::Backend { path: path.clone(), source };
+        create_parent(&file).await.map_err(backend)?;
+        let out = fs::OpenOptions::new()
+            .create(offset == 0)
+            .append(true)
+            .open(&file)
+            .await
+            .map_err(map_err(path))?;
+        let actual = out.metadata().await.map_err(backend)?.len();
+        if actual != offset {
+            return Err(StorageError::OffsetMismatch { path: path.clone(), actual });
+        }
+        let mut writer = BufWriter::with_capacity(IO_BUFFER, out);
+        let mut size = offset;
+        let result = async {
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(StorageError::Body)?;
+                writer.write_all(&chunk).await.map_err(backend)?;
+                size += chunk.len() as u64;
+            }
+            writer.flush().await.map_err(backend)
+        }
+        .await;
+        if let Err(e) = result {
+            // All or nothing: drop what this call wrote so the upload stays at `offset`.
+            let _ = writer.get_ref().set_len(offset).await;
+            return Err(e);
+        }
+        Ok(size)
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
+        let (src, dst) = (self.file(from), self.file(to));
+        // Make the content durable before it becomes visible under its final name.
+        fs::File::open(&src).await.map_err(map_err(from))?.sync_all().await.map_err(map_err(from))?;
+        create_parent(&dst).await.map_err(map_err(to))?;
+        fs::rename(&src, &dst).await.map_err(map_err(from))
+    }
+
+    async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {
+        let file = self.file(path);
+        let meta = fs::symlink_metadata(&file).await.map_err(map_err(path))?;
+        let removed =
+            if meta.is_dir() { fs::remove_dir_all(&file).await } else { fs::remove_file(&file).await };
+        removed.map_err(map_err(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_storage_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::storage::suite::run(&FsStorage::new(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn list_hides_temporary_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = FsStorage::new(dir.path());
+        std::fs::write(dir.path().join(".tmp-leftover"), b"x").expect("write");
+        std::fs::write(dir.path().join("real"), b"x").expect("write");
+        let root = StoragePath::new(["real"]);
+        assert_eq!(storage.list(&StoragePath(String::new())).await.ok(), Some(vec!["real".into()]));
+        assert!(storage.stat(&root).await.is_ok());
+    }
+}

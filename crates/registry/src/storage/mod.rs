@@ -1,0 +1,156 @@
+//! The storage backend trait and its implementations.
+//!
+//! A backend is a minimal key/value store of byte objects addressed by `/`-separated paths, with
+//! the few operations the registry needs: the OCI logic (digests, manifests, tags, links) lives
+//! above it, in [`crate::registry`], written once for every backend.
+
+mod fs;
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FsStorage;
+
+/// A stream of bytes read from or written to storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
+
+/// What went wrong in a storage operation, by meaning; each backend maps its own errors here.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// No object at that path.
+    #[error("not found: {0}")]
+    NotFound(StoragePath),
+    /// An append's offset did not match the object's current size.
+    #[error("offset mismatch at {path}: object has {actual} bytes")]
+    OffsetMismatch {
+        /// The object appended to.
+        path: StoragePath,
+        /// Its size now.
+        actual: u64,
+    },
+    /// The bytes being written failed to arrive (the client went away or sent a bad body).
+    #[error("reading the incoming body failed: {0}")]
+    Body(#[source] io::Error),
+    /// The backend failed (I/O error, network, permissions, ...).
+    #[error("storage failure at {path}: {source}")]
+    Backend {
+        /// The path of the operation.
+        path: StoragePath,
+        /// The backend's own error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// True for [`StorageError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+}
+
+/// A relative, `/`-separated object path with no empty, `.` or `..` component.
+///
+/// Built only from validated names, tags and digests by [`crate::layout`], so it can never
+/// escape the storage root.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoragePath(String);
+
+impl StoragePath {
+    /// Joins components into a path; panics on a component that could escape the root, which
+    /// would be a bug in the caller (all components come from validated types).
+    pub fn new<S: AsRef<str>>(components: impl IntoIterator<Item = S>) -> StoragePath {
+        let mut path = String::new();
+        for c in components {
+            for part in c.as_ref().split('/') {
+                assert!(
+                    !part.is_empty() && part != "." && part != ".." && !part.contains('\\'),
+                    "invalid storage path component {part:?}"
+                );
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(part);
+            }
+        }
+        StoragePath(path)
+    }
+
+    /// This path with more components appended.
+    pub fn join(&self, more: &str) -> StoragePath {
+        StoragePath::new([self.0.as_str(), more])
+    }
+
+    /// The path as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StoragePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StoragePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// What [`Storage::stat`] reports about an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A storage backend.
+///
+/// # Contract
+/// - Objects are written whole and atomically: a reader sees the old object, the new one, or
+///   none, never a part (`put`, `rename`), except the object grown by `append`, which only the
+///   upload that owns it reads.
+/// - Directories are implicit: a path "exists" as a directory while an object lies below it.
+/// - `NotFound` is the answer for a missing object, never a generic failure.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Reads a whole (small) object.
+    async fn get(&self, path: &StoragePath) -> Result<Bytes, StorageError>;
+
+    /// Streams an object, or the byte range `range` of it (already clamped to its size).
+    async fn reader(&self, path: &StoragePath, range: Option<Range<u64>>)
+    -> Result<ByteStream, StorageError>;
+
+    /// The size of an object.
+    async fn stat(&self, path: &StoragePath) -> Result<ObjectMeta, StorageError>;
+
+    /// Atomically creates or replaces an object.
+    async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError>;
+
+    /// Names of the direct children (objects and directories) of `dir`, in no particular order;
+    /// empty when `dir` does not exist.
+    async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError>;
+
+    /// Appends a stream to the object at `path`, which must hold exactly `offset` bytes (a
+    /// missing object holds 0). All or nothing: if the stream fails, the object is left as it
+    /// was. Returns the new size.
+    async fn append(&self, path: &StoragePath, offset: u64, data: ByteStream) -> Result<u64, StorageError>;
+
+    /// Atomically moves an object, replacing any object at `to`.
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError>;
+
+    /// Deletes an object or a whole directory tree. Deleting nothing is `NotFound`.
+    async fn delete(&self, path: &StoragePath) -> Result<(), StorageError>;
+}
+
+#[cfg(test)]
+pub(crate) mod suite;
