@@ -5,10 +5,27 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use regctl_registry::config::LogFormat;
 
+mod deployment;
+mod gc;
+mod remote;
+mod tls;
+
+pub use deployment::{
+    GlobalArgs, OutputFormat, ProvisionArgs, StateArgs, StatusArgs, TargetArgs, TeardownArgs,
+};
+pub use gc::GcArgs;
+pub use remote::{
+    AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind, UsersFileArgs,
+};
+pub use tls::TlsArgs;
+
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
 #[command(name = "regctl", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Options shared by every command (AWS access, deployment name, output).
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -20,6 +37,30 @@ pub enum Command {
     /// Run the registry server (filesystem storage in ./registry-data on 127.0.0.1:5000 by
     /// default).
     Serve(ServeArgs),
+    /// Create or converge the AWS side: bucket, IAM policy, role and instance profile, security
+    /// group, instance, Elastic IP, DNS record. Safe to run again; --dry-run shows the plan.
+    Provision(ProvisionArgs),
+    /// Show each AWS resource of the deployment (present, missing, drifted), the instance, DNS
+    /// and the registry's HTTPS health.
+    Status(StatusArgs),
+    /// Remove everything provision made, in reverse order (the bucket only with
+    /// --delete-bucket). Resumable; reports every failure.
+    Teardown(TeardownArgs),
+    /// Install or update the registry server on the instance over SSH (binary, config, systemd
+    /// unit, first user) and wait until it answers over HTTPS. Changes only what differs.
+    Deploy(DeployArgs),
+    /// Add a registry user, or set a new password (prompted twice, or --password-stdin); the
+    /// running server picks it up without a restart.
+    AddUser(AddUserArgs),
+    /// Remove a registry user; the running server refuses it within a second or two.
+    RemoveUser(RemoveUserArgs),
+    /// List the registry's users.
+    ListUsers(ListUsersArgs),
+    /// Show the registry server's log on the instance (journalctl over SSH); -f follows it.
+    Logs(LogsArgs),
+    /// Delete blobs no manifest uses (and, with --delete-untagged, untagged manifests) and
+    /// abandoned uploads; safe while servers keep serving pushes. --dry-run lists what would go.
+    Gc(GcArgs),
 }
 
 /// Options of `regctl serve`. Precedence: flags, then `REGISTRY_*` variables, then the config
@@ -47,6 +88,9 @@ pub struct ServeArgs {
     /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {

@@ -1,6 +1,14 @@
 //! One module per subcommand; each turns its arguments into options and does the work.
 
+mod deploy;
+mod deployment;
+mod gc;
+mod logs;
+mod provision;
 mod serve;
+mod status;
+mod teardown;
+mod users;
 
 use crate::cli::{Cli, Command};
 
@@ -8,5 +16,14 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Provision(args) => provision::run(&cli.global, args),
+        Command::Status(args) => status::run(&cli.global, args),
+        Command::Teardown(args) => teardown::run(&cli.global, args),
+        Command::Deploy(args) => deploy::run(&cli.global, args),
+        Command::AddUser(args) => users::add(&cli.global, args),
+        Command::RemoveUser(args) => users::remove(&cli.global, args),
+        Command::ListUsers(args) => users::list(&cli.global, args),
+        Command::Logs(args) => logs::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
     }
 }

@@ -1,10 +1,10 @@
 //! `regctl serve`: run the registry server locally (or on the instance, under systemd).
 
 use anyhow::Context;
-use regctl_registry::config::{Config, HtpasswdConfig, default_realm};
+use regctl_registry::config::{Config, HtpasswdConfig, TlsConfig, default_realm};
 use regctl_registry::server;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, TlsArgs};
 use crate::logging;
 
 /// Builds the configuration: file, then environment, then flags.
@@ -30,7 +30,39 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(format) = args.log_format {
         config.log.format = format;
     }
+    apply_tls(args.tls, &mut config.http.tls);
     Ok(config)
+}
+
+/// Applies the HTTPS flags over the file and the environment; an ACME flag creates the
+/// `letsencrypt` section.
+fn apply_tls(args: TlsArgs, tls: &mut TlsConfig) {
+    tls.certificate = args.tls_cert.or(tls.certificate.take());
+    tls.key = args.tls_key.or(tls.key.take());
+    tls.httpaddr = args.http_addr.or(tls.httpaddr.take());
+    if !args.acme_hosts.is_empty() {
+        tls.letsencrypt_mut().hosts = args.acme_hosts;
+    }
+    if let Some(email) = args.acme_email {
+        tls.letsencrypt_mut().email = Some(email);
+    }
+    if let Some(url) = args.acme_directory {
+        tls.letsencrypt_mut().directoryurl = Some(url);
+    }
+    if args.acme_staging {
+        let le = tls.letsencrypt_mut();
+        le.staging = true;
+        le.directoryurl = None;
+    }
+    if !args.acme_ca_roots.is_empty() {
+        tls.letsencrypt_mut().caroots = args.acme_ca_roots;
+    }
+    if let Some(dir) = args.acme_cache {
+        tls.letsencrypt_mut().cachefile = dir;
+    }
+    if !args.acme_challenges.is_empty() {
+        tls.letsencrypt_mut().challenges = args.acme_challenges;
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -105,6 +106,9 @@ pub struct Htpasswd {
     cache: Mutex<HashMap<[u8; 32], Instant>>,
     secret: [u8; 16],
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Verifications answered from the cache, and those that ran bcrypt (for `/metrics`).
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -125,12 +129,19 @@ impl Htpasswd {
             cache: Mutex::new(HashMap::new()),
             secret: *uuid::Uuid::new_v4().as_bytes(),
             failures: Mutex::new(HashMap::new()),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         })
     }
 
     /// The realm of the Basic challenge.
     pub fn realm(&self) -> &str {
         &self.realm
+    }
+
+    /// Verifications answered from the cache and verifications that ran bcrypt, since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.cache_hits.load(Ordering::Relaxed), self.cache_misses.load(Ordering::Relaxed))
     }
 
     /// Number of users currently loaded.
@@ -175,8 +186,10 @@ impl Htpasswd {
         }
         let key = self.cache_key(&user, &password);
         if lock(&self.cache).get(&key).is_some_and(|at| at.elapsed() < CACHE_TTL) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
         let hash = {
             let users = self.users.read().unwrap_or_else(|p| p.into_inner());
             users.hashes.get(&user).cloned()

@@ -5,8 +5,18 @@
 //! [http]
 //! addr = "127.0.0.1:5000"
 //!
+//! [http.tls.letsencrypt]   # HTTPS by ACME, or certificate + key files: see config::tls
+//! hosts = ["registry.example.com"]
+//!
 //! [storage.filesystem]
 //! rootdirectory = "./registry-data"
+//!
+//! # or, instead of the filesystem:
+//! [storage.s3]
+//! bucket = "my-registry"
+//! region = "eu-west-1"
+//! rootdirectory = "/image-registry"   # optional key prefix
+//! encrypt = true
 //!
 //! [auth.htpasswd]
 //! realm = "regctl"
@@ -15,11 +25,20 @@
 //! [log]
 //! format = "text"   # or "json"
 //! level = "info"
+//!
+//! # notifications, ui, metrics, health, gc: see config::ops
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod ops;
+pub mod tls;
+pub use ops::{
+    EndpointConfig, GcConfig, HealthConfig, MetricsConfig, NotificationsConfig, OpsEndpointConfig, UiConfig,
+};
+pub use tls::{ChallengeKind, LetsEncryptConfig, TlsConfig};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +82,16 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Webhooks for push, pull and delete events.
+    pub notifications: NotificationsConfig,
+    /// The read-only web UI.
+    pub ui: UiConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// The health endpoint.
+    pub health: HealthConfig,
+    /// Garbage collection.
+    pub gc: GcConfig,
 }
 
 /// The HTTP listener.
@@ -71,20 +100,116 @@ pub struct Config {
 pub struct HttpConfig {
     /// `host:port` to listen on.
     pub addr: String,
+    /// HTTPS (certificate files or ACME); plain HTTP when unset.
+    pub tls: TlsConfig,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { addr: "127.0.0.1:5000".into() }
+        HttpConfig { addr: "127.0.0.1:5000".into(), tls: TlsConfig::default() }
     }
 }
 
-/// Storage settings.
+/// Storage settings: S3 when an `s3` section is present, else the filesystem.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Filesystem storage (the default backend).
     pub filesystem: FilesystemConfig,
+    /// S3 storage.
+    pub s3: Option<S3Config>,
+}
+
+/// S3 storage settings, named after distribution's `storage.s3` keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// The bucket's region; from the standard chain when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Key prefix under which `docker/registry/v2` lives (e.g. `/image-registry`).
+    #[serde(default)]
+    pub rootdirectory: String,
+    /// Server-side encryption with S3-managed keys.
+    #[serde(default)]
+    pub encrypt: bool,
+    /// A KMS key id for server-side encryption (implies `encrypt`).
+    #[serde(default)]
+    pub keyid: Option<String>,
+    /// An S3-compatible endpoint (emulators, other regions' endpoints).
+    #[serde(default)]
+    pub regionendpoint: Option<String>,
+    /// Path-style addressing (needed by most emulators).
+    #[serde(default)]
+    pub forcepathstyle: bool,
+    /// Multipart part size in bytes (at least 5 MiB).
+    #[serde(default = "default_chunksize")]
+    pub chunksize: u64,
+    /// Access key id; the standard credential chain is used when absent.
+    #[serde(default)]
+    pub accesskey: Option<String>,
+    /// Secret access key.
+    #[serde(default)]
+    pub secretkey: Option<Secret>,
+    /// Use HTTPS for an endpoint given without a scheme.
+    #[serde(default = "default_true")]
+    pub secure: bool,
+    /// Accepted for compatibility with distribution; requests are always signed with SigV4.
+    #[serde(default = "default_true")]
+    pub v4auth: bool,
+}
+
+fn default_chunksize() -> u64 {
+    10 << 20
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl S3Config {
+    /// An S3 configuration for `bucket` with every other setting at its default.
+    pub fn for_bucket(bucket: String) -> S3Config {
+        S3Config {
+            bucket,
+            region: None,
+            rootdirectory: String::new(),
+            encrypt: false,
+            keyid: None,
+            regionendpoint: None,
+            forcepathstyle: false,
+            chunksize: default_chunksize(),
+            accesskey: None,
+            secretkey: None,
+            secure: true,
+            v4auth: true,
+        }
+    }
+}
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Filesystem storage settings.
@@ -176,8 +301,18 @@ impl Config {
     /// Applies distribution's `REGISTRY_*` variables from `vars` (normally `std::env::vars()`).
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
         let mut realm = None;
+        let mut s3: Vec<(String, String)> = Vec::new();
+        let mut kind = None;
         for (name, value) in vars {
+            if let Some(key) = name.strip_prefix("REGISTRY_STORAGE_S3_") {
+                s3.push((key.to_ascii_lowercase(), value));
+                continue;
+            }
+            if name.starts_with("REGISTRY_HTTP_TLS_") && self.http.tls.apply_env(&name, &value)? {
+                continue;
+            }
             match name.as_str() {
+                "REGISTRY_STORAGE" => kind = Some(value),
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY" => {
                     self.storage.filesystem.rootdirectory = PathBuf::from(value);
@@ -198,6 +333,64 @@ impl Config {
         if let (Some(realm), Some(htpasswd)) = (realm, self.auth.htpasswd.as_mut()) {
             htpasswd.realm = realm;
         }
+        match kind.as_deref() {
+            None => {}
+            Some("s3") => {}
+            Some("filesystem") => self.storage.s3 = None,
+            Some(other) => {
+                let message = format!("unknown storage {other:?} (use filesystem or s3)");
+                return Err(ConfigError::Env { name: "REGISTRY_STORAGE".into(), message });
+            }
+        }
+        let wants_s3 = kind.as_deref() == Some("s3") || (kind.is_none() && !s3.is_empty());
+        if wants_s3 {
+            self.apply_s3_env(s3)?;
+        }
+        Ok(())
+    }
+
+    fn apply_s3_env(&mut self, vars: Vec<(String, String)>) -> Result<(), ConfigError> {
+        let bucket = vars.iter().find(|(k, _)| k == "bucket").map(|(_, v)| v.clone());
+        let mut s3 = match (self.storage.s3.take(), bucket) {
+            (Some(s3), _) => s3,
+            (None, Some(bucket)) => S3Config::for_bucket(bucket),
+            (None, None) => {
+                let message = "S3 storage needs a bucket (set REGISTRY_STORAGE_S3_BUCKET)".to_string();
+                return Err(ConfigError::Env { name: "REGISTRY_STORAGE_S3_BUCKET".into(), message });
+            }
+        };
+        for (key, value) in vars {
+            let name = format!("REGISTRY_STORAGE_S3_{}", key.to_ascii_uppercase());
+            let flag = |v: &str| match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(ConfigError::Env {
+                    name: name.clone(),
+                    message: format!("{v:?} is not true or false"),
+                }),
+            };
+            match key.as_str() {
+                "bucket" => s3.bucket = value,
+                "region" => s3.region = Some(value),
+                "rootdirectory" => s3.rootdirectory = value,
+                "encrypt" => s3.encrypt = flag(&value)?,
+                "keyid" => s3.keyid = Some(value).filter(|v| !v.is_empty()),
+                "regionendpoint" => s3.regionendpoint = Some(value).filter(|v| !v.is_empty()),
+                "forcepathstyle" => s3.forcepathstyle = flag(&value)?,
+                "secure" => s3.secure = flag(&value)?,
+                "v4auth" => s3.v4auth = flag(&value)?,
+                "accesskey" => s3.accesskey = Some(value).filter(|v| !v.is_empty()),
+                "secretkey" => s3.secretkey = Some(Secret::new(value)).filter(|v| !v.expose().is_empty()),
+                "chunksize" => {
+                    s3.chunksize = value.parse().map_err(|_| ConfigError::Env {
+                        name: name.clone(),
+                        message: format!("{value:?} is not a number of bytes"),
+                    })?;
+                }
+                _ => {} // distribution's other S3 settings do not apply here
+            }
+        }
+        self.storage.s3 = Some(s3);
         Ok(())
     }
 }
@@ -229,6 +422,30 @@ mod tests {
             ("Registry Realm", Path::new("/auth/htpasswd"))
         );
         assert_eq!(config.storage.filesystem.rootdirectory, Path::new("/data"));
+    }
+
+    #[test]
+    fn s3_from_distribution_variables() {
+        let vars = [
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+            ("REGISTRY_STORAGE_S3_REGION", "eu-west-1"),
+            ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/image-registry"),
+            ("REGISTRY_STORAGE_S3_ENCRYPT", "true"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY", "hunter2"),
+            ("REGISTRY_STORAGE_S3_CHUNKSIZE", "5242880"),
+        ];
+        let mut config = Config::default();
+        config.apply_env(vars.map(|(k, v)| (k.to_string(), v.to_string()))).expect("env");
+        let s3 = config.storage.s3.expect("s3");
+        assert_eq!((s3.bucket.as_str(), s3.region.as_deref()), ("images", Some("eu-west-1")));
+        assert_eq!(s3.rootdirectory, "/image-registry");
+        assert!(s3.encrypt && s3.secure);
+        assert_eq!(s3.chunksize, 5 << 20);
+        assert!(!format!("{:?}", s3.secretkey).contains("hunter2"), "secrets never print");
+        let mut config = Config::default();
+        let missing = [("REGISTRY_STORAGE".to_string(), "s3".to_string())];
+        assert!(config.apply_env(missing).is_err(), "a bucket is required");
     }
 
     #[test]

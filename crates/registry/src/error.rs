@@ -92,7 +92,8 @@ impl Error {
             Error::SizeInvalid(_) | Error::TooLarge(_) => "SIZE_INVALID",
             Error::Unauthorized { .. } => "UNAUTHORIZED",
             Error::Unsupported(_) | Error::RouteUnknown => "UNSUPPORTED",
-            Error::PaginationInvalid => "PAGINATION_NUMBER_INVALID",
+            // The spec has no pagination code; UNSUPPORTED covers "an invalid set of parameters".
+            Error::PaginationInvalid => "UNSUPPORTED",
             Error::TooManyRequests => "TOOMANYREQUESTS",
             Error::Storage(_) => "UNKNOWN",
         }

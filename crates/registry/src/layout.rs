@@ -8,15 +8,28 @@
 //! .../<name>/_manifests/tags/<tag>/current/link                      what a tag points at
 //! .../<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link            every digest the tag held
 //! .../<name>/_uploads/<id>/{data,startedat}                           an upload in progress
+//! .../<name>/_uploads/<id>/hashstates/<alg>/<offset>                 its running hash
 //! .../<name>/_referrers/<alg>/<hex>/<alg>/<hex>/link                 ours: subject -> referrer
+//! docker/registry/v2/_regctl/...                                     ours: queues, gc state
 //! ```
 //!
 //! A link file holds the digest string it points at.
 
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, RepoName, Tag};
 use crate::storage::StoragePath;
 
 const ROOT: &str = "docker/registry/v2";
+
+/// The directory of regctl's own state, beside distribution's: notification queues
+/// (`notifications/<endpoint>/`) and garbage collection's coordination (`gc/`).
+pub fn regctl_state() -> StoragePath {
+    StoragePath::new([ROOT, "_regctl"])
+}
+
+/// The directory of every blob (`<alg>/<hex[..2]>/<hex>/data`).
+pub fn blobs() -> StoragePath {
+    StoragePath::new([ROOT, "blobs"])
+}
 
 /// The directory holding every repository.
 pub fn repositories() -> StoragePath {
@@ -74,9 +87,19 @@ pub fn upload_data(name: &RepoName, id: &str) -> StoragePath {
     upload(name, id).join("data")
 }
 
+/// An upload's bytes moved into place to be hashed again (when no running hash fits).
+pub fn upload_staged(name: &RepoName, id: &str) -> StoragePath {
+    upload(name, id).join("staged")
+}
+
 /// When an upload session started (RFC 3339); its presence marks the session as existing.
 pub fn upload_started_at(name: &RepoName, id: &str) -> StoragePath {
     upload(name, id).join("startedat")
+}
+
+/// The saved hash state of an upload's first `offset` bytes (distribution's path; our format).
+pub fn upload_hash_state(name: &RepoName, id: &str, algorithm: Algorithm, offset: u64) -> StoragePath {
+    upload(name, id).join("hashstates").join(algorithm.as_str()).join(&offset.to_string())
 }
 
 /// The directory of manifests whose `subject` is `subject`, one link per referrer.

@@ -10,18 +10,28 @@
 //! - [`error`]: the spec's error codes and statuses.
 //! - [`config`]: the TOML file and `REGISTRY_*` variables.
 //! - [`server`]: binding, background tasks and graceful shutdown.
+//! - [`tls`]: HTTPS with rustls: certificate files (reloaded) or ACME (HTTP-01, TLS-ALPN-01).
+//! - [`ops`]: the request-observing middleware, `/metrics` and `/health`; with [`metrics`],
+//!   [`notify`] (webhooks in distribution's envelope), [`ui`] (the read-only web UI) and
+//!   [`gc`] (garbage collection that is safe while pushes continue).
 
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod layout;
+pub mod metrics;
+pub mod notify;
 pub mod oci;
+pub mod ops;
 pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod storage;
+pub mod tls;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,16 +53,31 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// htpasswd users, when authentication is on.
     pub auth: Option<Arc<auth::Htpasswd>>,
+    /// Metrics, notifications and the settings of the UI, `/metrics` and `/health`.
+    pub ops: Arc<ops::Ops>,
 }
 
-/// The registry's HTTP application: every `/v2` route behind authentication, plus the
-/// `Docker-Distribution-API-Version` header and a log line per request.
+impl AppState {
+    /// State with default operations settings (UI, `/metrics`, `/health` on; no webhooks).
+    pub fn new(registry: Arc<Registry>, auth: Option<Arc<auth::Htpasswd>>) -> AppState {
+        AppState { registry, auth, ops: Arc::new(ops::Ops::default()) }
+    }
+}
+
+/// The registry's HTTP application: every `/v2` route and the web UI behind authentication,
+/// `/metrics` and `/health` as configured, every request counted and turned into notification
+/// events ([`ops::observe`]), plus the `Docker-Distribution-API-Version` header and a log line
+/// per request.
 pub fn app(state: AppState) -> Router {
+    let (protected, open) = ops::routes(&state);
     Router::new()
         .route("/v2", axum::routing::any(routes::dispatch))
         .route("/v2/", axum::routing::any(routes::dispatch))
         .route("/v2/{*path}", axum::routing::any(routes::dispatch))
+        .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .merge(open)
+        .layer(middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(middleware::from_fn(api_version_and_log))
         .with_state(state)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::auth::{self, Htpasswd, HtpasswdError};
 use crate::config::Config;
-use crate::storage::FsStorage;
+use crate::storage::{FsStorage, S3Storage, Storage};
 use crate::{AppState, Registry, app};
 
 /// Why the server could not start or stopped with an error.
@@ -28,16 +28,33 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// HTTPS could not be set up (settings, certificate files, ACME cache, port 80).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
-/// Builds the shared state from `config`.
-pub fn state(config: &Config) -> Result<AppState, ServeError> {
-    let storage = Arc::new(FsStorage::new(&config.storage.filesystem.rootdirectory));
+/// Builds the shared state from `config`: storage (counted into the metrics), users, and the
+/// notification queues (started here, so this needs a Tokio runtime).
+pub async fn state(config: &Config) -> Result<AppState, ServeError> {
+    let storage: Arc<dyn Storage> = match &config.storage.s3 {
+        Some(s3) => Arc::new(S3Storage::new(s3).await),
+        None => Arc::new(FsStorage::new(&config.storage.filesystem.rootdirectory)),
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let storage: Arc<dyn Storage> =
+        Arc::new(crate::metrics::InstrumentedStorage::new(storage, metrics.clone()));
     let auth = match &config.auth.htpasswd {
         Some(h) => Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?)),
         None => None,
     };
-    Ok(AppState { registry: Arc::new(Registry::new(storage)), auth })
+    let notifier = crate::notify::Notifier::start(
+        &config.notifications,
+        storage.clone(),
+        config.http.addr.clone(),
+        metrics.clone(),
+    );
+    let ops = crate::ops::Ops { metrics, notifier, settings: crate::ops::OpsSettings::from_config(config) };
+    Ok(AppState { registry: Arc::new(Registry::new(storage)), auth, ops: Arc::new(ops) })
 }
 
 /// Serves the registry described by `config` until `shutdown` completes.
@@ -45,12 +62,22 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = state(&config)?;
+    let state = state(&config).await?;
+    let ops = state.ops.clone();
+    crate::gc::spawn_watch(state.registry.clone());
+    if let Some(interval) = config.gc.interval {
+        let options = crate::gc::GcOptions::from_config(&config.gc);
+        crate::gc::spawn_scheduled(state.registry.clone(), options, interval, ops.metrics.clone());
+    }
+    let tls = crate::tls::TlsSettings::from_config(&config.http.tls)?;
     let listener = tokio::net::TcpListener::bind(&config.http.addr)
         .await
         .map_err(|source| ServeError::Bind { addr: config.http.addr.clone(), source })?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
-    let root = config.storage.filesystem.rootdirectory.display().to_string();
+    let root = match &config.storage.s3 {
+        Some(s3) => format!("s3://{}/{}", s3.bucket, s3.rootdirectory.trim_matches('/')),
+        None => config.storage.filesystem.rootdirectory.display().to_string(),
+    };
     match &state.auth {
         Some(auth) => {
             tracing::info!(users = auth.user_count(), realm = auth.realm(), "htpasswd authentication on");
@@ -68,11 +95,24 @@ pub async fn serve(
             "authentication is off: anyone who can reach {local} can push and pull (set auth.htpasswd or --htpasswd)"
         ),
     }
+    if let Some(tls) = tls {
+        tracing::info!(storage = %root, "serving the registry over HTTPS");
+        crate::tls::serve(listener, app(state), tls, shutdown).await?;
+        if let Some(notifier) = &ops.notifier {
+            notifier.flush().await;
+        }
+        tracing::info!("registry stopped");
+        return Ok(());
+    }
     tracing::info!(addr = %local, storage = %root, "registry listening on http://{local}");
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Serve)?;
+    // Events not yet delivered are in storage; a restart resumes them.
+    if let Some(notifier) = &ops.notifier {
+        notifier.flush().await;
+    }
     tracing::info!("registry stopped");
     Ok(())
 }

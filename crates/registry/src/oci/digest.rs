@@ -112,6 +112,10 @@ impl FromStr for Digest {
     }
 }
 
+/// Prefixes of saved hasher states: ours, versioned, never confused with another format.
+const STATE_MAGIC_SHA256: &[u8] = b"regctl-sha256-v1:";
+const STATE_MAGIC_SHA512: &[u8] = b"regctl-sha512-v1:";
+
 /// An incremental hasher for one of the registered algorithms.
 #[derive(Clone)]
 pub enum Hasher {
@@ -144,6 +148,29 @@ impl Hasher {
         }
     }
 
+    /// The hasher's internal state as bytes, so a hash can be continued later, elsewhere
+    /// (an upload continued after a restart or on another server).
+    pub fn to_state(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        let (magic, state) = match self {
+            Hasher::Sha256(h) => (STATE_MAGIC_SHA256, h.serialize().to_vec()),
+            Hasher::Sha512(h) => (STATE_MAGIC_SHA512, h.serialize().to_vec()),
+        };
+        [magic, &state].concat()
+    }
+
+    /// Restores a hasher saved by [`Hasher::to_state`]; `None` for anything else (such as
+    /// distribution's own hash states, which use Go's format).
+    pub fn from_state(bytes: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        if let Some(state) = bytes.strip_prefix(STATE_MAGIC_SHA256) {
+            let state = state.try_into().ok()?;
+            return sha2::Sha256::deserialize(state).ok().map(Hasher::Sha256);
+        }
+        let state = bytes.strip_prefix(STATE_MAGIC_SHA512)?.try_into().ok()?;
+        sha2::Sha512::deserialize(state).ok().map(Hasher::Sha512)
+    }
+
     /// The digest of everything fed so far.
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
@@ -165,6 +192,20 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>(), Ok(d));
         let d512 = Digest::of(Algorithm::Sha512, b"abc");
         assert_eq!(d512.to_string().parse::<Digest>(), Ok(d512));
+    }
+
+    #[test]
+    fn hasher_state_round_trips() {
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut h = algorithm.hasher();
+            h.update(&[7u8; 1000]);
+            let mut restored = Hasher::from_state(&h.to_state()).expect("restore");
+            h.update(b"more");
+            restored.update(b"more");
+            assert_eq!(restored.finish(), h.finish());
+        }
+        assert!(Hasher::from_state(b"sha\x03garbage").is_none());
+        assert!(Hasher::from_state(b"regctl-sha256-v1:short").is_none());
     }
 
     #[test]

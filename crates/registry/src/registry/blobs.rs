@@ -38,6 +38,7 @@ impl BlobRange {
 impl Registry {
     /// The size of a blob readable in `name`, or `BlobUnknown`.
     pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
+        self.gc.protect(self.storage.as_ref(), std::slice::from_ref(digest)).await?;
         if !self.blob_linked(name, digest).await? {
             return Err(Error::BlobUnknown);
         }
@@ -74,6 +75,7 @@ impl Registry {
             Some(from) => self.blob_linked(from, digest).await?,
             None => true,
         };
+        self.gc.protect(self.storage.as_ref(), std::slice::from_ref(digest)).await?;
         if !source_ok || !self.exists(&layout::blob_data(digest)).await? {
             return Ok(false);
         }

@@ -75,6 +75,7 @@ impl Registry {
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
         let parsed = Manifest::parse(&body, content_type)?;
+        self.gc.protect(self.storage.as_ref(), &crate::gc::named_by(&digest, &parsed)).await?;
         self.check_references(name, &parsed).await?;
 
         let blob = layout::blob_data(&digest);

@@ -24,17 +24,24 @@ pub use uploads::UploadId;
 pub struct Registry {
     storage: Arc<dyn Storage>,
     uploads: uploads::Sessions,
+    /// Garbage collection's push side: pins what a push relies on while a collection runs.
+    gc: crate::gc::Guard,
 }
 
 impl Registry {
     /// A registry over `storage`.
     pub fn new(storage: Arc<dyn Storage>) -> Registry {
-        Registry { storage, uploads: uploads::Sessions::default() }
+        Registry { storage, uploads: uploads::Sessions::default(), gc: crate::gc::Guard::default() }
     }
 
     /// The storage backend.
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
+    }
+
+    /// Garbage collection's serving side (see [`crate::gc`]).
+    pub fn gc_guard(&self) -> &crate::gc::Guard {
+        &self.gc
     }
 
     /// Reads a link file and parses the digest it holds; `None` when it does not exist.

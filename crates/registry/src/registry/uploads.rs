@@ -1,9 +1,10 @@
 //! Upload sessions: start, append chunks, status, finish with digest verification, cancel.
 //!
-//! The bytes go to storage as they arrive, through a SHA-256 hasher; the running hash is kept
-//! in memory per session. A session this process has not seen (after a restart, or started by
-//! another server on the same storage) is picked up from storage and its hash recomputed from
-//! the stored bytes when it finishes.
+//! The bytes go to storage as they arrive, through a SHA-256 hasher. The running hash is kept
+//! in memory per session and saved to storage after every chunk, so a session this process has
+//! not seen (after a restart, or started by another server on the same storage) continues from
+//! storage alone. Without a saved state (a session begun by `registry:2`), the hash is
+//! recomputed from the stored bytes when the upload finishes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,26 +48,30 @@ struct Session {
     hasher: Option<Hasher>,
 }
 
-/// Sessions by id, each behind its own lock so that chunks of one upload are serialized while
+/// A session is known by its repository and id: an id used under another repository is
+/// unknown there.
+type SessionKey = (RepoName, UploadId);
+
+/// Sessions, each behind its own lock so that chunks of one upload are serialized while
 /// different uploads proceed in parallel.
 #[derive(Debug, Default)]
-pub(super) struct Sessions(Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>);
+pub(super) struct Sessions(Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<Session>>>>);
 
 impl Sessions {
-    fn get(&self, id: &UploadId) -> Option<Arc<tokio::sync::Mutex<Session>>> {
-        self.lock().get(id).cloned()
+    fn get(&self, name: &RepoName, id: &UploadId) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+        self.lock().get(&(name.clone(), id.clone())).cloned()
     }
 
-    fn insert(&self, id: UploadId, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
+    fn insert(&self, name: &RepoName, id: &UploadId, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
         let session = Arc::new(tokio::sync::Mutex::new(session));
-        self.lock().entry(id).or_insert(session).clone()
+        self.lock().entry((name.clone(), id.clone())).or_insert(session).clone()
     }
 
-    fn remove(&self, id: &UploadId) {
-        self.lock().remove(id);
+    fn remove(&self, name: &RepoName, id: &UploadId) {
+        self.lock().remove(&(name.clone(), id.clone()));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Session>>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -86,13 +91,13 @@ impl Registry {
         let id = UploadId::new();
         let started = Bytes::from(now_rfc3339());
         self.storage.put(&layout::upload_started_at(name, id.as_str()), started).await?;
-        self.uploads.insert(id.clone(), Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
+        self.uploads.insert(name, &id, Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
         Ok(id)
     }
 
     /// The session's lock, loading it from storage when this process has not seen it.
     async fn session(&self, name: &RepoName, id: &UploadId) -> Result<Arc<tokio::sync::Mutex<Session>>> {
-        if let Some(session) = self.uploads.get(id) {
+        if let Some(session) = self.uploads.get(name, id) {
             return Ok(session);
         }
         if !self.exists(&layout::upload_started_at(name, id.as_str())).await? {
@@ -103,8 +108,17 @@ impl Registry {
             Err(e) if e.is_not_found() => 0,
             Err(e) => return Err(e.into()),
         };
-        let hasher = (size == 0).then(|| Algorithm::Sha256.hasher());
-        Ok(self.uploads.insert(id.clone(), Session { size, hasher }))
+        let hasher = if size == 0 {
+            Some(Algorithm::Sha256.hasher())
+        } else {
+            let saved = layout::upload_hash_state(name, id.as_str(), Algorithm::Sha256, size);
+            match self.storage.get(&saved).await {
+                Ok(state) => Hasher::from_state(&state),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(self.uploads.insert(name, id, Session { size, hasher }))
     }
 
     /// Bytes received so far by a session.
@@ -144,8 +158,11 @@ impl Registry {
         };
         match self.storage.append(&path, session.size, data).await {
             Ok(size) => {
-                session.size = size;
+                let previous = std::mem::replace(&mut session.size, size);
                 session.hasher = hasher.map(|h| h.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                if let Some(hasher) = &session.hasher {
+                    self.save_hash_state(name, id, hasher, previous, size).await?;
+                }
                 Ok(size)
             }
             Err(StorageError::OffsetMismatch { actual, .. }) => {
@@ -156,6 +173,29 @@ impl Registry {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Saves the running hash at `size` and drops the one saved at `previous`.
+    async fn save_hash_state(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        hasher: &Hasher,
+        previous: u64,
+        size: u64,
+    ) -> Result<()> {
+        let algorithm = hasher.algorithm();
+        let path = layout::upload_hash_state(name, id.as_str(), algorithm, size);
+        self.storage.put(&path, Bytes::from(hasher.to_state())).await?;
+        if previous != size && previous > 0 {
+            let old = layout::upload_hash_state(name, id.as_str(), algorithm, previous);
+            if let Err(e) = self.storage.delete(&old).await
+                && !e.is_not_found()
+            {
+                tracing::warn!(error = %e, "could not remove an old upload hash state");
+            }
+        }
+        Ok(())
     }
 
     /// Finishes a session: appends the last chunk if any, checks the content against `digest`,
@@ -172,16 +212,26 @@ impl Registry {
         if let Some(data) = last_chunk {
             self.append_locked(name, id, &mut session, data).await?;
         }
-        let data_path = layout::upload_data(name, id.as_str());
+        let mut data_path = layout::upload_data(name, id.as_str());
         let actual = match session.hasher.take() {
             Some(hasher) if hasher.algorithm() == digest.algorithm() => hasher.finish(),
-            _ => self.rehash(&data_path, session.size, digest.algorithm()).await?,
+            _ => {
+                // No running hash in that algorithm: put the bytes in place (a backend may only
+                // read appended bytes after a rename), then hash them.
+                let staged = layout::upload_staged(name, id.as_str());
+                if session.size > 0 {
+                    self.storage.rename(&data_path, &staged).await?;
+                }
+                data_path = staged;
+                self.rehash(&data_path, session.size, digest.algorithm()).await?
+            }
         };
         if actual != *digest {
             drop(session);
             self.cancel_upload(name, id).await?;
             return Err(Error::DigestInvalid(format!("content has digest {actual}")));
         }
+        self.gc.protect(self.storage.as_ref(), std::slice::from_ref(digest)).await?;
         let blob = layout::blob_data(digest);
         if self.exists(&blob).await? {
             // Already stored: content-addressed, so the bytes are the same.
@@ -215,7 +265,7 @@ impl Registry {
 
     /// Deletes a session and its bytes.
     pub async fn cancel_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
-        self.uploads.remove(id);
+        self.uploads.remove(name, id);
         match self.storage.delete(&layout::upload(name, id.as_str())).await {
             Err(e) if e.is_not_found() => Err(Error::BlobUploadUnknown),
             other => Ok(other?),

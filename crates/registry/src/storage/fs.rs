@@ -87,7 +87,7 @@ impl Storage for FsStorage {
         if meta.is_dir() {
             return Err(StorageError::NotFound(path.clone()));
         }
-        Ok(ObjectMeta { size: meta.len() })
+        Ok(ObjectMeta { size: meta.len(), modified: meta.modified().ok() })
     }
 
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
@@ -178,6 +178,39 @@ impl Storage for FsStorage {
         let removed =
             if meta.is_dir() { fs::remove_dir_all(&file).await } else { fs::remove_file(&file).await };
         removed.map_err(map_err(path))
+    }
+
+    async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
+        let mut found = Vec::new();
+        let mut pending = vec![(self.file(dir), String::new())];
+        while let Some((current, prefix)) = pending.pop() {
+            let mut entries = match fs::read_dir(&current).await {
+                Ok(entries) => entries,
+                // Gone since it was listed (deleted by a concurrent request), or never there.
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    continue;
+                }
+                Err(source) => return Err(StorageError::Backend { path: dir.clone(), source }),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(map_err(dir))? {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+                if name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                let meta = match entry.metadata().await {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(StorageError::Backend { path: dir.clone(), source }),
+                };
+                if meta.is_dir() {
+                    pending.push((entry.path(), relative));
+                } else {
+                    found.push((relative, ObjectMeta { size: meta.len(), modified: meta.modified().ok() }));
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

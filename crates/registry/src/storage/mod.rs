@@ -5,6 +5,7 @@
 //! above it, in [`crate::registry`], written once for every backend.
 
 mod fs;
+mod s3;
 
 use std::fmt;
 use std::io;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsStorage;
+pub use s3::S3Storage;
 
 /// A stream of bytes read from or written to storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
@@ -106,19 +108,22 @@ impl fmt::Debug for StoragePath {
     }
 }
 
-/// What [`Storage::stat`] reports about an object.
+/// What [`Storage::stat`] and [`Storage::walk`] report about an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, when the backend knows (garbage collection spares
+    /// recent objects; an object without a time counts as recent).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A storage backend.
 ///
 /// # Contract
 /// - Objects are written whole and atomically: a reader sees the old object, the new one, or
-///   none, never a part (`put`, `rename`), except the object grown by `append`, which only the
-///   upload that owns it reads.
+///   none, never a part (`put`, `rename`). An object grown by `append` has a size (`stat`) but
+///   its bytes are only certain to be readable once it is renamed into place.
 /// - Directories are implicit: a path "exists" as a directory while an object lies below it.
 /// - `NotFound` is the answer for a missing object, never a generic failure.
 #[async_trait]
@@ -150,6 +155,29 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes an object or a whole directory tree. Deleting nothing is `NotFound`.
     async fn delete(&self, path: &StoragePath) -> Result<(), StorageError>;
+
+    /// Every object below `dir`, recursively: its path relative to `dir` and its metadata, in no
+    /// particular order; empty when `dir` does not exist. An object still being appended to (not
+    /// yet renamed into place) may be missing or show a partial size.
+    ///
+    /// The default walks with `list` and `stat`, one call per entry; backends that can list a
+    /// whole tree at once (S3) override it.
+    async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
+        let mut found = Vec::new();
+        let mut pending = vec![(dir.clone(), String::new())];
+        while let Some((current, prefix)) = pending.pop() {
+            for name in self.list(&current).await? {
+                let path = current.join(&name);
+                let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                match self.stat(&path).await {
+                    Ok(meta) => found.push((relative, meta)),
+                    Err(e) if e.is_not_found() => pending.push((path, relative)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]

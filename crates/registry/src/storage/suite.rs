@@ -30,6 +30,7 @@ pub async fn run(storage: &dyn Storage) {
     list_children(storage).await;
     append_is_all_or_nothing(storage).await;
     rename_and_delete(storage).await;
+    walk_reports_sizes_and_times(storage).await;
 }
 
 async fn missing_objects_are_not_found(storage: &dyn Storage) {
@@ -79,7 +80,11 @@ async fn append_is_all_or_nothing(storage: &dyn Storage) {
     let err = storage.append(&p, 8, failing).await.expect_err("failing body");
     assert!(matches!(err, StorageError::Body(_)), "{err:?}");
     assert_eq!(storage.stat(&p).await.expect("stat").size, 8);
-    assert_eq!(read_all(storage, &p, None).await, b"abcdefgh");
+    // Appended bytes are readable once the object is renamed into place.
+    let done = path("up/done");
+    storage.rename(&p, &done).await.expect("rename");
+    assert_eq!(read_all(storage, &done, None).await, b"abcdefgh");
+    assert!(storage.stat(&p).await.is_err_and(|e| e.is_not_found()));
     assert_eq!(storage.append(&path("up/empty"), 0, chunks(&[])).await.expect("empty"), 0);
 }
 
@@ -95,4 +100,65 @@ async fn rename_and_delete(storage: &dyn Storage) {
     assert!(storage.list(&path("d/x")).await.expect("list").is_empty());
     storage.delete(&to).await.expect("delete object");
     assert!(storage.get(&to).await.is_err_and(|e| e.is_not_found()));
+}
+
+async fn walk_reports_sizes_and_times(storage: &dyn Storage) {
+    // Backends may keep times to the second (S3): allow for that, and for clock skew.
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+    storage.put(&path("w/a/1"), Bytes::from_static(b"one")).await.expect("put");
+    storage.put(&path("w/a/b/2"), Bytes::from_static(b"two!")).await.expect("put");
+    storage.put(&path("w/3"), Bytes::new()).await.expect("put");
+    let after = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    let mut found = storage.walk(&path("w")).await.expect("walk");
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<(&str, u64)> = found.iter().map(|(n, m)| (n.as_str(), m.size)).collect();
+    assert_eq!(names, [("3", 0), ("a/1", 3), ("a/b/2", 4)]);
+    for (name, meta) in &found {
+        let modified = meta.modified.unwrap_or_else(|| panic!("{name} has no modification time"));
+        assert!(modified > before && modified < after, "{name} modified at {modified:?}");
+    }
+    let stat = storage.stat(&path("w/a/1")).await.expect("stat");
+    assert!(stat.modified.is_some_and(|m| m > before && m < after), "stat has the time: {stat:?}");
+    assert!(storage.walk(&path("w/missing")).await.expect("walk").is_empty());
+}
+
+/// A moto server (PyPI `moto[server]`) on a free loopback port, killed when dropped.
+pub struct Moto {
+    /// Its endpoint URL.
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto, or returns `None` (locally) when it is not installed; in CI a missing moto
+/// fails the test.
+pub fn start_moto() -> Option<Moto> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("moto_server").is_file()));
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(!ci, "moto_server is required in CI (pip install 'moto[server]')");
+        eprintln!("SKIPPED: moto_server is not installed; install it with: pip install 'moto[server]'");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some(Moto { endpoint: format!("http://{addr}"), child })
 }

@@ -1,0 +1,346 @@
+//! The measurements. Each phase runs against our server, then against distribution, with the
+//! same client and the same data, and yields rows of the report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+
+use crate::client::Registry;
+use crate::report::{Better, Group, Row};
+use crate::servers::Server;
+use crate::workload::{Blob, Image, Workload};
+
+/// One server under test and the client pointed at it.
+pub struct Contender {
+    /// The process.
+    pub server: Server,
+    /// The client.
+    pub client: Registry,
+}
+
+/// Limits of the latency phase: each cell (method × concurrency) stops at whichever comes first.
+#[derive(Clone, Copy)]
+pub struct LatencyLimits {
+    /// Requests measured per cell.
+    pub requests: usize,
+    /// Time per cell.
+    pub time: Duration,
+}
+
+/// Concurrent image pushes or pulls in the many-small-images phase (docker pushes and pulls
+/// three layers at a time; a CI job pushes several images).
+const SMALL_IMAGE_CONCURRENCY: usize = 4;
+/// Concurrent manifest clients of the latency phase.
+const LATENCY_CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Time given to a fresh server before its first memory reading.
+const STARTUP: Duration = Duration::from_secs(2);
+/// Time given to a server, its clients gone, before the after-workload memory reading: past
+/// tokio's 10 s keep-alive of idle blocking threads (Go's scavenger gets the same time).
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// Runs every phase on one storage kind (`kind`: "fs" or "s3") and returns the rows. The
+/// servers must be fresh: the first figures are their idle memory and their peak while taking
+/// one large blob.
+pub async fn run(
+    kind: &str,
+    ours: &mut Contender,
+    theirs: &mut Contender,
+    work: &Arc<Workload>,
+    limits: LatencyLimits,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut both = [ours, theirs];
+
+    tokio::time::sleep(STARTUP).await;
+    let started = [both[0].server.memory()?, both[1].server.memory()?];
+    rows.push(
+        Row::new(format!("{kind} RSS after start, MiB"), mib(started[0].rss_kib), mib(started[1].rss_kib))
+            .better(Better::Lower)
+            .group(Group::IdleRss),
+    );
+    rows.push(
+        Row::new(
+            format!("{kind}   of which anonymous, MiB"),
+            mib(started[0].anon_kib),
+            mib(started[1].anon_kib),
+        )
+        .better(Better::Lower),
+    );
+
+    // First, on the fresh process: one large blob alone, and the peak RSS it causes (the peak
+    // since start, which was just read as idle).
+    let big = &work.big_blob;
+    let what = format!("{kind} push one {} MiB blob, MB/s", big.len >> 20);
+    rows.push(
+        pair(&what, Group::None, &mut both, async |c| {
+            timed_rate(big.len, c.client.push_blob("bench/big", big)).await
+        })
+        .await?,
+    );
+    let big_peak = [both[0].server.memory()?.hwm_kib, both[1].server.memory()?.hwm_kib];
+    rows.push(
+        Row::new(format!("{kind} peak RSS while pushing that blob, MiB"), mib(big_peak[0]), mib(big_peak[1]))
+            .better(Better::Lower),
+    );
+
+    let large = &work.large;
+    let large_bytes = large.bytes();
+    let what =
+        format!("{kind} push large image ({} x {} MiB), MB/s", large.layers.len(), large.layers[0].len >> 20);
+    rows.push(
+        pair(&what, Group::Push, &mut both, async |c| {
+            timed_rate(large_bytes, c.client.push_image(large)).await
+        })
+        .await?,
+    );
+    let what = format!("{kind} pull large image, MB/s");
+    rows.push(
+        pair(&what, Group::Pull, &mut both, async |c| {
+            timed_rate(large_bytes, c.client.pull_image(large)).await
+        })
+        .await?,
+    );
+
+    let small_bytes: u64 = work.small.iter().map(Image::bytes).sum();
+    let what = format!(
+        "{kind} push {} small images ({:.1} MB, {SMALL_IMAGE_CONCURRENCY} at a time), MB/s",
+        work.small.len(),
+        small_bytes as f64 / 1e6
+    );
+    rows.push(
+        pair(&what, Group::Push, &mut both, async |c| {
+            timed_rate(small_bytes, small_images(c, work, Op::Push)).await
+        })
+        .await?,
+    );
+    let what = format!("{kind} pull {} small images, MB/s", work.small.len());
+    rows.push(
+        pair(&what, Group::Pull, &mut both, async |c| {
+            timed_rate(small_bytes, small_images(c, work, Op::Pull)).await
+        })
+        .await?,
+    );
+
+    let pushers_bytes: u64 = work.parallel.iter().map(|b| b.len).sum();
+    let what = format!(
+        "{kind} push {} blobs concurrently ({} x {} MiB), MB/s",
+        work.parallel.len(),
+        work.parallel.len(),
+        work.parallel.first().map_or(0, |b| b.len >> 20)
+    );
+    rows.push(
+        pair(&what, Group::Push, &mut both, async |c| timed_rate(pushers_bytes, pushers(c, work)).await)
+            .await?,
+    );
+
+    for head in [false, true] {
+        for concurrency in LATENCY_CONCURRENCY {
+            let mut measured = Vec::new();
+            for contender in both.iter_mut() {
+                let samples = latencies(contender, work, head, concurrency, limits).await?;
+                contender.server.check_alive()?;
+                measured.push(samples);
+            }
+            let method = if head { "HEAD" } else { "GET" };
+            let what = format!("{kind} manifest {method}, {concurrency:>2} clients");
+            let (a, b) = (&measured[0], &measured[1]);
+            rows.push(
+                Row::new(format!("{what}: p50 ms"), a.percentile(50.0), b.percentile(50.0))
+                    .better(Better::Lower),
+            );
+            rows.push(
+                Row::new(format!("{what}: p99 ms"), a.percentile(99.0), b.percentile(99.0))
+                    .better(Better::Lower)
+                    .group(Group::ManifestP99),
+            );
+            rows.push(Row::new(format!("{what}: requests/s"), a.rate(), b.rate()));
+        }
+    }
+
+    let run_peak = [both[0].server.memory()?.hwm_kib, both[1].server.memory()?.hwm_kib];
+    rows.push(
+        Row::new(format!("{kind} peak RSS over the whole run, MiB"), mib(run_peak[0]), mib(run_peak[1]))
+            .better(Better::Lower),
+    );
+    for contender in both.iter_mut() {
+        contender.client = contender.client.reconnect();
+    }
+    tokio::time::sleep(SETTLE).await;
+    let settled = [both[0].server.memory()?, both[1].server.memory()?];
+    rows.push(
+        Row::new(
+            format!("{kind} RSS after the workload (settled), MiB"),
+            mib(settled[0].rss_kib),
+            mib(settled[1].rss_kib),
+        )
+        .better(Better::Lower)
+        .group(Group::IdleRss),
+    );
+    rows.push(
+        Row::new(
+            format!("{kind}   of which anonymous, MiB"),
+            mib(settled[0].anon_kib),
+            mib(settled[1].anon_kib),
+        )
+        .better(Better::Lower),
+    );
+    rows.push(
+        Row::new(
+            format!("{kind} threads after the workload (settled)"),
+            settled[0].threads as f64,
+            settled[1].threads as f64,
+        )
+        .better(Better::Lower),
+    );
+    Ok(rows)
+}
+
+/// Runs `phase` on ours, then on theirs, and makes a higher-is-better row of the two figures.
+async fn pair<F>(what: &str, group: Group, both: &mut [&mut Contender; 2], phase: F) -> Result<Row>
+where
+    F: AsyncFn(&Contender) -> Result<f64>,
+{
+    let mut figures = [0.0; 2];
+    for (i, contender) in both.iter_mut().enumerate() {
+        let who = if i == 0 { "regctl" } else { "distribution" };
+        eprintln!("  {what}: {who}...");
+        figures[i] = phase(contender).await.with_context(|| format!("{what}: {who}"))?;
+        contender.server.check_alive().with_context(|| format!("{what}: {who}"))?;
+    }
+    Ok(Row::new(what.to_string(), figures[0], figures[1]).group(group))
+}
+
+/// MB/s (10^6 bytes per second) of `bytes` moved by `work`.
+async fn timed_rate(bytes: u64, work: impl Future<Output = Result<()>>) -> Result<f64> {
+    let start = Instant::now();
+    work.await?;
+    Ok(bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Push,
+    Pull,
+}
+
+/// Pushes or pulls every small image, a few at a time, each worker on its own task.
+async fn small_images(contender: &Contender, work: &Arc<Workload>, op: Op) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..SMALL_IMAGE_CONCURRENCY {
+        let (client, work, next) = (contender.client.clone(), work.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let Some(image) = work.small.get(next.fetch_add(1, Ordering::Relaxed)) else { return Ok(()) };
+                match op {
+                    Op::Push => client.push_image(image).await,
+                    Op::Pull => client.pull_image(image).await,
+                }
+                .with_context(|| format!("image {}", image.repo))?;
+            }
+        });
+    }
+    join_all(tasks).await
+}
+
+/// Pushes every blob of the concurrent-pushers phase at once, each on its own task.
+async fn pushers(contender: &Contender, work: &Arc<Workload>) -> Result<()> {
+    let mut tasks = JoinSet::new();
+    for i in 0..work.parallel.len() {
+        let (client, work) = (contender.client.clone(), work.clone());
+        tasks.spawn(async move {
+            let blob: &Blob = &work.parallel[i];
+            client.push_blob("bench/parallel", blob).await.with_context(|| format!("pusher {i}"))
+        });
+    }
+    join_all(tasks).await
+}
+
+async fn join_all(mut tasks: JoinSet<Result<()>>) -> Result<()> {
+    while let Some(done) = tasks.join_next().await {
+        done.context("a client task panicked")??;
+    }
+    Ok(())
+}
+
+/// Request latencies of one cell of the latency phase, and its wall time.
+struct Samples {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Samples {
+    /// The `p`th percentile (nearest rank), in milliseconds.
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1].as_secs_f64() * 1e3
+    }
+
+    /// Requests per second.
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `concurrency` clients sending manifest GETs (or HEADs) by tag round the small images, each
+/// with Basic auth, until `limits` are reached; one unmeasured request per client first.
+async fn latencies(
+    contender: &Contender,
+    work: &Arc<Workload>,
+    head: bool,
+    concurrency: usize,
+    limits: LatencyLimits,
+) -> Result<Samples> {
+    let method = if head { "HEAD" } else { "GET" };
+    eprintln!("  manifest {method} with {concurrency} clients: {}...", contender.client.base());
+    let one = move |client: Registry, work: Arc<Workload>, i: usize| async move {
+        let image = &work.small[i % work.small.len()];
+        if head {
+            client.head_manifest(&image.repo, &image.tag, &image.manifest_digest).await
+        } else {
+            client.get_manifest(&image.repo, &image.tag, &image.manifest_digest).await
+        }
+    };
+    let mut warmup = JoinSet::new();
+    for i in 0..concurrency {
+        warmup.spawn(one(contender.client.clone(), work.clone(), i));
+    }
+    join_all(warmup).await.context("warm-up")?;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + limits.time;
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, work, next) = (contender.client.clone(), work.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= limits.requests || Instant::now() >= deadline {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let sent = Instant::now();
+                one(client.clone(), work.clone(), i).await?;
+                latencies.push(sent.elapsed());
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.context("a client task panicked")??);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Ok(Samples { latencies, elapsed })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}

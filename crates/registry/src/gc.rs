@@ -1,0 +1,923 @@
+//! Garbage collection that is safe while pushes continue: `regctl gc`, and the server's
+//! scheduled runs (`[gc] interval`).
+//!
+//! **Mark.** From every tag (or, without `delete_untagged`, every manifest revision) of every
+//! repository: the manifest, its config and layers, the child manifests of an index, and the
+//! referrers of every kept manifest. **Sweep.** Blobs nothing marked, untagged manifests (when
+//! asked), the `_layers` links of deleted blobs, and upload sessions idle for longer than
+//! `upload_max_age`.
+//!
+//! **Why a concurrent push never loses a layer.**
+//! 1. Nothing written (blob, manifest revision, layer link) within the grace period is deleted:
+//!    content uploaded or linked by a push in progress survives until its manifest lands.
+//! 2. A collection announces itself (`_regctl/gc/active`), then waits `settle` before marking,
+//!    so every push either finished its manifest before the mark (and is marked) or sees the
+//!    announcement. Every server then *pins* (`_regctl/gc/pins/<id>`) what it confirmed to
+//!    clients within the grace period (a blob a `HEAD` found: the client will not upload it
+//!    again; at most an hour back), and
+//!    from then on whatever a request relies on (every blob and child a manifest names, a blob
+//!    found, uploaded or mounted) *before* checking that it exists ([`Guard::protect`]).
+//! 3. Before deleting, the collection writes what it is about to delete (`_regctl/gc/doomed`),
+//!    *then* reads the pins and spares whatever is pinned. A push that pinned too late to be
+//!    seen finds its digest doomed and waits until the collection ends, then checks again: the
+//!    blob is either still there or gone, never deleted under a manifest that was accepted.
+//!
+//! Storage layout of the coordination objects:
+//! ```text
+//! docker/registry/v2/_regctl/gc/active        a collection runs (JSON: when, where)
+//! docker/registry/v2/_regctl/gc/doomed        digests it is about to delete, one a line
+//! docker/registry/v2/_regctl/gc/pins/<uuid>   digests a push relies on, one a line
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::layout;
+use crate::oci::Digest;
+use crate::storage::{Storage, StorageError, StoragePath};
+
+/// An announcement older than this is left over from a collection that died.
+const LEASE: Duration = Duration::from_secs(6 * 3600);
+/// How long a push trusts what it learnt about a running collection.
+const ACTIVE_CACHE: Duration = Duration::from_secs(1);
+/// The shortest wait between announcing and marking: every server notices the announcement
+/// (its watch checks each second, through a one-second cache) and pins what it must.
+const MIN_SETTLE: Duration = Duration::from_secs(3);
+/// How long a push waits for a collection that is about to delete what it needs.
+const DOOMED_WAIT: Duration = Duration::from_secs(120);
+
+fn gc_dir() -> StoragePath {
+    layout::regctl_state().join("gc")
+}
+
+fn active_path() -> StoragePath {
+    gc_dir().join("active")
+}
+
+fn doomed_path() -> StoragePath {
+    gc_dir().join("doomed")
+}
+
+fn pins_dir() -> StoragePath {
+    gc_dir().join("pins")
+}
+
+/// What a collection does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Only report what would be deleted.
+    pub dry_run: bool,
+    /// Also delete manifests that no tag reaches.
+    pub delete_untagged: bool,
+    /// Spare anything written more recently than this.
+    pub grace: Duration,
+    /// Purge upload sessions idle for longer than this.
+    pub upload_max_age: Duration,
+    /// Wait this long after announcing the collection, before marking.
+    pub settle: Duration,
+}
+
+impl GcOptions {
+    /// The options of `[gc]` in the configuration (`dry_run` from `dryrun`).
+    pub fn from_config(config: &crate::config::GcConfig) -> GcOptions {
+        GcOptions {
+            dry_run: config.dryrun,
+            delete_untagged: config.deleteuntagged,
+            grace: config.graceperiod,
+            upload_max_age: config.uploadmaxage,
+            settle: config.settle,
+        }
+    }
+}
+
+/// A blob that was (or would be) deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct SweptBlob {
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A manifest removed from a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct SweptManifest {
+    /// The repository.
+    pub repository: String,
+    /// The manifest's digest.
+    pub digest: String,
+}
+
+/// An upload session purged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct SweptUpload {
+    /// The repository.
+    pub repository: String,
+    /// The session id.
+    pub id: String,
+}
+
+/// What a collection deleted, or would delete in a dry run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GcReport {
+    /// Nothing was deleted.
+    pub dry_run: bool,
+    /// Repositories seen.
+    pub repositories: usize,
+    /// Manifests kept (per repository).
+    pub manifests_kept: usize,
+    /// Blobs stored before the collection.
+    pub blobs_total: usize,
+    /// Blobs in use.
+    pub blobs_in_use: usize,
+    /// Unused blobs spared because they were written or linked within the grace period.
+    pub blobs_spared_recent: usize,
+    /// Unused blobs spared because a concurrent push pinned them.
+    pub blobs_spared_pinned: usize,
+    /// Blobs deleted, sorted by digest.
+    pub blobs: Vec<SweptBlob>,
+    /// Bytes those blobs held.
+    pub bytes_freed: u64,
+    /// Untagged manifests deleted, sorted.
+    pub manifests: Vec<SweptManifest>,
+    /// Upload sessions purged, sorted.
+    pub uploads: Vec<SweptUpload>,
+    /// Manifests that could not be read or parsed (their content is kept).
+    pub warnings: Vec<String>,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+}
+
+/// Why a collection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// Another collection is running on the same storage.
+    #[error(
+        "another garbage collection has been running since {since} (storage object {path}); wait for it to \
+         finish, or delete that object if its process is gone"
+    )]
+    Busy {
+        /// When it started (RFC 3339).
+        since: String,
+        /// The announcement's storage path.
+        path: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a collection learns from one walk of the repositories.
+#[derive(Debug, Default)]
+struct Repo {
+    /// Manifest revisions: digest -> path of the revision directory, and whether it is recent.
+    revisions: BTreeMap<Digest, (StoragePath, bool)>,
+    /// Tag -> its `current` directory (holding the link).
+    tags: BTreeMap<String, StoragePath>,
+    /// Tag history entries: digest -> their directories.
+    tag_index: HashMap<Digest, Vec<StoragePath>>,
+    /// Layer links: digest -> directory of the link.
+    layers: HashMap<Digest, StoragePath>,
+    /// Blobs linked within the grace period.
+    recent_layers: HashSet<Digest>,
+    /// Referrers: subject -> (referrer, directory of the link).
+    referrers: HashMap<Digest, Vec<(Digest, StoragePath)>>,
+    /// Upload sessions: id -> latest modification time of anything in them.
+    uploads: BTreeMap<String, Option<SystemTime>>,
+}
+
+/// Joins `base` and a relative path whose last components are dropped.
+fn dir_of(base: &StoragePath, parts: &[&str]) -> StoragePath {
+    StoragePath::new(std::iter::once(base.as_str()).chain(parts.iter().copied()))
+}
+
+/// Parses `<alg>/<hex>` at `parts[i..i + 2]`.
+fn digest_at(parts: &[&str], i: usize) -> Option<Digest> {
+    let (alg, hex) = (parts.get(i)?, parts.get(i + 1)?);
+    format!("{alg}:{hex}").parse().ok()
+}
+
+/// Reads every repository's links and uploads in one walk.
+async fn scan_repositories(
+    storage: &dyn Storage,
+    cutoff: SystemTime,
+) -> Result<BTreeMap<String, Repo>, StorageError> {
+    let base = layout::repositories();
+    let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+    let recent = |m: Option<SystemTime>| m.is_none_or(|m| m > cutoff);
+    for (relative, meta) in storage.walk(&base).await? {
+        let parts: Vec<&str> = relative.split('/').collect();
+        let Some(split) = parts.iter().position(|p| p.starts_with('_')) else { continue };
+        if split == 0 {
+            continue;
+        }
+        let name = parts[..split].join("/");
+        let rest = &parts[split..];
+        let repo = repos.entry(name).or_default();
+        let at = |n: usize| dir_of(&base, &parts[..split + n]);
+        match rest {
+            ["_manifests", "revisions", _, _, "link"] => {
+                if let Some(d) = digest_at(rest, 2) {
+                    repo.revisions.insert(d, (at(4), recent(meta.modified)));
+                }
+            }
+            ["_manifests", "tags", tag, "current", "link"] => {
+                repo.tags.insert((*tag).to_string(), at(4));
+            }
+            ["_manifests", "tags", _, "index", _, _, "link"] => {
+                if let Some(d) = digest_at(rest, 4) {
+                    repo.tag_index.entry(d).or_default().push(at(6));
+                }
+            }
+            ["_layers", _, _, "link"] => {
+                if let Some(d) = digest_at(rest, 1) {
+                    if recent(meta.modified) {
+                        // Linked just now (an upload finished or a blob was mounted): it
+                        // belongs to a push whose manifest may not have landed yet.
+                        repo.recent_layers.insert(d.clone());
+                    }
+                    repo.layers.insert(d, at(3));
+                }
+            }
+            ["_referrers", _, _, _, _, "link"] => {
+                if let (Some(subject), Some(referrer)) = (digest_at(rest, 1), digest_at(rest, 3)) {
+                    repo.referrers.entry(subject).or_default().push((referrer, at(5)));
+                }
+            }
+            ["_uploads", id, ..] => {
+                let latest = repo.uploads.entry((*id).to_string()).or_insert(meta.modified);
+                *latest = match (*latest, meta.modified) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(repos)
+}
+
+/// What a pushed manifest relies on: itself, its config and layers, and its children.
+pub fn named_by(digest: &Digest, manifest: &crate::oci::Manifest) -> Vec<Digest> {
+    let descriptors = manifest.config.iter().chain(&manifest.layers).chain(&manifest.manifests);
+    std::iter::once(digest.clone()).chain(descriptors.map(|d| d.digest.clone())).collect()
+}
+
+/// Digests a manifest's bytes name: blobs (config, layers, Docker schema 1 `fsLayers`) and
+/// child manifests (index entries). `None` when it is not JSON.
+fn references(body: &[u8]) -> Option<References> {
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let digest_in = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).and_then(|s| s.parse().ok());
+    let list = |key: &str| value.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut blobs: Vec<Digest> =
+        value.get("config").and_then(|c| digest_in(c, "digest")).into_iter().collect();
+    blobs.extend(list("layers").iter().filter_map(|l| digest_in(l, "digest")));
+    blobs.extend(list("fsLayers").iter().filter_map(|l| digest_in(l, "blobSum")));
+    let children = list("manifests").iter().filter_map(|m| digest_in(m, "digest")).collect();
+    Some((blobs, children))
+}
+
+/// The blobs and the child manifests a manifest names.
+type References = (Vec<Digest>, Vec<Digest>);
+
+/// Manifests read so far, by digest (a manifest in many repositories is read once).
+#[derive(Default)]
+struct ManifestCache(HashMap<Digest, Option<References>>);
+
+impl ManifestCache {
+    /// The references of manifest `digest`; `None` when its bytes are missing or not JSON.
+    async fn get(
+        &mut self,
+        storage: &dyn Storage,
+        digest: &Digest,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<References>, StorageError> {
+        if let Some(found) = self.0.get(digest) {
+            return Ok(found.clone());
+        }
+        let found = match storage.get(&layout::blob_data(digest)).await {
+            Ok(body) => {
+                let refs = references(&body);
+                if refs.is_none() {
+                    warnings.push(format!("manifest {digest} is not JSON; only its own bytes are kept"));
+                }
+                refs
+            }
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        self.0.insert(digest.clone(), found.clone());
+        Ok(found)
+    }
+}
+
+/// Marks everything `roots` reach in one repository; returns the manifests kept.
+async fn mark_repository(
+    storage: &dyn Storage,
+    repo: &Repo,
+    roots: Vec<Digest>,
+    follow_referrers: bool,
+    marked: &mut HashSet<Digest>,
+    cache: &mut ManifestCache,
+    warnings: &mut Vec<String>,
+) -> Result<HashSet<Digest>, StorageError> {
+    let mut kept = HashSet::new();
+    let mut work = roots;
+    while let Some(digest) = work.pop() {
+        if !kept.insert(digest.clone()) {
+            continue;
+        }
+        marked.insert(digest.clone());
+        if let Some((blobs, children)) = cache.get(storage, &digest, warnings).await? {
+            marked.extend(blobs);
+            work.extend(children);
+        }
+        if follow_referrers && let Some(referrers) = repo.referrers.get(&digest) {
+            work.extend(referrers.iter().map(|(r, _)| r.clone()));
+        }
+    }
+    Ok(kept)
+}
+
+fn parse_digests(text: &[u8]) -> HashSet<Digest> {
+    String::from_utf8_lossy(text).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn digest_lines<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> Bytes {
+    let text: Vec<String> = digests.into_iter().map(|d| d.to_string()).collect();
+    Bytes::from(text.join("\n"))
+}
+
+/// Deletes `path`, treating "already gone" as done.
+async fn remove(storage: &dyn Storage, path: &StoragePath) -> Result<(), StorageError> {
+    match storage.delete(path).await {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a garbage collection over `storage`.
+///
+/// Returns [`GcError::Busy`] when another collection announced itself less than six hours ago.
+/// A dry run writes nothing and does not wait, so its report is exact only while no push runs.
+pub async fn collect(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcError> {
+    let started = Instant::now();
+    if options.dry_run {
+        let mut report = run(storage, options).await?;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    announce(storage, options.grace).await?;
+    let result = run(storage, options).await;
+    // Always withdraw, so pushes stop pinning and waiting.
+    let withdrawn = async {
+        remove(storage, &doomed_path()).await?;
+        remove(storage, &active_path()).await
+    }
+    .await;
+    let mut report = result?;
+    withdrawn?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Writes the announcement, unless a live collection already did.
+async fn announce(storage: &dyn Storage, grace: Duration) -> Result<(), GcError> {
+    match storage.stat(&active_path()).await {
+        Ok(meta) if meta.modified.is_none_or(|m| m.elapsed().map_or(true, |age| age < LEASE)) => {
+            let text = storage.get(&active_path()).await.unwrap_or_default();
+            let since = serde_json::from_slice::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["started"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "an unknown time".into());
+            return Err(GcError::Busy { since, path: active_path().to_string() });
+        }
+        Ok(_) => tracing::warn!("replacing the announcement of a garbage collection that never finished"),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Pins of earlier collections protect nothing any more.
+    remove(storage, &pins_dir()).await?;
+    let note = serde_json::json!({
+        "started": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        "pid": std::process::id(),
+        "grace_seconds": grace.as_secs_f64(),
+    });
+    storage.put(&active_path(), Bytes::from(note.to_string())).await?;
+    Ok(())
+}
+
+/// Mark and sweep; the announcement is up unless this is a dry run.
+async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcError> {
+    if !options.dry_run {
+        // Pushes that read "no collection" just before the announcement finish their manifest
+        // within this time, so the mark below sees it.
+        tokio::time::sleep(options.settle.max(MIN_SETTLE)).await;
+    }
+    let now = SystemTime::now();
+    let cutoff = now.checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let upload_cutoff = now.checked_sub(options.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut report = GcReport { dry_run: options.dry_run, ..GcReport::default() };
+
+    // Mark.
+    let repos = scan_repositories(storage, cutoff).await?;
+    report.repositories = repos.len();
+    let mut marked: HashSet<Digest> = HashSet::new();
+    let mut cache = ManifestCache::default();
+    let mut untagged: Vec<(String, Digest)> = Vec::new();
+    let mut recently_linked: HashSet<Digest> = HashSet::new();
+    for (name, repo) in &repos {
+        recently_linked.extend(repo.recent_layers.iter().cloned());
+        let mut roots = Vec::new();
+        for link in repo.tags.values() {
+            match storage.get(&link.join("link")).await {
+                Ok(text) => roots.extend(String::from_utf8_lossy(&text).trim().parse::<Digest>().ok()),
+                Err(e) if e.is_not_found() => {} // the tag was deleted since the walk
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (digest, (_, recent)) in &repo.revisions {
+            if !options.delete_untagged || *recent {
+                roots.push(digest.clone());
+            }
+        }
+        let kept = mark_repository(
+            storage,
+            repo,
+            roots,
+            options.delete_untagged,
+            &mut marked,
+            &mut cache,
+            &mut report.warnings,
+        )
+        .await?;
+        report.manifests_kept += repo.revisions.keys().filter(|d| kept.contains(*d)).count();
+        if options.delete_untagged {
+            untagged.extend(
+                repo.revisions.keys().filter(|d| !kept.contains(*d)).map(|d| (name.clone(), d.clone())),
+            );
+        }
+    }
+
+    // Candidates.
+    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+    for (relative, meta) in storage.walk(&layout::blobs()).await? {
+        let parts: Vec<&str> = relative.split('/').collect();
+        let [alg, _, hex, "data"] = parts.as_slice() else { continue };
+        let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
+        report.blobs_total += 1;
+        if marked.contains(&digest) {
+            report.blobs_in_use += 1;
+        } else if meta.modified.is_none_or(|m| m > cutoff) || recently_linked.contains(&digest) {
+            report.blobs_spared_recent += 1;
+        } else {
+            blobs.insert(digest, meta.size);
+        }
+    }
+
+    if !options.dry_run && (!blobs.is_empty() || !untagged.is_empty()) {
+        // Say what is about to go, then see what pushes pinned meanwhile.
+        let doomed = digest_lines(blobs.keys().chain(untagged.iter().map(|(_, d)| d)));
+        storage.put(&doomed_path(), doomed).await?;
+        let pinned = read_pins(storage).await?;
+        if !pinned.is_empty() {
+            // A pinned manifest keeps what it names, as if it were tagged.
+            let spared: Vec<Digest> =
+                untagged.iter().filter(|(_, d)| pinned.contains(d)).map(|(_, d)| d.clone()).collect();
+            untagged.retain(|(_, d)| !pinned.contains(d));
+            let mut keep = pinned.clone();
+            for (_, repo) in repos.iter() {
+                let roots: Vec<Digest> =
+                    spared.iter().filter(|d| repo.revisions.contains_key(*d)).cloned().collect();
+                if !roots.is_empty() {
+                    mark_repository(storage, repo, roots, true, &mut keep, &mut cache, &mut report.warnings)
+                        .await?;
+                }
+            }
+            let before = blobs.len();
+            blobs.retain(|d, _| !keep.contains(d));
+            report.blobs_spared_pinned = before - blobs.len();
+        }
+    }
+
+    // Sweep.
+    for (name, digest) in &untagged {
+        report.manifests.push(SweptManifest { repository: name.clone(), digest: digest.to_string() });
+        if options.dry_run {
+            continue;
+        }
+        let Some(repo) = repos.get(name) else { continue };
+        if let Some((dir, _)) = repo.revisions.get(digest) {
+            remove(storage, dir).await?;
+        }
+        for dir in repo.tag_index.get(digest).into_iter().flatten() {
+            remove(storage, dir).await?;
+        }
+        for (_, links) in repo.referrers.iter() {
+            for (referrer, dir) in links {
+                if referrer == digest {
+                    remove(storage, dir).await?;
+                }
+            }
+        }
+    }
+    for (digest, size) in &blobs {
+        report.blobs.push(SweptBlob { digest: digest.to_string(), size: *size });
+        report.bytes_freed += size;
+        if options.dry_run {
+            continue;
+        }
+        let hex = digest.hex();
+        let dir = StoragePath::new([layout::blobs().as_str(), digest.algorithm().as_str(), &hex[..2], hex]);
+        remove(storage, &dir).await?;
+        for repo in repos.values() {
+            if let Some(link) = repo.layers.get(digest) {
+                remove(storage, link).await?;
+            }
+        }
+    }
+    for (name, repo) in &repos {
+        for (id, latest) in &repo.uploads {
+            if latest.is_none_or(|t| t > upload_cutoff) {
+                continue;
+            }
+            report.uploads.push(SweptUpload { repository: name.clone(), id: id.clone() });
+            if !options.dry_run {
+                remove(storage, &layout::repositories().join(name).join("_uploads").join(id)).await?;
+            }
+        }
+    }
+    if !options.dry_run {
+        remove(storage, &pins_dir()).await?;
+    }
+    report.manifests.sort();
+    report.uploads.sort();
+    Ok(report)
+}
+
+/// Every digest pinned by pushes since the announcement.
+async fn read_pins(storage: &dyn Storage) -> Result<HashSet<Digest>, StorageError> {
+    let mut pinned = HashSet::new();
+    for (name, _) in storage.walk(&pins_dir()).await? {
+        match storage.get(&pins_dir().join(&name)).await {
+            Ok(text) => pinned.extend(parse_digests(&text)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(pinned)
+}
+
+/// The serving side of the protocol, kept by every [`crate::Registry`].
+///
+/// It remembers which blobs and manifests were recently confirmed to clients (a `HEAD` that
+/// found a blob, an upload or mount that stored one, a manifest's references), because a client
+/// that was told "the registry has it" will not upload it again. When it sees a collection
+/// announced (checked at most once a second, on requests and by [`spawn_watch`]), it pins
+/// everything confirmed within the collection's grace period (an hour at most) in one object, then pins each further
+/// confirmation as it happens, and makes a request wait while the collection is about to
+/// delete what it needs.
+#[derive(Debug, Default)]
+pub struct Guard {
+    state: Mutex<GuardState>,
+}
+
+#[derive(Debug, Default)]
+struct GuardState {
+    /// When the announcement was last checked.
+    checked: Option<Instant>,
+    /// The announcement being honoured (its modification time), if a collection runs.
+    run: Option<SystemTime>,
+    /// Digests pinned during `run`.
+    pinned: HashSet<Digest>,
+    /// Digests confirmed to clients, and when.
+    recent: HashMap<Digest, Instant>,
+}
+
+/// How long a confirmation to a client is remembered at most; a collection's announcement says
+/// how far back to pin (its grace period).
+const RECENT_WINDOW: Duration = Duration::from_secs(3600);
+/// Most confirmations remembered; older ones are forgotten first.
+const MAX_RECENT: usize = 200_000;
+
+impl Guard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that a client relies on `digests` existing; while a collection runs, pins them
+    /// and, if the collection is about to delete any of them, waits until it has finished (the
+    /// caller then checks existence as usual). Without a collection it costs a map insert and
+    /// at most one storage `stat` a second.
+    pub async fn protect(&self, storage: &dyn Storage, digests: &[Digest]) -> Result<(), StorageError> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        self.remember(digests);
+        if self.current_run(storage).await?.is_none() {
+            return Ok(());
+        }
+        let unpinned: Vec<Digest> = {
+            let state = self.lock();
+            digests.iter().filter(|d| !state.pinned.contains(*d)).cloned().collect()
+        };
+        if !unpinned.is_empty() {
+            pin(storage, &unpinned).await?;
+            self.lock().pinned.extend(unpinned);
+        }
+        let deadline = Instant::now() + DOOMED_WAIT;
+        loop {
+            let doomed = match storage.get(&doomed_path()).await {
+                Ok(text) => parse_digests(&text),
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if !digests.iter().any(|d| doomed.contains(d)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let message = "a garbage collection that is deleting content this request names has not \
+                               finished within two minutes; retry";
+                return Err(StorageError::Backend {
+                    path: doomed_path(),
+                    source: std::io::Error::other(message),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn remember(&self, digests: &[Digest]) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.recent.len() + digests.len() > MAX_RECENT {
+            state.recent.retain(|_, at| now.duration_since(*at) < RECENT_WINDOW);
+            if state.recent.len() + digests.len() > MAX_RECENT {
+                let mut times: Vec<Instant> = state.recent.values().copied().collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 2];
+                state.recent.retain(|_, at| *at > cut);
+            }
+        }
+        for d in digests {
+            state.recent.insert(d.clone(), now);
+        }
+    }
+
+    /// The running collection's announcement, checked at most once a second. On seeing a new
+    /// one, pins every recent confirmation first.
+    async fn current_run(&self, storage: &dyn Storage) -> Result<Option<SystemTime>, StorageError> {
+        {
+            let state = self.lock();
+            if state.checked.is_some_and(|at| at.elapsed() < ACTIVE_CACHE) {
+                return Ok(state.run);
+            }
+        }
+        let run = match storage.stat(&active_path()).await {
+            Ok(meta) if meta.modified.is_none_or(|m| m.elapsed().map_or(true, |age| age < LEASE)) => {
+                Some(meta.modified.unwrap_or(SystemTime::UNIX_EPOCH))
+            }
+            Ok(_) => None,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        {
+            let mut state = self.lock();
+            state.checked = Some(Instant::now());
+            if state.run == run {
+                return Ok(run);
+            }
+            state.run = run;
+            state.pinned.clear();
+            if run.is_none() {
+                return Ok(None);
+            }
+        }
+        // Only confirmations within the grace period before the announcement (and since) need a
+        // pin, as the collection spares anything written later than that anyway.
+        let since = run.and_then(|at| at.elapsed().ok()).unwrap_or_default();
+        let grace = match storage.get(&active_path()).await {
+            Ok(note) => serde_json::from_slice::<serde_json::Value>(&note)
+                .ok()
+                .and_then(|v| v["grace_seconds"].as_f64())
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .map_or(RECENT_WINDOW, |grace| grace.min(RECENT_WINDOW)),
+            Err(e) if e.is_not_found() => return Ok(run), // finished meanwhile
+            Err(e) => return Err(e),
+        };
+        let window = grace + since;
+        let recent: Vec<Digest> = {
+            let state = self.lock();
+            state.recent.iter().filter(|(_, at)| at.elapsed() < window).map(|(d, _)| d.clone()).collect()
+        };
+        if !recent.is_empty() {
+            tracing::info!(
+                digests = recent.len(),
+                "garbage collection announced: pinning recently used content"
+            );
+            pin(storage, &recent).await?;
+            self.lock().pinned.extend(recent);
+        }
+        Ok(run)
+    }
+}
+
+/// Writes a pin naming `digests`.
+async fn pin(storage: &dyn Storage, digests: &[Digest]) -> Result<(), StorageError> {
+    let path = pins_dir().join(&uuid::Uuid::new_v4().simple().to_string());
+    storage.put(&path, digest_lines(digests)).await
+}
+
+/// Checks for a collection's announcement every second, so that a server with clients in the
+/// middle of a push pins what they were told exists even before their next request.
+pub fn spawn_watch(registry: std::sync::Arc<crate::Registry>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACTIVE_CACHE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = registry.gc_guard().current_run(registry.storage()).await {
+                tracing::warn!(error = %e, "cannot check for a running garbage collection");
+            }
+        }
+    });
+}
+
+/// Sizes for people: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// Runs a collection every `interval` in the background (the first one `interval` after
+/// start), logging each report and counting it into `metrics`. A collection found running
+/// elsewhere is skipped until the next turn.
+pub fn spawn_scheduled(
+    registry: std::sync::Arc<crate::Registry>,
+    options: GcOptions,
+    interval: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
+    tracing::info!(every = ?interval, grace = ?options.grace, delete_untagged = options.delete_untagged, "scheduled garbage collection on");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match collect(registry.storage(), &options).await {
+                Ok(report) => {
+                    tracing::info!(
+                        dry_run = report.dry_run,
+                        blobs = report.blobs.len(),
+                        freed = %human_bytes(report.bytes_freed),
+                        manifests = report.manifests.len(),
+                        uploads = report.uploads.len(),
+                        seconds = report.seconds,
+                        "garbage collection finished"
+                    );
+                    if !report.dry_run {
+                        metrics.gc_run(Some(crate::metrics::GcRun {
+                            blobs: report.blobs.len() as u64,
+                            bytes: report.bytes_freed,
+                            manifests: report.manifests.len() as u64,
+                            uploads: report.uploads.len() as u64,
+                            duration: Duration::from_secs_f64(report.seconds),
+                        }));
+                    }
+                }
+                Err(GcError::Busy { since, .. }) => {
+                    tracing::info!(since, "garbage collection skipped: another one is running");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "garbage collection failed");
+                    metrics.gc_run(None);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::oci::manifest::OCI_MANIFEST;
+    use crate::oci::{Reference, RepoName};
+    use crate::registry::Registry;
+    use crate::storage::FsStorage;
+
+    async fn blob(registry: &Registry, name: &RepoName, bytes: &'static [u8]) -> (Digest, usize) {
+        let digest = Digest::of(crate::oci::Algorithm::Sha256, bytes);
+        let id = registry.start_upload(name).await.expect("start");
+        let body = futures_util::stream::iter(vec![Ok(Bytes::from_static(bytes))]).boxed();
+        registry.finish_upload(name, &id, &digest, Some(body)).await.expect("finish");
+        (digest, bytes.len())
+    }
+
+    fn manifest(config: &(Digest, usize), layers: &[&(Digest, usize)]) -> Bytes {
+        let d = |(digest, size): &(Digest, usize), mt: &str| serde_json::json!({"mediaType": mt, "digest": digest.to_string(), "size": size});
+        let layers: Vec<_> = layers.iter().map(|l| d(l, "application/vnd.oci.image.layer.v1.tar")).collect();
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": d(config, "application/vnd.oci.image.config.v1+json"), "layers": layers,
+        });
+        Bytes::from(serde_json::to_vec(&m).expect("json"))
+    }
+
+    #[test]
+    fn references_cover_images_indexes_and_schema1() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let e = format!("sha256:{}", "b".repeat(64));
+        let image = format!(r#"{{"config":{{"digest":"{d}"}},"layers":[{{"digest":"{e}"}}]}}"#);
+        let (blobs, children) = references(image.as_bytes()).expect("json");
+        assert_eq!((blobs.len(), children.len()), (2, 0));
+        let index = format!(r#"{{"manifests":[{{"digest":"{d}"}}]}}"#);
+        assert_eq!(references(index.as_bytes()).expect("json").1.len(), 1);
+        let schema1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{e}"}}]}}"#);
+        assert_eq!(references(schema1.as_bytes()).expect("json").0.len(), 1);
+        assert!(references(b"not json").is_none());
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    /// A client was told a blob exists just before a collection started, and pushes the
+    /// manifest naming it after the mark: the server's pin keeps the blob.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blob_confirmed_before_the_collection_is_pinned_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Arc::new(Registry::new(storage.clone()));
+        let name = RepoName::parse("gc/unit").expect("name");
+        let shared = blob(&registry, &name, b"layer used by B, then by C").await;
+        let config_b = blob(&registry, &name, b"{\"config\":\"B\"}").await;
+        let body_b = manifest(&config_b, &[&shared]);
+        let b = registry
+            .put_manifest(&name, &Reference::parse("b").expect("tag"), Some(OCI_MANIFEST), body_b)
+            .await
+            .expect("push B");
+        registry.delete_manifest(&name, &Reference::Digest(b.digest.clone())).await.expect("delete B");
+        let options = GcOptions {
+            dry_run: false,
+            delete_untagged: false,
+            grace: Duration::from_secs(1),
+            upload_max_age: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await; // B's content is now past the grace period
+
+        let dry = collect(storage.as_ref(), &GcOptions { dry_run: true, ..options.clone() })
+            .await
+            .expect("dry run");
+        assert_eq!(dry.blobs.len(), 3, "B's manifest, config and layer: {dry:?}");
+
+        // C's client checks the shared layer (HEAD), then the collection starts.
+        registry.blob_size(&name, &shared.0).await.expect("HEAD the shared layer");
+        spawn_watch(registry.clone());
+        let report = collect(storage.as_ref(), &options).await.expect("collect");
+        assert_eq!(report.blobs_spared_pinned, 1, "{report:?}");
+        let deleted: Vec<&str> = report.blobs.iter().map(|b| b.digest.as_str()).collect();
+        let mut expected = vec![b.digest.to_string(), config_b.0.to_string()];
+        expected.sort();
+        assert_eq!(deleted, expected);
+
+        // C's manifest, pushed after the mark, is accepted with its layer intact.
+        let config_c = blob(&registry, &name, b"{\"config\":\"C\"}").await;
+        let body_c = manifest(&config_c, &[&shared]);
+        registry
+            .put_manifest(&name, &Reference::parse("c").expect("tag"), Some(OCI_MANIFEST), body_c)
+            .await
+            .expect("push C");
+        assert!(storage.stat(&layout::blob_data(&shared.0)).await.is_ok());
+        for gone in &expected {
+            let digest: Digest = gone.parse().expect("digest");
+            assert!(storage.stat(&layout::blob_data(&digest)).await.is_err_and(|e| e.is_not_found()));
+        }
+        // The announcement and the doomed list are gone once the collection ends (pins written
+        // by requests that still saw it are cleared by the next collection).
+        for path in [active_path(), doomed_path()] {
+            assert!(storage.stat(&path).await.is_err_and(|e| e.is_not_found()), "{path} left behind");
+        }
+    }
+
+    /// A second collection is refused while one is announced.
+    #[tokio::test]
+    async fn one_collection_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = FsStorage::new(dir.path());
+        announce(&storage, Duration::from_secs(1)).await.expect("first");
+        assert!(matches!(announce(&storage, Duration::from_secs(1)).await, Err(GcError::Busy { .. })));
+    }
+}

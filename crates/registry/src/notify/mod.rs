@@ -1,0 +1,272 @@
+//! Notifications: push, pull, mount and delete events POSTed to webhook endpoints in CNCF
+//! distribution's envelope (`application/vnd.docker.distribution.events.v1+json`), so receivers
+//! written for `registry:2` work unchanged.
+//!
+//! Each endpoint has its own queue ([`queue`]): events are written to storage before they are
+//! sent, retried with back-off until the endpoint accepts them, and kept across restarts.
+//! Delivery is at least once: an endpoint may see an event twice (after a restart in the middle
+//! of a delivery, or when several servers share the storage).
+
+mod queue;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::{EndpointConfig, NotificationsConfig};
+use crate::metrics::{EventOutcome, Metrics};
+use crate::storage::Storage;
+
+/// The media type of an event envelope.
+pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
+
+/// An envelope of events, as POSTed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// The events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// One event, with distribution's field names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// A unique id (a UUID).
+    pub id: String,
+    /// When it happened (RFC 3339, UTC, nanoseconds).
+    pub timestamp: String,
+    /// `push`, `pull`, `mount` or `delete`.
+    pub action: String,
+    /// What was acted on.
+    pub target: Target,
+    /// The request that caused it.
+    pub request: RequestInfo,
+    /// Who made the request.
+    pub actor: Actor,
+    /// The registry that saw it.
+    pub source: Source,
+}
+
+/// The content an event is about.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Media type of the manifest or blob (blobs are `application/octet-stream`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_type: String,
+    /// Size in bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    /// Its digest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// Bytes sent or received (the size, for distribution's older receivers).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub length: u64,
+    /// The repository.
+    pub repository: String,
+    /// Where it can be fetched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    /// The tag, when a manifest was pushed, pulled or deleted by tag.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tag: String,
+    /// The repository a mounted blob came from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from_repository: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The request behind an event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RequestInfo {
+    /// A unique id of the request.
+    pub id: String,
+    /// The client's address (`ip:port`).
+    pub addr: String,
+    /// The `Host` the client asked for.
+    pub host: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The client's `User-Agent`.
+    pub useragent: String,
+}
+
+/// Who made the request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Actor {
+    /// The authenticated user, when authentication is on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+/// The registry instance that produced the event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    /// Its listening address.
+    pub addr: String,
+    /// A UUID chosen when the process started.
+    #[serde(rename = "instanceID")]
+    pub instance_id: String,
+}
+
+/// The part of an event the HTTP layer knows: what happened to what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occurrence {
+    /// `push`, `pull`, `mount` or `delete`.
+    pub action: &'static str,
+    /// The content.
+    pub target: Target,
+}
+
+/// Sends events to every configured endpoint, through one queue each.
+#[derive(Debug)]
+pub struct Notifier {
+    endpoints: Vec<EndpointHandle>,
+    source: Source,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct EndpointHandle {
+    config: EndpointConfig,
+    tx: mpsc::UnboundedSender<queue::Command>,
+}
+
+impl Notifier {
+    /// Starts one queue per enabled endpoint, resuming what an earlier run left in `storage`.
+    /// `None` when no endpoint is enabled. Must be called inside a Tokio runtime.
+    pub fn start(
+        config: &NotificationsConfig,
+        storage: Arc<dyn Storage>,
+        source_addr: String,
+        metrics: Arc<Metrics>,
+    ) -> Option<Arc<Notifier>> {
+        let endpoints: Vec<EndpointHandle> = config
+            .endpoints
+            .iter()
+            .filter(|e| !e.disabled)
+            .map(|e| {
+                let tx = queue::spawn(e.clone(), storage.clone(), metrics.clone());
+                tracing::info!(endpoint = %e.name, url = %e.url, "notifications on");
+                EndpointHandle { config: e.clone(), tx }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let source = Source { addr: source_addr, instance_id: uuid::Uuid::new_v4().to_string() };
+        Some(Arc::new(Notifier { endpoints, source, metrics }))
+    }
+
+    /// Queues events that happened in one request, for every endpoint that wants them.
+    pub fn notify(&self, occurrences: Vec<Occurrence>, request: &RequestInfo, actor: &Actor) {
+        if occurrences.is_empty() {
+            return;
+        }
+        let timestamp = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        let events: Vec<Event> = occurrences
+            .into_iter()
+            .map(|o| Event {
+                id: uuid::Uuid::new_v4().to_string(),
+                timestamp: timestamp.clone(),
+                action: o.action.to_string(),
+                target: o.target,
+                request: request.clone(),
+                actor: actor.clone(),
+                source: self.source.clone(),
+            })
+            .collect();
+        for endpoint in &self.endpoints {
+            let (wanted, ignored): (Vec<&Event>, Vec<&Event>) =
+                events.iter().partition(|e| wants(&endpoint.config, e));
+            if !ignored.is_empty() {
+                self.metrics.notification(&endpoint.config.name, EventOutcome::Ignored, ignored.len() as u64);
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            let batch = wanted.into_iter().cloned().collect();
+            if endpoint.tx.send(queue::Command::Events(batch)).is_err() {
+                tracing::warn!(endpoint = %endpoint.config.name, "notification queue has stopped; event lost");
+            }
+        }
+    }
+
+    /// Writes every event still in memory to storage, so a restart resumes them; called on
+    /// shutdown. Waits at most a few seconds per endpoint.
+    pub async fn flush(&self) {
+        for endpoint in &self.endpoints {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if endpoint.tx.send(queue::Command::Flush(done)).is_ok() {
+                let limit = endpoint.config.timeout + std::time::Duration::from_secs(5);
+                if tokio::time::timeout(limit, wait).await.is_err() {
+                    tracing::warn!(endpoint = %endpoint.config.name, "notification queue did not flush in time");
+                }
+            }
+        }
+    }
+}
+
+/// Whether `endpoint`'s filters let `event` through.
+fn wants(endpoint: &EndpointConfig, event: &Event) -> bool {
+    let media_type = event.target.media_type.as_str();
+    let ignored_type = !media_type.is_empty()
+        && endpoint.ignoredmediatypes.iter().chain(&endpoint.ignore.mediatypes).any(|m| m == media_type);
+    let ignored_action = endpoint.ignore.actions.iter().any(|a| a.eq_ignore_ascii_case(&event.action));
+    !(ignored_type || ignored_action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(toml_text: &str) -> EndpointConfig {
+        toml::from_str(&format!("name = \"e\"\nurl = \"http://127.0.0.1:1/\"\n{toml_text}"))
+            .expect("endpoint")
+    }
+
+    fn event(action: &str, media_type: &str) -> Event {
+        Event {
+            id: "1".into(),
+            timestamp: "t".into(),
+            action: action.into(),
+            target: Target { media_type: media_type.into(), repository: "r".into(), ..Target::default() },
+            request: RequestInfo::default(),
+            actor: Actor::default(),
+            source: Source::default(),
+        }
+    }
+
+    #[test]
+    fn filters_by_action_and_media_type() {
+        let e =
+            endpoint("ignoredmediatypes = [\"application/octet-stream\"]\nignore = { actions = [\"pull\"] }");
+        assert!(wants(&e, &event("push", "application/vnd.oci.image.manifest.v1+json")));
+        assert!(!wants(&e, &event("push", "application/octet-stream")));
+        assert!(!wants(&e, &event("pull", "application/vnd.oci.image.manifest.v1+json")));
+        assert!(wants(&e, &event("delete", "")), "deletes have no media type");
+        let e = endpoint("ignore = { mediatypes = [\"x/y\"] }");
+        assert!(!wants(&e, &event("delete", "x/y")));
+    }
+
+    #[test]
+    fn envelope_uses_distribution_field_names() {
+        let mut e = event("push", "application/octet-stream");
+        e.target.size = 3;
+        e.target.length = 3;
+        e.target.digest = "sha256:abc".into();
+        e.source.instance_id = "i".into();
+        let json = serde_json::to_value(Envelope { events: vec![e] }).expect("json");
+        let target = &json["events"][0]["target"];
+        assert_eq!(target["mediaType"], "application/octet-stream");
+        assert_eq!(target["size"], 3);
+        assert!(target.get("tag").is_none(), "empty fields are left out");
+        assert_eq!(json["events"][0]["source"]["instanceID"], "i");
+        assert!(json["events"][0]["actor"].as_object().is_some_and(|a| a.is_empty()));
+    }
+}

@@ -1,0 +1,230 @@
+//! The Route 53 A record of the registry's DNS name, pointing at the instance's public address;
+//! every change is waited for until Route 53 reports it INSYNC.
+
+use std::time::Duration;
+
+use aws_sdk_route53::error::BuildError;
+use aws_sdk_route53::types::{
+    Change as RecordChange, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet,
+    RrType,
+};
+
+use super::{AwsError, AwsResultExt, Change, Removed, not_found_as_none, wait_for};
+
+/// TTL of the record: short, so a replaced instance is found soon.
+const TTL: i64 = 60;
+
+/// The record as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Its addresses.
+    pub values: Vec<String>,
+    /// Its TTL.
+    pub ttl: Option<i64>,
+}
+
+/// What `apply` will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The summary.
+    pub change: Change,
+}
+
+fn resource(domain: &str) -> String {
+    format!("DNS record {domain}")
+}
+
+/// The fully qualified form Route 53 uses: lowercase, with the final dot.
+pub fn fqdn(domain: &str) -> String {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    format!("{d}.")
+}
+
+/// A zone ID without the `/hostedzone/` prefix.
+fn bare_zone_id(id: &str) -> String {
+    id.trim_start_matches("/hostedzone/").to_string()
+}
+
+/// The public hosted zone that holds `domain`: the one with the longest name that `domain` ends
+/// with (e.g. `example.com.` for `registry.example.com`).
+pub async fn find_zone(aws: &super::Aws, domain: &str) -> Result<String, AwsError> {
+    let res = format!("the Route 53 hosted zone of {domain}");
+    let name = fqdn(domain);
+    let mut best: Option<(usize, String)> = None;
+    let mut marker: Option<String> = None;
+    loop {
+        let out = aws
+            .route53
+            .list_hosted_zones()
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .aws("route53:ListHostedZones", &res)?;
+        for z in out.hosted_zones() {
+            let zone = z.name().to_ascii_lowercase();
+            let private = z.config().is_some_and(|c| c.private_zone());
+            let matches = name == zone || name.ends_with(&format!(".{zone}"));
+            if matches && !private && best.as_ref().is_none_or(|(len, _)| zone.len() > *len) {
+                best = Some((zone.len(), bare_zone_id(z.id())));
+            }
+        }
+        marker = out.next_marker().map(str::to_string);
+        if !out.is_truncated() || marker.is_none() {
+            break;
+        }
+    }
+    best.map(|(_, id)| id).ok_or_else(|| {
+        AwsError::local(
+            "route53:ListHostedZones",
+            &res,
+            "no public hosted zone in the account contains this name: create one, or pass --hosted-zone-id",
+        )
+    })
+}
+
+/// The A record of `domain` in the zone, if any.
+pub async fn observe(aws: &super::Aws, zone: &str, domain: &str) -> Result<Option<Observed>, AwsError> {
+    let name = fqdn(domain);
+    let out = aws
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .start_record_name(&name)
+        .start_record_type(RrType::A)
+        .max_items(1)
+        .send()
+        .await
+        .aws("route53:ListResourceRecordSets", &resource(domain));
+    let Some(out) = not_found_as_none(out, &["NoSuchHostedZone"])? else {
+        return Err(AwsError::local(
+            "route53:ListResourceRecordSets",
+            resource(domain),
+            format!("hosted zone {zone} does not exist: check --hosted-zone-id"),
+        ));
+    };
+    Ok(out.resource_record_sets().iter().find(|r| fqdn(r.name()) == name && r.r#type() == &RrType::A).map(
+        |r| Observed {
+            values: r.resource_records().iter().map(|v| v.value().to_string()).collect(),
+            ttl: r.ttl(),
+        },
+    ))
+}
+
+/// Compares the record with one pointing at `ip` (`None`: not known yet, as in a dry run before
+/// the instance exists).
+pub fn plan(observed: Option<&Observed>, ip: Option<&str>) -> Plan {
+    let change = match (observed, ip) {
+        (None, _) => Change::Create,
+        (Some(o), Some(ip)) if o.values == [ip] && o.ttl == Some(TTL) => Change::Unchanged,
+        (Some(o), Some(ip)) => Change::Update(vec![format!("{} -> {ip}", o.values.join(","))]),
+        (Some(_), None) => Change::Update(vec!["point at the new instance".into()]),
+    };
+    Plan { change }
+}
+
+fn built<T>(r: Result<T, BuildError>, domain: &str) -> Result<T, AwsError> {
+    r.map_err(|e| AwsError::local("route53:ChangeResourceRecordSets", resource(domain), e.to_string()))
+}
+
+fn record(domain: &str, values: &[String], ttl: i64) -> Result<ResourceRecordSet, AwsError> {
+    let mut b = ResourceRecordSet::builder().name(fqdn(domain)).r#type(RrType::A).ttl(ttl);
+    for v in values {
+        b = b.resource_records(built(ResourceRecord::builder().value(v).build(), domain)?);
+    }
+    built(b.build(), domain)
+}
+
+async fn change(
+    aws: &super::Aws,
+    zone: &str,
+    domain: &str,
+    action: ChangeAction,
+    set: ResourceRecordSet,
+    insync_timeout: Duration,
+) -> Result<(), AwsError> {
+    let res = resource(domain);
+    let batch = built(
+        ChangeBatch::builder()
+            .comment("regctl")
+            .changes(built(RecordChange::builder().action(action).resource_record_set(set).build(), domain)?)
+            .build(),
+        domain,
+    )?;
+    let out = aws
+        .route53
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(batch)
+        .send()
+        .await
+        .aws("route53:ChangeResourceRecordSets", &res)?;
+    let Some(id) = out.change_info().map(|c| c.id().to_string()) else { return Ok(()) };
+    wait_for(
+        "route53:GetChange",
+        &res,
+        "the change to be INSYNC",
+        Duration::from_secs(2),
+        insync_timeout,
+        || async {
+            let c = aws.route53.get_change().id(&id).send().await.aws("route53:GetChange", &res)?;
+            Ok(c.change_info().is_some_and(|i| i.status() == &ChangeStatus::Insync).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Creates or updates the record to point at `ip` and waits until the change is INSYNC (which
+/// still does not mean every resolver has it).
+pub async fn apply(
+    aws: &super::Aws,
+    zone: &str,
+    domain: &str,
+    ip: &str,
+    plan: &Plan,
+    insync_timeout: Duration,
+) -> Result<(), AwsError> {
+    if plan.change.is_unchanged() {
+        return Ok(());
+    }
+    let set = record(domain, &[ip.to_string()], TTL)?;
+    change(aws, zone, domain, ChangeAction::Upsert, set, insync_timeout).await
+}
+
+/// Deletes the A record of `domain` (as it is now) and waits until the change is INSYNC.
+pub async fn destroy(
+    aws: &super::Aws,
+    zone: &str,
+    domain: &str,
+    insync_timeout: Duration,
+) -> Result<Removed, AwsError> {
+    let Some(o) = observe(aws, zone, domain).await? else { return Ok(Removed::Absent) };
+    let set = record(domain, &o.values, o.ttl.unwrap_or(TTL))?;
+    match change(aws, zone, domain, ChangeAction::Delete, set, insync_timeout).await {
+        Ok(()) => Ok(Removed::Deleted),
+        // Deleted meanwhile: Route 53 rejects the batch as a whole.
+        Err(e) if e.is("InvalidChangeBatch") && observe(aws, zone, domain).await?.is_none() => {
+            Ok(Removed::Absent)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_compared_fully_qualified() {
+        assert_eq!(fqdn("Registry.Example.com"), "registry.example.com.");
+        assert_eq!(fqdn("registry.example.com."), "registry.example.com.");
+        assert_eq!(bare_zone_id("/hostedzone/Z123"), "Z123");
+    }
+
+    #[test]
+    fn a_record_at_another_address_is_updated() {
+        let o = Observed { values: vec!["198.51.100.1".into()], ttl: Some(TTL) };
+        assert_eq!(plan(Some(&o), Some("198.51.100.1")).change, Change::Unchanged);
+        assert!(matches!(plan(Some(&o), Some("198.51.100.2")).change, Change::Update(_)));
+        assert_eq!(plan(None, None).change, Change::Create);
+    }
+}

@@ -1,0 +1,431 @@
+//! The EC2 instance: an existing one (`--instance-id`), adopted and tagged, or a new one launched
+//! with a client token (so a retried launch cannot start a second instance), waited for until
+//! running, with the security group attached.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    HttpTokensState, Instance, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, ResourceType,
+};
+
+use super::{
+    AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, TAG_LAUNCHED, ec2_filter, ec2_missing_tags,
+    ec2_tag_spec, ec2_tag_value, ec2_tags, not_found_as_none, wait_for,
+};
+
+/// Owner of the Amazon Linux AMIs.
+const AMAZON_LINUX_OWNER: &str = "137112412989";
+/// Name pattern of the current Amazon Linux 2023 AMIs (the full, not the minimal, image).
+const AMAZON_LINUX_NAME: &str = "al2023-ami-2023.*-x86_64";
+/// States in which an instance still exists (not terminated or terminating).
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+/// Which instance the deployment runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    /// An instance that already exists; regctl tags it but never terminates it.
+    Existing {
+        /// Its ID.
+        id: String,
+    },
+    /// An instance regctl launches (and terminates on teardown).
+    Launch(LaunchSpec),
+}
+
+/// How to launch a new instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// AMI; by default the newest Amazon Linux 2023 x86_64 image of the region.
+    pub ami: Option<String>,
+    /// Instance type.
+    pub instance_type: String,
+    /// EC2 key pair for SSH.
+    pub key_name: Option<String>,
+    /// Subnet; by default a default subnet of the default VPC.
+    pub subnet_id: Option<String>,
+}
+
+/// Where the instance is (or will be): its VPC and subnet.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// VPC ID.
+    pub vpc_id: String,
+    /// Subnet ID.
+    pub subnet_id: Option<String>,
+}
+
+/// The instance as it is.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Instance ID.
+    pub id: String,
+    /// `pending`, `running`, `stopped`, ...
+    pub state: String,
+    /// Public IPv4 address, if it has one.
+    pub public_ip: Option<String>,
+    /// VPC.
+    pub vpc_id: Option<String>,
+    /// Attached security groups.
+    pub security_groups: Vec<String>,
+    /// True when regctl launched it.
+    pub launched: bool,
+    tags: Vec<aws_sdk_ec2::types::Tag>,
+}
+
+impl Observed {
+    fn from(i: &Instance) -> Observed {
+        Observed {
+            id: i.instance_id().unwrap_or_default().to_string(),
+            state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+            public_ip: i.public_ip_address().map(str::to_string),
+            vpc_id: i.vpc_id().map(str::to_string),
+            security_groups: i
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(str::to_string)
+                .collect(),
+            launched: ec2_tag_value(i.tags(), TAG_LAUNCHED) == Some("true"),
+            tags: i.tags().to_vec(),
+        }
+    }
+}
+
+/// What `apply` will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The summary.
+    pub change: Change,
+    start: bool,
+    tags: Vec<aws_sdk_ec2::types::Tag>,
+    attach_group: bool,
+}
+
+fn resource(id: &str) -> String {
+    format!("instance {id}")
+}
+
+/// Reads one instance by ID; `None` when it does not exist (or is terminated).
+pub async fn observe_id(aws: &super::Aws, id: &str) -> Result<Option<Observed>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .aws("ec2:DescribeInstances", &resource(id));
+    let Some(out) = not_found_as_none(out, &["InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"])?
+    else {
+        return Ok(None);
+    };
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(Observed::from)
+        .find(|o| o.state != "terminated" && o.state != "shutting-down"))
+}
+
+/// The live instances tagged with `deployment` (launched or adopted).
+pub async fn find_tagged(aws: &super::Aws, deployment: &str) -> Result<Vec<Observed>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .filters(ec2_filter(&format!("tag:{TAG_DEPLOYMENT}"), &[deployment]))
+        .filters(ec2_filter("instance-state-name", &LIVE_STATES))
+        .send()
+        .await
+        .aws("ec2:DescribeInstances", &format!("instances of {deployment}"))?;
+    Ok(out.reservations().iter().flat_map(|r| r.instances()).map(Observed::from).collect())
+}
+
+/// Finds the instance of the deployment: the given one, or the one regctl launched before.
+pub async fn observe(aws: &super::Aws, d: &Desired, deployment: &str) -> Result<Option<Observed>, AwsError> {
+    match d {
+        Desired::Existing { id } => match observe_id(aws, id).await? {
+            Some(o) => Ok(Some(o)),
+            None => Err(AwsError {
+                code: Some("InvalidInstanceID.NotFound".into()),
+                ..AwsError::local(
+                    "ec2:DescribeInstances",
+                    resource(id),
+                    format!("no such live instance in {}: check --instance-id and --region", aws.region),
+                )
+            }),
+        },
+        Desired::Launch(_) => Ok(find_tagged(aws, deployment).await?.into_iter().find(|o| o.launched)),
+    }
+}
+
+/// The VPC (and subnet) the instance is or will be in: the existing instance's, the given
+/// subnet's, or the region's default VPC and one of its default subnets.
+pub async fn placement(
+    aws: &super::Aws,
+    d: &Desired,
+    existing: Option<&Observed>,
+) -> Result<Placement, AwsError> {
+    if let Some(vpc) = existing.and_then(|o| o.vpc_id.clone()) {
+        return Ok(Placement { vpc_id: vpc, subnet_id: None });
+    }
+    let subnet = match d {
+        Desired::Existing { id } => {
+            return Err(AwsError::local(
+                "ec2:DescribeInstances",
+                resource(id),
+                "the instance is not in a VPC (EC2-Classic): use an instance in a VPC",
+            ));
+        }
+        Desired::Launch(spec) => spec.subnet_id.clone(),
+    };
+    if let Some(subnet) = subnet {
+        let res = format!("subnet {subnet}");
+        let out =
+            aws.ec2.describe_subnets().subnet_ids(&subnet).send().await.aws("ec2:DescribeSubnets", &res)?;
+        let vpc = out.subnets().first().and_then(|s| s.vpc_id()).ok_or_else(|| {
+            AwsError::local("ec2:DescribeSubnets", &res, "no such subnet: check --subnet-id and --region")
+        })?;
+        return Ok(Placement { vpc_id: vpc.to_string(), subnet_id: Some(subnet) });
+    }
+    let res = format!("the default VPC of {}", aws.region);
+    let vpcs = aws
+        .ec2
+        .describe_vpcs()
+        .filters(ec2_filter("is-default", &["true"]))
+        .send()
+        .await
+        .aws("ec2:DescribeVpcs", &res)?;
+    let vpc = vpcs.vpcs().first().and_then(|v| v.vpc_id()).map(str::to_string).ok_or_else(|| {
+        AwsError::local("ec2:DescribeVpcs", &res, "the region has no default VPC: pass --subnet-id")
+    })?;
+    let subnets = aws
+        .ec2
+        .describe_subnets()
+        .filters(ec2_filter("vpc-id", &[&vpc]))
+        .filters(ec2_filter("default-for-az", &["true"]))
+        .send()
+        .await
+        .aws("ec2:DescribeSubnets", &res)?;
+    let mut subnets: Vec<_> = subnets.subnets().iter().collect();
+    subnets.sort_by_key(|s| s.availability_zone().unwrap_or_default().to_string());
+    let subnet = subnets.first().and_then(|s| s.subnet_id()).map(str::to_string);
+    Ok(Placement { vpc_id: vpc, subnet_id: subnet })
+}
+
+/// Compares the instance with what is wanted. `group` is the security group's ID when it
+/// exists already.
+pub fn plan(observed: Option<&Observed>, deployment: &str, group: Option<&str>) -> Plan {
+    let Some(o) = observed else {
+        return Plan { change: Change::Create, start: false, tags: vec![], attach_group: false };
+    };
+    let mut changes = Vec::new();
+    let start = matches!(o.state.as_str(), "stopped" | "stopping");
+    if start {
+        changes.push(format!("start ({})", o.state));
+    }
+    let tags = ec2_missing_tags(&o.tags, &ec2_tags(deployment, &[]));
+    if !tags.is_empty() {
+        changes.push(format!("tag {TAG_DEPLOYMENT}={deployment}"));
+    }
+    let attach_group = group.is_none_or(|g| !o.security_groups.iter().any(|s| s == g));
+    if attach_group {
+        changes.push("attach the security group".to_string());
+    }
+    Plan { change: Change::update_or_unchanged(changes), start, tags, attach_group }
+}
+
+/// The newest Amazon Linux 2023 x86_64 AMI of the region.
+async fn default_ami(aws: &super::Aws) -> Result<String, AwsError> {
+    let res = format!("Amazon Linux 2023 images in {}", aws.region);
+    let out = aws
+        .ec2
+        .describe_images()
+        .owners(AMAZON_LINUX_OWNER)
+        .filters(ec2_filter("name", &[AMAZON_LINUX_NAME]))
+        .filters(ec2_filter("architecture", &["x86_64"]))
+        .filters(ec2_filter("state", &["available"]))
+        .send()
+        .await
+        .aws("ec2:DescribeImages", &res)?;
+    let mut images: Vec<_> = out.images().iter().collect();
+    // Newest first: by creation date, then by name (which embeds the release date).
+    images.sort_by_key(|i| {
+        std::cmp::Reverse((
+            i.creation_date().unwrap_or_default().to_string(),
+            i.name().unwrap_or_default().to_string(),
+        ))
+    });
+    images
+        .first()
+        .and_then(|i| i.image_id())
+        .map(str::to_string)
+        .ok_or_else(|| AwsError::local("ec2:DescribeImages", &res, "no image found: pass --ami"))
+}
+
+/// Launches, starts, tags and attaches the security group as planned, waits until the instance
+/// runs, and returns it as it is then.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    deployment: &str,
+    plan: &Plan,
+    observed: Option<&Observed>,
+    placement: &Placement,
+    group: &str,
+) -> Result<Observed, AwsError> {
+    let id = match (observed, d) {
+        (Some(o), _) => o.id.clone(),
+        (None, Desired::Existing { id }) => id.clone(),
+        (None, Desired::Launch(spec)) => launch(aws, spec, deployment, placement, group).await?,
+    };
+    let res = resource(&id);
+    if plan.start {
+        aws.ec2.start_instances().instance_ids(&id).send().await.aws("ec2:StartInstances", &res)?;
+    }
+    if !plan.tags.is_empty() {
+        aws.ec2
+            .create_tags()
+            .resources(&id)
+            .set_tags(Some(plan.tags.clone()))
+            .send()
+            .await
+            .aws("ec2:CreateTags", &res)?;
+    }
+    if plan.attach_group
+        && let Some(o) = observed
+    {
+        let mut groups = o.security_groups.clone();
+        groups.push(group.to_string());
+        aws.ec2
+            .modify_instance_attribute()
+            .instance_id(&id)
+            .set_groups(Some(groups))
+            .send()
+            .await
+            .aws("ec2:ModifyInstanceAttribute", &res)?;
+    }
+    wait_running(aws, &id).await
+}
+
+async fn launch(
+    aws: &super::Aws,
+    spec: &LaunchSpec,
+    deployment: &str,
+    placement: &Placement,
+    group: &str,
+) -> Result<String, AwsError> {
+    let ami = match &spec.ami {
+        Some(a) => a.clone(),
+        None => default_ami(aws).await?,
+    };
+    let res = format!("new instance of {deployment} ({ami}, {})", spec.instance_type);
+    // Unique per launch, reused by the SDK's own retries of this request: AWS then answers with
+    // the instance of the first attempt instead of starting another.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let token = format!("regctl-{deployment}-{millis}");
+    let tags = ec2_tags(deployment, &[(TAG_LAUNCHED, "true")]);
+    let out = aws
+        .ec2
+        .run_instances()
+        .image_id(&ami)
+        .instance_type(InstanceType::from(spec.instance_type.as_str()))
+        .min_count(1)
+        .max_count(1)
+        .set_key_name(spec.key_name.clone())
+        .set_subnet_id(placement.subnet_id.clone())
+        .security_group_ids(group)
+        .client_token(token)
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder().http_tokens(HttpTokensState::Required).build(),
+        )
+        .tag_specifications(ec2_tag_spec(ResourceType::Instance, &tags))
+        .tag_specifications(ec2_tag_spec(ResourceType::Volume, &ec2_tags(deployment, &[])))
+        .send()
+        .await
+        .aws("ec2:RunInstances", &res)?;
+    out.instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .map(str::to_string)
+        .ok_or_else(|| AwsError::local("ec2:RunInstances", &res, "the answer names no instance"))
+}
+
+/// Waits until the instance is running (up to 10 minutes).
+async fn wait_running(aws: &super::Aws, id: &str) -> Result<Observed, AwsError> {
+    wait_for(
+        "ec2:DescribeInstances",
+        &resource(id),
+        "the instance to run",
+        Duration::from_secs(3),
+        Duration::from_secs(600),
+        || async {
+            let o = observe_id(aws, id).await?.ok_or_else(|| {
+                AwsError::local(
+                    "ec2:DescribeInstances",
+                    resource(id),
+                    "the instance disappeared (terminated?)",
+                )
+            })?;
+            Ok((o.state == InstanceStateName::Running.as_str()).then_some(o))
+        },
+    )
+    .await
+}
+
+/// Terminates the instance if regctl launched it (and waits until it is gone, so the security
+/// group can go next); an adopted instance only loses regctl's tags.
+pub async fn destroy(aws: &super::Aws, o: &Observed) -> Result<Removed, AwsError> {
+    let res = resource(&o.id);
+    if !o.launched {
+        let tags: Vec<_> = o
+            .tags
+            .iter()
+            .filter(|t| t.key().is_some_and(|k| k.starts_with("regctl:")))
+            .map(|t| aws_sdk_ec2::types::Tag::builder().set_key(t.key().map(str::to_string)).build())
+            .collect();
+        if !tags.is_empty() {
+            aws.ec2
+                .delete_tags()
+                .resources(&o.id)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .aws("ec2:DeleteTags", &res)?;
+        }
+        return Ok(Removed::Kept("not launched by regctl: untagged, left running".into()));
+    }
+    let r =
+        aws.ec2.terminate_instances().instance_ids(&o.id).send().await.aws("ec2:TerminateInstances", &res);
+    if not_found_as_none(r, &["InvalidInstanceID.NotFound"])?.is_none() {
+        return Ok(Removed::Absent);
+    }
+    wait_for(
+        "ec2:DescribeInstances",
+        &res,
+        "the instance to terminate",
+        Duration::from_secs(3),
+        Duration::from_secs(600),
+        || async {
+            let out = aws
+                .ec2
+                .describe_instances()
+                .instance_ids(&o.id)
+                .send()
+                .await
+                .aws("ec2:DescribeInstances", &res);
+            let Some(out) = not_found_as_none(out, &["InvalidInstanceID.NotFound"])? else {
+                return Ok(Some(()));
+            };
+            let state = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()));
+            Ok((state.as_deref().is_none_or(|s| s == "terminated")).then_some(()))
+        },
+    )
+    .await?;
+    Ok(Removed::Deleted)
+}

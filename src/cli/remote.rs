@@ -1,0 +1,191 @@
+//! Options of the commands that work on the instance over SSH: `deploy`, `add-user`,
+//! `remove-user`, `list-users`, `logs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::StateArgs;
+
+/// How to reach the instance over SSH and where regctl's files are on it.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "SSH")]
+pub struct SshArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub state: StateArgs,
+    /// Address or name of the instance [default: the deployment's domain].
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// SSH port.
+    #[arg(long, value_name = "PORT", default_value_t = 22)]
+    pub port: u16,
+    /// SSH user: ec2-user on Amazon Linux (the default AMI), ubuntu on Ubuntu, admin on Debian.
+    #[arg(long, value_name = "USER", default_value = "ec2-user")]
+    pub user: String,
+    /// Private key to log in with (an encrypted key asks for its passphrase) [default: the SSH
+    /// agent's keys, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa].
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// known_hosts file checked for the instance's host key, and where a new one is recorded
+    /// [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Expected SHA-256 fingerprint of the instance's host key (`SHA256:...`, as printed to the
+    /// EC2 console output); a key seen for the first time must match. Repeatable. Without it and
+    /// without --host, a new key is checked against the fingerprints the deployment's instance
+    /// printed to its EC2 console output, when they can be read; otherwise it is trusted on
+    /// first use (shown and recorded).
+    #[arg(long = "host-key-fingerprint", value_name = "SHA256:...")]
+    pub host_key_fingerprints: Vec<String>,
+    /// Directory on the instance that regctl's paths (/usr/local/bin/regctl, /etc/regctl,
+    /// /var/lib/regctl, /etc/systemd/system) are placed under.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub remote_root: String,
+    /// Run commands as the SSH user even when it is not root (otherwise through `sudo -n`): for a
+    /// --remote-root the user owns.
+    #[arg(long)]
+    pub no_sudo: bool,
+    /// Account the server runs as on the instance (created by deploy when missing); owns the
+    /// htpasswd file and the state directory.
+    #[arg(long, value_name = "USER", default_value = "regctl")]
+    pub service_user: String,
+}
+
+/// Where the images are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    /// The deployment's S3 bucket (credentials from the instance profile).
+    S3,
+    /// The instance's disk (/var/lib/regctl/data).
+    Filesystem,
+}
+
+/// Options of `regctl deploy`.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ssh: SshArgs,
+    /// DNS name of the registry [default: the one recorded by provision].
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+    /// S3 bucket of the images [default: the one recorded by provision]; the region is the
+    /// global --region (or the recorded one).
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// Where the images are stored.
+    #[arg(long, value_enum, default_value_t = StorageKind::S3)]
+    pub storage: StorageKind,
+    /// An S3-compatible endpoint instead of AWS's (path-style addressing), e.g. MinIO.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Server executable to install [default: this regctl].
+    #[arg(long, value_name = "FILE")]
+    pub binary: Option<PathBuf>,
+    /// Address the registry listens on, on the instance.
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:443")]
+    pub listen: String,
+    /// Contact e-mail for the ACME account (expiry notices).
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL [default: Let's Encrypt production].
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+    #[arg(long, conflicts_with = "acme_directory")]
+    pub acme_staging: bool,
+    /// Plain-HTTP listener for ACME HTTP-01 challenges and redirects to HTTPS [default:
+    /// 0.0.0.0:80].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_addr: Option<String>,
+    /// Serve this certificate chain (PEM) instead of getting one by ACME; uploaded with the rest.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["acme_email", "acme_directory", "acme_staging", "http_addr"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// URL that must answer 401 with a Basic challenge once the registry is up [default:
+    /// https://DOMAIN/v2/, with the port of --listen when not 443]. http:// URLs are accepted,
+    /// e.g. for a registry behind a TLS-terminating proxy.
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted, besides the system's, when checking the registry's
+    /// certificate (e.g. a private CA that issued --tls-cert).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for the health URL (getting a first certificate takes a while).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub wait: u64,
+    /// Name of the first registry user, created when the instance has none.
+    #[arg(long, value_name = "NAME", default_value = "admin")]
+    pub first_user: String,
+    /// Read the first user's password from stdin instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// bcrypt cost of the first user's password.
+    #[arg(long, value_name = "COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=31))]
+    pub cost: u32,
+}
+
+/// Options of `regctl add-user`.
+#[derive(Debug, Clone, Args)]
+pub struct AddUserArgs {
+    /// User name (an existing user gets the new password).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Read the password from stdin (without its final newline) instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// bcrypt cost (each step doubles the work of checking a password).
+    #[arg(long, value_name = "COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=31))]
+    pub cost: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub file: UsersFileArgs,
+}
+
+/// Options of `regctl remove-user`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoveUserArgs {
+    /// User name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub file: UsersFileArgs,
+}
+
+/// Options of `regctl list-users`.
+#[derive(Debug, Clone, Args)]
+pub struct ListUsersArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub file: UsersFileArgs,
+}
+
+/// Which htpasswd file the user commands edit: a local one, or the instance's over SSH.
+#[derive(Debug, Clone, Args)]
+pub struct UsersFileArgs {
+    /// Edit this local htpasswd file (e.g. for `regctl serve --htpasswd FILE`) instead of the
+    /// instance's.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ssh: SshArgs,
+}
+
+/// Options of `regctl logs`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines as they come (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Number of recent lines to show.
+    #[arg(long, short = 'n', value_name = "LINES", default_value_t = 100)]
+    pub lines: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ssh: SshArgs,
+}

@@ -1,0 +1,197 @@
+//! `regctl deploy`: flags and the recorded settings in, [`ops::deploy`](crate::ops::deploy) out.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+
+use super::deployment::{block_on, connect, json, load, print_json};
+use crate::aws::{Names, instance};
+use crate::cli::{DeployArgs, GlobalArgs, SshArgs, StorageKind};
+use crate::ops::deploy::{DeployOptions, FirstUser, Storage, Tls, deploy};
+use crate::ops::progress::Reporter;
+use crate::ops::remote::{Layout, RemoteOptions};
+use crate::ops::state::Settings;
+use crate::ops::users::PasswordSource;
+use crate::ssh::{SshOptions, console_fingerprints, is_known};
+
+/// The SSH target of the SSH flags and the recorded settings (whose domain is the default host),
+/// and those settings.
+pub fn remote_options(
+    global: &GlobalArgs,
+    ssh: &SshArgs,
+    domain: Option<&str>,
+) -> anyhow::Result<(RemoteOptions, Settings)> {
+    let (names, recorded) = load(global, &ssh.state)?;
+    let host = ssh
+        .host
+        .clone()
+        .or_else(|| domain.map(str::to_string))
+        .or_else(|| recorded.domain.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "no instance to connect to: pass --host (the instance's public address or DNS name), or \
+                 run `regctl provision --domain NAME` first so the domain is recorded in {}",
+                ssh.state.state_file.display()
+            )
+        })?;
+    let known_hosts = match &ssh.known_hosts {
+        Some(path) => path.clone(),
+        None => std::env::home_dir()
+            .map(|home| home.join(".ssh").join("known_hosts"))
+            .context("no home directory for ~/.ssh/known_hosts: pass --known-hosts FILE")?,
+    };
+    let mut expected_fingerprints = ssh.host_key_fingerprints.clone();
+    // The deployment's own instance, met for the first time: its console output has the
+    // fingerprints of its host keys, a better anchor than trust on first use.
+    if ssh.host.is_none() && expected_fingerprints.is_empty() && !is_known(&known_hosts, &host, ssh.port) {
+        let lookup = block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), from_console(global, &names, &recorded)).await
+        })?;
+        match lookup {
+            Ok(Ok(found)) if !found.is_empty() => {
+                eprintln!(
+                    "The instance printed {} host key fingerprint(s) to its console: the key of {host} must \
+                     match one.",
+                    found.len()
+                );
+                expected_fingerprints = found;
+            }
+            Ok(Ok(_)) => eprintln!(
+                "The instance's console output has no host key fingerprints (yet): the host key will be \
+                 trusted on first use."
+            ),
+            Ok(Err(e)) => eprintln!(
+                "Cannot read the instance's console output ({e:#}): the host key will be trusted on first use."
+            ),
+            Err(_) => eprintln!(
+                "No console output from EC2 within 30 s: the host key will be trusted on first use."
+            ),
+        }
+    }
+    let opts = RemoteOptions {
+        ssh: SshOptions {
+            host,
+            port: ssh.port,
+            user: ssh.user.clone(),
+            identity: ssh.identity.clone(),
+            known_hosts,
+            expected_fingerprints,
+        },
+        layout: Layout::new(&ssh.remote_root)?,
+        sudo: !ssh.no_sudo,
+        service_user: ssh.service_user.clone(),
+    };
+    Ok((opts, recorded))
+}
+
+/// The host key fingerprints cloud-init printed to the console of the deployment's running
+/// instance (found by its tags); empty when there is no such instance or nothing printed.
+async fn from_console(
+    global: &GlobalArgs,
+    names: &Names,
+    recorded: &Settings,
+) -> anyhow::Result<Vec<String>> {
+    use base64::Engine;
+    let aws = connect(global, recorded).await?;
+    let instances = instance::find_tagged(&aws, names.deployment()).await?;
+    let Some(running) = instances.iter().find(|i| i.state == "running") else {
+        return Ok(Vec::new());
+    };
+    let out = aws
+        .ec2
+        .get_console_output()
+        .instance_id(&running.id)
+        .send()
+        .await
+        .map_err(|e| anyhow!("ec2:GetConsoleOutput: {}", aws_sdk_ec2::error::DisplayErrorContext(&e)))?;
+    let Some(encoded) = out.output() else { return Ok(Vec::new()) };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| anyhow!("the console output is not base64: {e}"))?;
+    Ok(console_fingerprints(&String::from_utf8_lossy(&bytes)))
+}
+
+/// Runs `regctl deploy`.
+pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
+    let (_, recorded) = load(global, &args.ssh.state)?;
+    let domain = args.domain.clone().or(recorded.domain.clone()).ok_or_else(|| {
+        anyhow!("no domain: pass --domain (the registry's DNS name), or record one with `regctl provision --domain NAME`")
+    })?;
+    let (remote, recorded) = remote_options(global, &args.ssh, Some(&domain))?;
+    let storage = match args.storage {
+        StorageKind::S3 => {
+            let bucket = args.bucket.clone().or(recorded.bucket.clone()).ok_or_else(|| {
+                anyhow!("no bucket: pass --bucket, run `regctl provision` first, or use --storage filesystem")
+            })?;
+            let region = global.region.clone().or(recorded.region.clone()).ok_or_else(|| {
+                anyhow!("no region for the bucket: pass --region, or run `regctl provision` first")
+            })?;
+            Storage::S3 { bucket, region, endpoint: args.s3_endpoint.clone() }
+        }
+        StorageKind::Filesystem => {
+            if args.s3_endpoint.is_some() || args.bucket.is_some() {
+                bail!("--bucket and --s3-endpoint are for --storage s3");
+            }
+            Storage::Filesystem
+        }
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Tls::Files { cert: cert.clone(), key: key.clone() },
+        _ => Tls::Acme {
+            email: args.acme_email.clone(),
+            directory: args.acme_directory.clone(),
+            staging: args.acme_staging,
+            http_addr: args.http_addr.clone(),
+        },
+    };
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("cannot find this executable: pass --binary FILE")?,
+    };
+    let health_url =
+        args.health_url.clone().unwrap_or_else(|| match args.listen.rsplit_once(':').map(|(_, port)| port) {
+            Some("443") | None => format!("https://{domain}/v2/"),
+            Some(port) => format!("https://{domain}:{port}/v2/"),
+        });
+    let opts = DeployOptions {
+        remote,
+        binary,
+        domain,
+        listen: args.listen.clone(),
+        storage,
+        tls,
+        realm: regctl_registry::config::default_realm(),
+        first_user: FirstUser {
+            name: args.first_user.clone(),
+            password: if args.password_stdin { PasswordSource::Stdin } else { PasswordSource::Prompt },
+            cost: args.cost,
+        },
+        health_url,
+        ca_file: args.ca_file.clone(),
+        wait: Duration::from_secs(args.wait),
+    };
+    let json = json(global);
+    let reporter = Reporter::new(json);
+    let summary = block_on(deploy(&opts, &reporter))??;
+    if json {
+        return print_json(&summary);
+    }
+    if summary.changed.is_empty() && !summary.restarted {
+        println!("Nothing to change: {} already runs this build and configuration.", summary.host);
+    } else {
+        println!(
+            "Deployed to {}: {} file(s) changed{}.",
+            summary.host,
+            summary.changed.len(),
+            if summary.restarted { ", service restarted" } else { ", no restart needed" }
+        );
+    }
+    if let Some(rate) = summary.upload_mb_per_s() {
+        println!(
+            "Upload: {} bytes in {:.2}s = {rate:.1} MB/s.",
+            summary.binary_bytes, summary.upload_seconds
+        );
+    }
+    println!("The registry answers at {}.", summary.health_url);
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `regctl gc`: garbage collection of a registry's storage, safe while servers keep serving
+//! pushes (see `regctl_registry::gc`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use regctl_registry::config::Config;
+use regctl_registry::gc::{self, GcOptions, GcReport, human_bytes};
+use regctl_registry::storage::{FsStorage, S3Storage, Storage};
+
+use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
+use crate::logging;
+
+/// The configuration: file, then environment, then flags; and the options of this run.
+fn settings(args: &GcArgs) -> anyhow::Result<(Config, GcOptions)> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    if let Some(root) = &args.root {
+        config.storage.filesystem.rootdirectory = root.clone();
+        config.storage.s3 = None;
+    }
+    let mut options = GcOptions::from_config(&config.gc);
+    options.dry_run = args.dry_run;
+    options.delete_untagged |= args.delete_untagged;
+    options.grace = args.grace_period.unwrap_or(options.grace);
+    options.upload_max_age = args.upload_max_age.unwrap_or(options.upload_max_age);
+    options.settle = args.settle.unwrap_or(options.settle);
+    Ok((config, options))
+}
+
+/// Runs `regctl gc`.
+pub fn run(global: &GlobalArgs, args: GcArgs) -> anyhow::Result<()> {
+    let (config, options) = settings(&args)?;
+    logging::init(config.log.format, "warn")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        let storage: Arc<dyn Storage> = match &config.storage.s3 {
+            Some(s3) => Arc::new(S3Storage::new(s3).await),
+            None => {
+                let root = &config.storage.filesystem.rootdirectory;
+                anyhow::ensure!(
+                    root.join("docker/registry/v2").is_dir(),
+                    "no registry storage in {}: give the server's --root DIR or --config FILE (or the \
+                     REGISTRY_STORAGE_* variables for S3)",
+                    root.display()
+                );
+                Arc::new(FsStorage::new(root))
+            }
+        };
+        if !options.dry_run {
+            eprintln!("announcing the collection; marking in {:?} …", options.settle);
+        }
+        Ok(gc::collect(storage.as_ref(), &options).await?)
+    })?;
+    match global.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print_text(&report),
+    }
+    Ok(())
+}
+
+fn print_text(r: &GcReport) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    for blob in &r.blobs {
+        println!("{verb} blob {} ({})", blob.digest, human_bytes(blob.size));
+    }
+    for m in &r.manifests {
+        println!("{verb} manifest {}@{}", m.repository, m.digest);
+    }
+    for u in &r.uploads {
+        println!("{verb} upload {} in {}", u.id, u.repository);
+    }
+    for warning in &r.warnings {
+        println!("warning: {warning}");
+    }
+    println!(
+        "{}: {} blob{} ({}), {} untagged manifest{}, {} abandoned upload{} {verb}; {} of {} blobs in use, \
+         {} spared as recent, {} pinned by pushes; {} repositories, {:.1}s",
+        if r.dry_run { "dry run" } else { "done" },
+        r.blobs.len(),
+        plural(r.blobs.len()),
+        human_bytes(r.bytes_freed),
+        r.manifests.len(),
+        plural(r.manifests.len()),
+        r.uploads.len(),
+        plural(r.uploads.len()),
+        r.blobs_in_use,
+        r.blobs_total,
+        r.blobs_spared_recent,
+        r.blobs_spared_pinned,
+        r.repositories,
+        r.seconds,
+    );
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,148 @@
+//! `status`: each resource present, missing or drifted; the instance; the DNS answer; the
+//! registry's HTTPS health and certificate expiry.
+
+use serde::Serialize;
+
+use super::probe::{self, DnsAnswer, HttpsAnswer};
+use super::progress::Reporter;
+use super::provision::{ProvisionOptions, provision};
+use super::state::Settings;
+use super::teardown::inventory;
+use crate::aws::{Aws, Change, Names, instance};
+
+/// What `status` is asked to show.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// The deployment and its settings (used for the drift check when complete).
+    pub provision: ProvisionOptions,
+    /// Resolve the name and connect over HTTPS.
+    pub probe: bool,
+}
+
+/// One resource's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceStatus {
+    /// Kind of resource.
+    pub resource: String,
+    /// Name or ID.
+    pub name: String,
+    /// `ok`, `missing`, `drifted` or `present` (when the wanted settings are not known).
+    pub status: String,
+    /// What differs from the wanted settings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}
+
+/// The instance as seen now.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    /// ID.
+    pub id: String,
+    /// State (`running`, `stopped`, ...).
+    pub state: String,
+    /// Public address.
+    pub public_ip: Option<String>,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Deployment name.
+    pub deployment: String,
+    /// Region.
+    pub region: String,
+    /// `settings` when compared with the recorded settings, `tags` when only found by tags.
+    pub source: String,
+    /// Each resource.
+    pub resources: Vec<ResourceStatus>,
+    /// The instance, if there is one.
+    pub instance: Option<InstanceStatus>,
+    /// The DNS name.
+    pub domain: Option<String>,
+    /// What it resolves to (absent when not probed).
+    pub dns: Option<DnsAnswer>,
+    /// The registry's HTTPS answer (absent when not probed).
+    pub https: Option<HttpsAnswer>,
+    /// Why probes were skipped, if they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_skipped: Option<String>,
+}
+
+fn settings_complete(s: &Settings) -> bool {
+    s.domain.is_some() && s.ssh_cidr.is_some()
+}
+
+/// Collects the status of the deployment.
+pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusReport> {
+    let names: &Names = &opts.provision.names;
+    let deployment = names.deployment();
+    let settings = &opts.provision.settings;
+    let mut report = StatusReport {
+        deployment: deployment.to_string(),
+        region: aws.region.clone(),
+        source: String::new(),
+        resources: Vec::new(),
+        instance: None,
+        domain: settings.domain.clone(),
+        dns: None,
+        https: None,
+        probe_skipped: None,
+    };
+    if settings_complete(settings) {
+        // The drift check is the provision plan, made silently and applied never.
+        let plan_opts = ProvisionOptions { dry_run: true, state_file: None, ..opts.provision.clone() };
+        let summary = provision(aws, &plan_opts, &Reporter::silent()).await?;
+        report.source = "settings".into();
+        report.domain = Some(summary.domain.clone());
+        for step in summary.steps {
+            let (status, changes) = match step.change {
+                Change::Create => ("missing", vec![]),
+                Change::Update(c) => ("drifted", c),
+                Change::Delete => ("drifted", vec!["no longer wanted".to_string()]),
+                Change::Unchanged => ("ok", vec![]),
+            };
+            report.resources.push(ResourceStatus {
+                resource: step.resource,
+                name: step.name,
+                status: status.into(),
+                changes,
+            });
+        }
+    } else {
+        let (items, _) = inventory(aws, names, settings, false).await?;
+        report.source = "tags".into();
+        for item in &items {
+            report.resources.push(ResourceStatus {
+                resource: item.kind().into(),
+                name: item.name(),
+                status: "present".into(),
+                changes: vec![],
+            });
+            if let super::teardown::Item::DnsRecord { domain, .. } = item {
+                report.domain = Some(domain.clone());
+            }
+        }
+    }
+    let instances = match &settings.instance_id {
+        Some(id) => instance::observe_id(aws, id).await?.into_iter().collect(),
+        None => instance::find_tagged(aws, deployment).await?,
+    };
+    report.instance = instances.into_iter().next().map(|o| InstanceStatus {
+        id: o.id,
+        state: o.state,
+        public_ip: o.public_ip,
+    });
+
+    if aws.endpoint_override {
+        report.probe_skipped = Some("AWS calls go to an endpoint override (an emulator?)".into());
+    } else if !opts.probe {
+        report.probe_skipped = Some("--no-probe".into());
+    } else if let Some(domain) = &report.domain {
+        let answer = probe::resolve(domain).await;
+        if let Some(ip) = answer.addresses.iter().find_map(|a| a.parse().ok()) {
+            report.https = Some(probe::https(domain, ip).await);
+        }
+        report.dns = Some(answer);
+    }
+    Ok(report)
+}

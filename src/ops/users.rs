@@ -1,0 +1,365 @@
+//! The registry's users: bcrypt entries in an htpasswd file, on the instance (over SSH) or in a
+//! local file (for `regctl serve`).
+//!
+//! Passwords come from a hidden prompt (asked twice) or from stdin, never from the command
+//! line; only the bcrypt hash leaves this process, and on the instance it travels on the SSH
+//! channel's stdin into a temporary file that is renamed over the old one (mode 0600, owned by
+//! the service user), so the running server, which re-reads the file when it changes, never
+//! sees half a file and needs no restart.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use regctl_registry::auth::parse_htpasswd;
+use serde::Serialize;
+
+use crate::ops::remote::{Remote, RemoteOptions};
+
+/// Lowest bcrypt cost accepted (below it, hashes are cheap to brute-force).
+pub const MIN_COST: u32 = 10;
+/// bcrypt's limit: longer passwords would be silently truncated, so they are refused.
+const MAX_PASSWORD_BYTES: usize = 72;
+
+/// Where a new password comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// All of stdin, without its final line break (as `docker login --password-stdin`).
+    Stdin,
+    /// A hidden prompt on the terminal, asked twice.
+    Prompt,
+}
+
+/// Which htpasswd file to work on.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A local file.
+    Local(PathBuf),
+    /// The file of the deployed registry.
+    Remote(RemoteOptions),
+}
+
+/// Options of `add-user`.
+#[derive(Debug, Clone)]
+pub struct AddUserOptions {
+    /// The file.
+    pub target: Target,
+    /// The user name.
+    pub user: String,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+    /// bcrypt cost (at least [`MIN_COST`]).
+    pub cost: u32,
+}
+
+/// What a user command did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserChange {
+    /// The user.
+    pub user: String,
+    /// `created`, `updated` (new password), `removed` or `absent`.
+    pub outcome: &'static str,
+    /// The file changed: a local path, or `host:path` on the instance.
+    pub file: String,
+}
+
+/// Checks a user name: not empty, no `:` (the htpasswd separator), no whitespace or control
+/// characters, at most 255 bytes.
+pub fn validate_user_name(user: &str) -> anyhow::Result<()> {
+    if user.is_empty()
+        || user.len() > 255
+        || user.contains(':')
+        || user.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!(
+            "invalid user name {user:?}: use 1 to 255 characters without ':', spaces or control characters"
+        );
+    }
+    Ok(())
+}
+
+/// Reads a new password for `user`.
+pub fn read_password(source: PasswordSource, user: &str) -> anyhow::Result<String> {
+    let password = match source {
+        PasswordSource::Stdin => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("cannot read the password from stdin")?;
+            let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+            text.to_string()
+        }
+        PasswordSource::Prompt => {
+            if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+                bail!(
+                    "no terminal to ask for the password of {user}: pass --password-stdin and write the \
+                     password on stdin (e.g. `printf '%s' \"$PASSWORD\" | regctl ... --password-stdin`)"
+                );
+            }
+            dialoguer::Password::new()
+                .with_prompt(format!("Password for {user}"))
+                .with_confirmation("Repeat the password", "The passwords do not match; try again.")
+                .interact()
+                .context("cannot read the password")?
+        }
+    };
+    if password.is_empty() {
+        bail!("the password of {user} is empty: give a non-empty password");
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        bail!("the password of {user} is longer than bcrypt's {MAX_PASSWORD_BYTES} bytes: use a shorter one");
+    }
+    Ok(password)
+}
+
+/// The bcrypt hash of `password` at `cost`.
+pub fn hash_password(password: &str, cost: u32) -> anyhow::Result<String> {
+    if !(MIN_COST..=31).contains(&cost) {
+        bail!("bcrypt cost {cost} is out of range: use {MIN_COST} to 31 (each step doubles the work)");
+    }
+    bcrypt::non_truncating_hash(password, cost).map_err(|e| anyhow!("cannot hash the password: {e}"))
+}
+
+/// `text` with `user`'s entry set to `hash` (replaced in place, or appended); comments and
+/// other entries are kept as they are.
+pub fn set_entry(text: &str, user: &str, hash: &str) -> String {
+    let entry = format!("{user}:{hash}");
+    let mut out = String::with_capacity(text.len() + entry.len() + 1);
+    let mut replaced = false;
+    for line in text.lines() {
+        if entry_user(line) == Some(user) {
+            if !replaced {
+                out.push_str(&entry);
+                out.push('\n');
+                replaced = true;
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        out.push_str(&entry);
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` without `user`'s entry; `None` when it has none.
+pub fn remove_entry(text: &str, user: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut found = false;
+    for line in text.lines() {
+        if entry_user(line) == Some(user) {
+            found = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    found.then_some(out)
+}
+
+fn entry_user(line: &str) -> Option<&str> {
+    let line = line.trim();
+    if line.starts_with('#') {
+        return None;
+    }
+    line.split_once(':').map(|(user, _)| user)
+}
+
+/// The user names in htpasswd `text` (read from `path`), sorted; a malformed file is an error.
+pub fn user_names(text: &str, path: &Path) -> anyhow::Result<Vec<String>> {
+    let mut users: Vec<String> = parse_htpasswd(text, path)?.into_keys().collect();
+    users.sort();
+    Ok(users)
+}
+
+/// An htpasswd file being edited: its current text, and how to replace it.
+enum File {
+    Local(PathBuf),
+    Remote(Box<Remote>),
+}
+
+impl File {
+    async fn open(target: &Target) -> anyhow::Result<File> {
+        Ok(match target {
+            Target::Local(path) => File::Local(path.clone()),
+            Target::Remote(opts) => File::Remote(Box::new(Remote::connect(opts).await?)),
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            File::Local(path) => path.display().to_string(),
+            File::Remote(remote) => format!("{}:{}", remote.session().target(), remote.layout.htpasswd()),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            File::Local(path) => path.clone(),
+            File::Remote(remote) => PathBuf::from(remote.layout.htpasswd()),
+        }
+    }
+
+    /// The current text; empty when the file does not exist yet.
+    async fn read(&self) -> anyhow::Result<String> {
+        let bytes = match self {
+            File::Local(path) => match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            },
+            File::Remote(remote) => remote.read_file(&remote.layout.htpasswd()).await?.unwrap_or_default(),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", self.name()))?;
+        // Refuse to edit a file the server would not load: the edit would hide the problem.
+        parse_htpasswd(&text, &self.path()).with_context(|| format!("fix {} first", self.name()))?;
+        Ok(text)
+    }
+
+    /// Replaces the file atomically with `text` (mode 0600).
+    async fn write(&self, text: &str) -> anyhow::Result<()> {
+        match self {
+            File::Local(path) => write_local(path, text.as_bytes()),
+            File::Remote(remote) => write_remote(remote, text).await,
+        }
+    }
+
+    async fn close(self) {
+        if let File::Remote(remote) = self {
+            remote.close().await;
+        }
+    }
+}
+
+/// Replaces the htpasswd file on the instance with `text`: mode 0600, owned by the service user.
+pub async fn write_remote(remote: &Remote, text: &str) -> anyhow::Result<()> {
+    let owner = remote.service_user.clone();
+    remote.write_file(&remote.layout.htpasswd(), "0600", Some(&owner), None, text.as_bytes(), |_| {}).await
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600: a new file beside it, synced, renamed.
+pub fn write_local(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Adds `user`, or sets a new password for an existing one.
+pub async fn add_user(opts: &AddUserOptions) -> anyhow::Result<UserChange> {
+    validate_user_name(&opts.user)?;
+    if !(MIN_COST..=31).contains(&opts.cost) {
+        bail!("bcrypt cost {} is out of range: use {MIN_COST} to 31", opts.cost);
+    }
+    let password = read_password(opts.password, &opts.user)?;
+    let cost = opts.cost;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password, cost))
+        .await
+        .context("the password hashing task failed")??;
+    let file = File::open(&opts.target).await?;
+    let result = async {
+        let text = file.read().await?;
+        let existed = parse_htpasswd(&text, &file.path())?.contains_key(&opts.user);
+        file.write(&set_entry(&text, &opts.user, &hash)).await?;
+        let outcome = if existed { "updated" } else { "created" };
+        Ok(UserChange { user: opts.user.clone(), outcome, file: file.name() })
+    }
+    .await;
+    file.close().await;
+    result
+}
+
+/// Removes `user`; a user that does not exist is reported as `absent`, not an error.
+pub async fn remove_user(target: &Target, user: &str) -> anyhow::Result<UserChange> {
+    validate_user_name(user)?;
+    let file = File::open(target).await?;
+    let result = async {
+        let text = file.read().await?;
+        let outcome = match remove_entry(&text, user) {
+            Some(rest) => {
+                if user_names(&rest, &file.path())?.is_empty() {
+                    eprintln!("Note: {} has no users left: every request will be refused.", file.name());
+                }
+                file.write(&rest).await?;
+                "removed"
+            }
+            None => "absent",
+        };
+        Ok(UserChange { user: user.to_string(), outcome, file: file.name() })
+    }
+    .await;
+    file.close().await;
+    result
+}
+
+/// The user names, sorted.
+pub async fn list_users(target: &Target) -> anyhow::Result<Vec<String>> {
+    let file = File::open(target).await?;
+    let result = async { user_names(&file.read().await?, &file.path()) }.await;
+    file.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: &str = "$2y$10$id9uOh0KY5BfSNS91ACQzeoTDpuRoG88jXHPfcEDqrL0IePQg0tN6";
+    const H2: &str = "$2b$10$id9uOh0KY5BfSNS91ACQzeoTDpuRoG88jXHPfcEDqrL0IePQg0tN6";
+
+    #[test]
+    fn entries_are_set_replaced_and_removed_keeping_the_rest() {
+        let text = "# users\nalice:H\n";
+        let text = text.replace('H', H1);
+        let added = set_entry(&text, "bob", H2);
+        assert_eq!(added, format!("# users\nalice:{H1}\nbob:{H2}\n"));
+        let replaced = set_entry(&added, "alice", H2);
+        assert_eq!(replaced, format!("# users\nalice:{H2}\nbob:{H2}\n"));
+        assert_eq!(user_names(&replaced, Path::new("h")).expect("valid"), ["alice", "bob"]);
+        let removed = remove_entry(&replaced, "alice").expect("alice was there");
+        assert_eq!(removed, format!("# users\nbob:{H2}\n"));
+        assert_eq!(remove_entry(&removed, "alice"), None);
+        assert_eq!(set_entry("", "a", H1), format!("a:{H1}\n"));
+    }
+
+    #[test]
+    fn names_and_costs_are_checked() {
+        assert!(validate_user_name("ci-bot@example.com").is_ok());
+        for bad in ["", "a:b", "a b", "a\nb"] {
+            assert!(validate_user_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(hash_password("pw", 4).is_err(), "cost below 10 is refused");
+        let hash = hash_password("pw", MIN_COST).expect("hash");
+        assert!(bcrypt::verify("pw", &hash).expect("verify"));
+    }
+
+    #[test]
+    fn local_writes_are_atomic_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("htpasswd");
+        write_local(&path, b"a:b\n").expect("write");
+        write_local(&path, b"c:d\n").expect("rewrite");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "c:d\n");
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1, "no temporary file is left");
+    }
+}

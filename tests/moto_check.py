@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Independent checks and set-up for the provisioning tests, with boto3 (which moto ships)
+talking straight to moto_server, not through regctl or its shim.
+
+Usage: moto_check.py ENDPOINT COMMAND [ARGS]
+  inventory             JSON of everything regctl could have made (all of it, tagged or not:
+                        every test has a moto of its own)
+  zone DOMAIN           create a public hosted zone, print its ID
+  instance              run an instance in the default VPC, print its ID
+  fill BUCKET N         write N extra object versions, plus versions and delete markers of a
+                        few keys; print the number of versions and delete markers
+  versions BUCKET       print "versions markers" of the bucket, or "absent"
+"""
+
+import json
+import sys
+
+import boto3
+from botocore.exceptions import ClientError
+
+
+def clients(endpoint):
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+              aws_secret_access_key="testing")
+    return {s: boto3.client(s, **kw) for s in ("s3", "iam", "ec2", "route53")}
+
+
+def tags_of(tag_list):
+    return {t["Key"]: t["Value"] for t in tag_list or []}
+
+
+def inventory(c):
+    s3, iam, ec2, r53 = c["s3"], c["iam"], c["ec2"], c["route53"]
+    out = {"buckets": [], "policies": [], "roles": [], "instance_profiles": [], "security_groups": [],
+           "instances": [], "addresses": [], "records": []}
+    for b in s3.list_buckets().get("Buckets", []):
+        name = b["Name"]
+        entry = {"name": name, "versioning": s3.get_bucket_versioning(Bucket=name).get("Status")}
+        try:
+            entry["tags"] = tags_of(s3.get_bucket_tagging(Bucket=name)["TagSet"])
+        except ClientError:
+            entry["tags"] = {}
+        try:
+            entry["lifecycle"] = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+        except ClientError:
+            entry["lifecycle"] = None
+        try:
+            entry["public_access_block"] = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+        except ClientError:
+            entry["public_access_block"] = None
+        out["buckets"].append(entry)
+    for p in iam.list_policies(Scope="Local")["Policies"]:
+        versions = iam.list_policy_versions(PolicyArn=p["Arn"])["Versions"]
+        default = next(v for v in versions if v["IsDefaultVersion"])
+        doc = iam.get_policy_version(PolicyArn=p["Arn"], VersionId=default["VersionId"])["PolicyVersion"]["Document"]
+        out["policies"].append({"name": p["PolicyName"], "versions": len(versions), "document": doc,
+                                "tags": tags_of(iam.list_policy_tags(PolicyArn=p["Arn"])["Tags"])})
+    for r in iam.list_roles()["Roles"]:
+        attached = [a["PolicyArn"] for a in iam.list_attached_role_policies(RoleName=r["RoleName"])["AttachedPolicies"]]
+        out["roles"].append({"name": r["RoleName"], "attached": attached, "trust": r["AssumeRolePolicyDocument"],
+                             "tags": tags_of(iam.list_role_tags(RoleName=r["RoleName"])["Tags"])})
+    for p in iam.list_instance_profiles()["InstanceProfiles"]:
+        out["instance_profiles"].append({"name": p["InstanceProfileName"],
+                                         "roles": [r["RoleName"] for r in p["Roles"]]})
+    for g in ec2.describe_security_groups()["SecurityGroups"]:
+        if g["GroupName"] == "default":
+            continue
+        rules = sorted(
+            f'{p.get("IpProtocol")} {p.get("FromPort")}-{p.get("ToPort")} {r["CidrIp"]}'
+            for p in g["IpPermissions"] for r in p.get("IpRanges", [])
+        )
+        egress = len(g.get("IpPermissionsEgress", []))
+        out["security_groups"].append({"id": g["GroupId"], "name": g["GroupName"], "rules": rules,
+                                       "egress_rules": egress, "tags": tags_of(g.get("Tags"))})
+    for res in ec2.describe_instances()["Reservations"]:
+        for i in res["Instances"]:
+            assoc = ec2.describe_iam_instance_profile_associations(
+                Filters=[{"Name": "instance-id", "Values": [i["InstanceId"]]}])["IamInstanceProfileAssociations"]
+            out["instances"].append({
+                "id": i["InstanceId"], "state": i["State"]["Name"], "tags": tags_of(i.get("Tags")),
+                "public_ip": i.get("PublicIpAddress"),
+                "groups": sorted(g["GroupName"] for g in i.get("SecurityGroups", [])),
+                "profile": [a["IamInstanceProfile"]["Arn"] for a in assoc if a["State"] == "associated"],
+            })
+    for a in ec2.describe_addresses()["Addresses"]:
+        out["addresses"].append({"ip": a["PublicIp"], "instance": a.get("InstanceId"), "tags": tags_of(a.get("Tags"))})
+    for z in r53.list_hosted_zones()["HostedZones"]:
+        for r in r53.list_resource_record_sets(HostedZoneId=z["Id"])["ResourceRecordSets"]:
+            if r["Type"] in ("A", "AAAA", "CNAME"):
+                out["records"].append({"name": r["Name"], "type": r["Type"], "ttl": r.get("TTL"),
+                                       "values": [v["Value"] for v in r.get("ResourceRecords", [])]})
+    return out
+
+
+def main():
+    endpoint, command, *args = sys.argv[1:]
+    c = clients(endpoint)
+    if command == "inventory":
+        print(json.dumps(inventory(c), sort_keys=True, default=str))
+    elif command == "zone":
+        z = c["route53"].create_hosted_zone(Name=args[0], CallerReference=args[0])
+        print(z["HostedZone"]["Id"].split("/")[-1])
+    elif command == "instance":
+        ec2 = c["ec2"]
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        i = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+        print(i["Instances"][0]["InstanceId"])
+    elif command == "fill":
+        bucket, n = args[0], int(args[1])
+        s3 = c["s3"]
+        for k in range(n):
+            s3.put_object(Bucket=bucket, Key=f"bulk/{k}", Body=b"x")
+        for v in range(3):
+            s3.put_object(Bucket=bucket, Key="docker/registry/v2/a", Body=f"version {v}".encode())
+        s3.delete_object(Bucket=bucket, Key="docker/registry/v2/a")
+        s3.put_object(Bucket=bucket, Key="docker/registry/v2/b", Body=b"b")
+        s3.delete_object(Bucket=bucket, Key="docker/registry/v2/b")
+        s3.delete_object(Bucket=bucket, Key="docker/registry/v2/b")
+        print(count_versions(s3, bucket))
+    elif command == "versions":
+        print(count_versions(c["s3"], args[0]))
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+def count_versions(s3, bucket):
+    try:
+        versions = markers = 0
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            versions += len(page.get("Versions", []))
+            markers += len(page.get("DeleteMarkers", []))
+        return f"{versions} {markers}"
+    except ClientError as e:
+        if e.response["Error"]["Code"] == "NoSuchBucket":
+            return "absent"
+        raise
+
+
+if __name__ == "__main__":
+    main()

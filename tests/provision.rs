@@ -1,0 +1,535 @@
+//! `regctl provision`, `status` and `teardown`, run as the real binary against a moto server
+//! started per test on a loopback port. A small proxy (`tests/moto_shim.py`) sits in front of
+//! moto to force IAM-propagation errors and to hold a request so regctl can be killed half-way;
+//! what exists is checked independently, with boto3 straight against moto
+//! (`tests/moto_check.py`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{free_addr, require_tool, wait_for_port};
+
+const DOMAIN: &str = "registry.example.test";
+const CIDR: &str = "198.51.100.7/32";
+const BUCKET: &str = "regctl-registry-123456789012-us-east-1";
+
+fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// A process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A moto server of one test, and a working directory for regctl (its state file lives there).
+struct Moto {
+    /// moto's own endpoint (for the independent checks).
+    direct: String,
+    _moto: Proc,
+    dir: tempfile::TempDir,
+}
+
+/// The shim in front of a moto server: the endpoint regctl is given.
+struct Shim {
+    endpoint: String,
+    _proc: Proc,
+    lines: BufReader<ChildStdout>,
+}
+
+impl Moto {
+    /// Starts moto, or returns `None` (locally) when it is not installed.
+    fn start() -> Option<Moto> {
+        if !require_tool("moto_server", "pip install 'moto[server]' (tests/run-all installs it)")
+            || !require_tool("python3", "apt-get install python3")
+        {
+            return None;
+        }
+        let addr = free_addr();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Proc(child);
+        wait_for_port(addr, Duration::from_secs(60));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Some(Moto { direct: format!("http://{addr}"), _moto: moto, dir })
+    }
+
+    /// Starts a shim with `args` (`--fail ACTION=N[:CODE]`, `--hang ACTION`).
+    fn shim(&self, args: &[&str]) -> Shim {
+        let mut child = Command::new("python3")
+            .arg(tests_dir().join("moto_shim.py"))
+            .args(["--port", "0", "--upstream", &self.direct])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start moto_shim.py");
+        let stdout = child.stdout.take().expect("shim stdout");
+        let mut shim = Shim { endpoint: String::new(), _proc: Proc(child), lines: BufReader::new(stdout) };
+        let ready = shim.next_line();
+        let port = ready.strip_prefix("READY ").unwrap_or_else(|| panic!("shim did not start: {ready:?}"));
+        shim.endpoint = format!("http://127.0.0.1:{port}");
+        shim
+    }
+
+    /// Runs `python3 tests/moto_check.py` against moto directly and returns its stdout.
+    fn check(&self, args: &[&str]) -> String {
+        let out = Command::new("python3")
+            .arg(tests_dir().join("moto_check.py"))
+            .arg(&self.direct)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run moto_check.py");
+        assert!(out.status.success(), "moto_check.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8").trim().to_string()
+    }
+
+    /// Everything in moto that regctl could have made, as JSON.
+    fn inventory(&self) -> Value {
+        serde_json::from_str(&self.check(&["inventory"])).expect("inventory JSON")
+    }
+
+    /// A public hosted zone for [`DOMAIN`].
+    fn zone(&self) -> String {
+        self.check(&["zone", "example.test"])
+    }
+}
+
+impl Shim {
+    fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.lines.read_line(&mut line).expect("read shim output");
+        line.trim().to_string()
+    }
+
+    /// Waits until the shim says `what` (e.g. `HANG CreateSecurityGroup`), for 120 s at most.
+    fn wait_for(&mut self, what: &str) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::mem::replace(&mut self.lines, BufReader::new(empty_stdout()));
+        let what = what.to_string();
+        let reader = std::thread::spawn(move || {
+            let mut lines = lines;
+            loop {
+                let mut line = String::new();
+                if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.trim() == what {
+                    let _ = tx.send(());
+                    break;
+                }
+            }
+            lines
+        });
+        rx.recv_timeout(Duration::from_secs(120)).expect("the shim never saw the awaited request");
+        self.lines = reader.join().expect("reader thread");
+    }
+}
+
+/// A stdout of a finished process, as a placeholder while a thread reads the real one.
+fn empty_stdout() -> ChildStdout {
+    let mut child = Command::new("true").stdout(Stdio::piped()).spawn().expect("run true");
+    let out = child.stdout.take().expect("stdout");
+    let _ = child.wait();
+    out
+}
+
+/// `regctl` with its environment pointed at `endpoint`, run in `dir`.
+fn regctl_cmd(dir: &Path, endpoint: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regctl"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("REGCTL_IAM_WAIT")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs regctl to completion and returns its output.
+fn regctl(dir: &Path, endpoint: &str, args: &[&str]) -> Output {
+    regctl_cmd(dir, endpoint, args).output().expect("run regctl")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs regctl and asserts it succeeded; returns stdout + stderr.
+fn ok(dir: &Path, endpoint: &str, args: &[&str]) -> String {
+    let out = regctl(dir, endpoint, args);
+    let t = text(&out);
+    assert!(out.status.success(), "regctl {args:?} failed:\n{t}");
+    t
+}
+
+fn provision_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["provision", "--domain", DOMAIN, "--ssh-cidr", CIDR];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The live (not terminated) instances of an inventory.
+fn live_instances(inv: &Value) -> Vec<&Value> {
+    inv["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|i| i["state"] != "terminated" && i["state"] != "shutting-down")
+        .collect()
+}
+
+/// Asserts that nothing regctl makes is left (the bucket only when `bucket_gone`).
+fn assert_nothing_left(inv: &Value, bucket_gone: bool) {
+    for key in ["policies", "roles", "instance_profiles", "security_groups", "addresses", "records"] {
+        assert_eq!(inv[key], serde_json::json!([]), "{key} left behind: {inv:#}");
+    }
+    assert!(live_instances(inv).is_empty(), "instances left running: {inv:#}");
+    if bucket_gone {
+        assert_eq!(inv["buckets"], serde_json::json!([]), "bucket left behind: {inv:#}");
+    }
+}
+
+fn steps_of(summary: &Value) -> Vec<(String, String)> {
+    summary["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (s["resource"].as_str().unwrap_or("").to_string(), s["action"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn provision_from_nothing_then_again_changes_nothing_and_a_new_cidr_converges() {
+    let Some(moto) = Moto::start() else { return };
+    let shim = moto.shim(&[]);
+    let dir = moto.dir.path();
+    moto.zone();
+
+    // From nothing: every resource is created, and moto has them as asked.
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--output", "json"]));
+    let first: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("JSON summary ({e}):\n{out}"));
+    let steps = steps_of(&first);
+    assert_eq!(steps.len(), 8, "{steps:?}");
+    assert!(steps.iter().all(|(_, action)| action == "create"), "{steps:?}");
+    let ip = first["public_ip"].as_str().expect("a public IP").to_string();
+
+    let inv = moto.inventory();
+    let bucket = &inv["buckets"][0];
+    assert_eq!(bucket["name"], BUCKET);
+    assert_eq!(bucket["versioning"], "Enabled");
+    assert_eq!(bucket["tags"]["regctl:deployment"], "registry");
+    assert_eq!(bucket["lifecycle"][0]["NoncurrentVersionExpiration"]["NoncurrentDays"], 30);
+    assert_eq!(bucket["lifecycle"][0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 7);
+    assert_eq!(bucket["public_access_block"]["BlockPublicPolicy"], true);
+    let policy = &inv["policies"][0];
+    assert_eq!(policy["name"], "regctl-registry-s3");
+    assert!(policy["document"].to_string().contains(&format!("arn:aws:s3:::{BUCKET}/*")), "{policy}");
+    assert_eq!(inv["roles"][0]["name"], "regctl-registry-ec2");
+    assert_eq!(inv["roles"][0]["attached"][0], "arn:aws:iam::123456789012:policy/regctl-registry-s3");
+    assert_eq!(inv["instance_profiles"][0]["roles"], serde_json::json!(["regctl-registry-ec2"]));
+    let group = &inv["security_groups"][0];
+    assert_eq!(
+        group["rules"],
+        serde_json::json!([format!("tcp 22-22 {CIDR}"), "tcp 443-443 0.0.0.0/0", "tcp 80-80 0.0.0.0/0"])
+    );
+    assert!(group["egress_rules"].as_u64().unwrap_or(0) >= 1, "default egress kept: {group}");
+    let instances = live_instances(&inv);
+    assert_eq!(instances.len(), 1, "{inv:#}");
+    assert_eq!(instances[0]["state"], "running");
+    assert_eq!(instances[0]["tags"]["regctl:launched"], "true");
+    assert_eq!(instances[0]["groups"], serde_json::json!(["regctl-registry"]));
+    assert!(instances[0]["profile"][0].as_str().unwrap_or("").ends_with("instance-profile/regctl-registry"));
+    assert_eq!(
+        inv["records"],
+        serde_json::json!([{"name": format!("{DOMAIN}."), "type": "A", "ttl": 60, "values": [ip]}])
+    );
+    assert!(dir.join("regctl.toml").exists(), "settings recorded");
+
+    // Again, with no flags (the settings come from regctl.toml): nothing changes.
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+    assert!(!again.contains("created") && !again.contains("updated"), "{again}");
+    assert!(again.contains("no changes"), "{again}");
+    assert_eq!(moto.inventory(), inv, "a second provision changed something");
+
+    // A dry run of a new SSH CIDR shows the change and makes none.
+    let dry = ok(dir, &shim.endpoint, &["provision", "--ssh-cidr", "203.0.113.0/24", "--dry-run"]);
+    assert!(
+        dry.contains("would update: allow tcp 22 from 203.0.113.0/24; revoke tcp 22 from 198.51.100.7/32"),
+        "{dry}"
+    );
+    assert_eq!(moto.inventory(), inv, "--dry-run changed something");
+
+    // The new CIDR converges: the old rule is gone, the new one there once.
+    let changed = ok(dir, &shim.endpoint, &["provision", "--ssh-cidr", "203.0.113.9/24"]);
+    assert!(changed.contains("SSH (port 22) allowed from 203.0.113.0/24 (from --ssh-cidr)"), "{changed}");
+    let rules = moto.inventory()["security_groups"][0]["rules"].clone();
+    assert_eq!(
+        rules,
+        serde_json::json!(["tcp 22-22 203.0.113.0/24", "tcp 443-443 0.0.0.0/0", "tcp 80-80 0.0.0.0/0"])
+    );
+    let settled = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(settled.matches(": up to date (").count(), 8, "{settled}");
+
+    // status agrees, in JSON.
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let statuses: Vec<&str> = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["ok"; 8], "{status:#}");
+    assert_eq!(status["instance"]["state"], "running");
+    assert!(status["probe_skipped"].is_string(), "no DNS/HTTPS probe against an emulator: {status:#}");
+
+    // Teardown removes everything, bucket included when asked.
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(down.contains("teardown complete"), "{down}");
+    assert_nothing_left(&moto.inventory(), true);
+    assert!(!dir.join("regctl.toml").exists(), "the state entry is forgotten");
+    let after: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    assert_eq!(after["resources"], serde_json::json!([]), "{after:#}");
+}
+
+#[test]
+fn dry_run_from_nothing_mutates_nothing_and_required_settings_are_asked_for() {
+    let Some(moto) = Moto::start() else { return };
+    let shim = moto.shim(&[]);
+    let dir = moto.dir.path();
+    moto.zone();
+    let before = moto.inventory();
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--dry-run"]));
+    assert_eq!(out.matches("would create").count(), 8, "{out}");
+    assert_eq!(moto.inventory(), before, "--dry-run changed something");
+    assert!(!dir.join("regctl.toml").exists(), "a dry run records nothing");
+
+    let no_cidr = regctl(dir, &shim.endpoint, &["provision", "--domain", DOMAIN]);
+    assert!(!no_cidr.status.success());
+    assert!(text(&no_cidr).contains("--ssh-cidr"), "{}", text(&no_cidr));
+    let no_zone =
+        regctl(dir, &shim.endpoint, &["provision", "--domain", "registry.other.test", "--ssh-cidr", CIDR]);
+    assert!(!no_zone.status.success());
+    assert!(text(&no_zone).contains("--hosted-zone-id"), "{}", text(&no_zone));
+    assert_eq!(moto.inventory(), before, "a refused provision changed something");
+}
+
+#[test]
+fn teardown_from_tags_alone_after_a_provision_killed_half_way() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // Hold CreateSecurityGroup: by then the bucket and the IAM resources exist.
+    let mut hanging = moto.shim(&["--hang", "CreateSecurityGroup"]);
+    let mut child = Proc(
+        regctl_cmd(dir, &hanging.endpoint, &provision_args(&[]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start regctl provision"),
+    );
+    hanging.wait_for("HANG CreateSecurityGroup");
+    child.0.kill().expect("kill regctl");
+    let _ = child.0.wait();
+    drop(hanging);
+
+    let inv = moto.inventory();
+    assert_eq!(inv["roles"].as_array().map(Vec::len), Some(1), "{inv:#}");
+    assert_eq!(inv["security_groups"], serde_json::json!([]), "{inv:#}");
+
+    // No state file: teardown finds everything from tags and derived names.
+    std::fs::remove_file(dir.join("regctl.toml")).expect("the killed run recorded its settings");
+    let shim = moto.shim(&[]);
+    let status = ok(dir, &shim.endpoint, &["status"]);
+    assert!(status.contains("compared with tags"), "{status}");
+    assert!(status.contains("present  IAM role regctl-registry-ec2"), "{status}");
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    for removed in ["IAM instance profile", "IAM role", "IAM policy", "S3 bucket"] {
+        assert!(down.lines().any(|l| l.starts_with(removed) && l.contains("removed")), "{removed}: {down}");
+    }
+    assert_nothing_left(&moto.inventory(), true);
+}
+
+#[test]
+fn teardown_keeps_going_past_failures_reports_them_and_resumes() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+
+    // DeleteRole is refused: everything else still goes, the failure is reported, exit non-zero.
+    let failing = moto.shim(&["--fail", "DeleteRole=100:AccessDenied"]);
+    let out = regctl(dir, &failing.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("teardown left 1 resource(s) behind"), "{t}");
+    assert!(t.contains("iam:DeleteRole on IAM role regctl-registry-ec2 failed (AccessDenied)"), "{t}");
+    assert!(t.contains("lack the `iam:DeleteRole` permission"), "{t}");
+    let inv = moto.inventory();
+    assert_eq!(inv["roles"].as_array().map(Vec::len), Some(1), "{inv:#}");
+    assert_eq!(inv["policies"], serde_json::json!([]), "the policy after the role still went: {inv:#}");
+    assert_eq!(inv["buckets"], serde_json::json!([]), "{inv:#}");
+    assert!(dir.join("regctl.toml").exists(), "kept for the next run");
+
+    // The next run finishes the job.
+    let again = ok(dir, &shim.endpoint, &["teardown", "--yes"]);
+    assert!(again.contains("IAM role regctl-registry-ec2: removed"), "{again}");
+    assert_nothing_left(&moto.inventory(), true);
+    let nothing = ok(dir, &shim.endpoint, &["teardown", "--yes"]);
+    assert!(nothing.contains("nothing of deployment registry found"), "{nothing}");
+}
+
+#[test]
+fn versioned_bucket_is_kept_without_delete_bucket_and_emptied_with_it() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // More than one DeleteObjects batch (1000 keys), several versions and delete markers.
+    let filled = moto.check(&["fill", BUCKET, "1005"]);
+    assert_eq!(filled, "1009 3");
+
+    let kept = ok(dir, &shim.endpoint, &["teardown", "--yes"]);
+    assert!(kept.contains("kept: holds the images"), "{kept}");
+    assert_eq!(moto.check(&["versions", BUCKET]), "1009 3", "the images were touched");
+    assert_nothing_left(&moto.inventory(), false);
+
+    let deleted = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(deleted.contains("1009 object versions, 3 delete markers"), "{deleted}");
+    assert_eq!(moto.check(&["versions", BUCKET]), "absent");
+    assert_nothing_left(&moto.inventory(), true);
+}
+
+#[test]
+fn iam_propagation_errors_are_retried_and_give_up_with_advice() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // The first three associations fail as they do while IAM propagates a new profile.
+    let mut flaky = moto.shim(&["--fail", "AssociateIamInstanceProfile=3"]);
+    let out = ok(dir, &flaky.endpoint, &provision_args(&["--iam-wait", "60"]));
+    assert_eq!(out.matches("IAM has not propagated the instance profile yet").count(), 3, "{out}");
+    assert!(out.contains("instance profile association") && out.contains(": created"), "{out}");
+    for _ in 0..3 {
+        assert_eq!(flaky.next_line(), "FAILED AssociateIamInstanceProfile");
+    }
+    let inv = moto.inventory();
+    assert!(
+        live_instances(&inv)[0]["profile"][0].as_str().unwrap_or("").ends_with("/regctl-registry"),
+        "{inv:#}"
+    );
+
+    // When it never propagates within the wait (here set through REGCTL_IAM_WAIT), regctl says
+    // what happened and what to do.
+    let other = tempfile::tempdir().expect("tempdir");
+    let stuck = moto.shim(&["--fail", "AssociateIamInstanceProfile=1000"]);
+    let out = regctl_cmd(other.path(), &stuck.endpoint, &provision_args(&["--name", "stuck"]))
+        .env("REGCTL_IAM_WAIT", "2")
+        .output()
+        .expect("run regctl");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("ec2:AssociateIamInstanceProfile on instance profile association of i-"), "{t}");
+    assert!(t.contains("(InvalidParameterValue)") && t.contains("--iam-wait"), "{t}");
+}
+
+#[test]
+fn an_existing_instance_is_adopted_and_never_terminated() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    let id = moto.check(&["instance"]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--instance-id", &id]));
+    assert!(out.contains(&format!("instance {id}: updated")), "{out}");
+    let inv = moto.inventory();
+    let instances = live_instances(&inv);
+    assert_eq!(instances.len(), 1, "no second instance launched: {inv:#}");
+    assert_eq!(instances[0]["tags"]["regctl:deployment"], "registry");
+    assert!(
+        instances[0]["groups"].as_array().expect("groups").contains(&"regctl-registry".into()),
+        "{inv:#}"
+    );
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(down.contains("not launched by regctl"), "{down}");
+    let inv = moto.inventory();
+    let instances = live_instances(&inv);
+    assert_eq!(instances.len(), 1, "the adopted instance must survive teardown: {inv:#}");
+    assert_eq!(instances[0]["id"], id.as_str());
+    assert_eq!(instances[0]["tags"].get("regctl:deployment"), None, "{inv:#}");
+    assert!(
+        !instances[0]["groups"].as_array().expect("groups").contains(&"regctl-registry".into()),
+        "{inv:#}"
+    );
+    assert_eq!(inv["security_groups"], serde_json::json!([]), "{inv:#}");
+}
+
+#[test]
+fn an_elastic_ip_and_a_new_domain_are_converged() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+
+    // An Elastic IP on request: the record follows it; a re-run leaves it alone.
+    let out = ok(dir, &shim.endpoint, &["provision", "--elastic-ip"]);
+    assert!(out.contains("Elastic IP (new): created"), "{out}");
+    let inv = moto.inventory();
+    let eip = inv["addresses"][0]["ip"].as_str().expect("an Elastic IP").to_string();
+    assert_eq!(inv["addresses"][0]["instance"], live_instances(&inv)[0]["id"]);
+    assert_eq!(inv["records"][0]["values"], serde_json::json!([eip]));
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 9, "{again}");
+
+    // Released on request: the record points at the instance's own address again.
+    let out = ok(dir, &shim.endpoint, &["provision", "--no-elastic-ip"]);
+    assert!(out.contains(": removed"), "{out}");
+    let inv = moto.inventory();
+    assert_eq!(inv["addresses"], serde_json::json!([]), "{inv:#}");
+    assert_eq!(inv["records"][0]["values"][0], live_instances(&inv)[0]["public_ip"], "{inv:#}");
+
+    // Another name: its record is made and the former one removed.
+    let out = ok(dir, &shim.endpoint, &["provision", "--domain", "cr.example.test"]);
+    assert!(out.contains("remove the record of the former name registry.example.test"), "{out}");
+    let records = moto.inventory()["records"].clone();
+    assert_eq!(records.as_array().map(Vec::len), Some(1), "{records:#}");
+    assert_eq!(records[0]["name"], "cr.example.test.");
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+
+    ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert_nothing_left(&moto.inventory(), true);
+}

@@ -1,0 +1,109 @@
+//! The registry on S3 storage (moto server as the S3 endpoint): real images through skopeo,
+//! uploads that survive a restart and move between servers, two servers on one bucket.
+
+use crate::util::layout::{self, ImageBuilder, MIB};
+use crate::util::moto::Moto;
+use crate::util::{self, Server, skopeo};
+
+/// Starts `regctl serve` on `bucket` of `moto`.
+fn server_on(moto: &Moto, bucket: &str, scratch: &std::path::Path) -> Server {
+    let env = moto.registry_env(bucket);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start_on_env(scratch, &[], &env)
+}
+
+#[test]
+fn skopeo_round_trip_through_s3_with_a_big_layer() {
+    if !skopeo::available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let server = server_on(&moto, &bucket, &tmp.path().join("unused"));
+    let image = ImageBuilder::new(31, &[2000, 6 * MIB, 64 * MIB + 17]).write(&tmp.path().join("src"), "v1");
+    let reference = skopeo::docker_ref(&server.host(), "s3/app", "v1");
+    skopeo::copy_exact(&image.oci_ref(), &reference, &[]);
+    let back = tmp.path().join("back");
+    skopeo::copy_exact(&reference, &format!("oci:{}:v1", back.display()), &[]);
+    layout::assert_same_blobs(&image.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
+    // Nothing was written to the local directory: S3 holds it all, under the root directory.
+    assert!(!tmp.path().join("unused").exists());
+    let keys = util::http()
+        .get(format!(
+            "{}/{bucket}?list-type=2&prefix=image-registry/docker/registry/v2/repositories/s3/app/",
+            moto.endpoint
+        ))
+        .send()
+        .expect("list bucket")
+        .text()
+        .expect("body");
+    assert!(keys.contains("_manifests/tags/v1/current/link"), "{keys}");
+}
+
+#[test]
+fn upload_survives_a_restart_and_finishes_on_another_server() {
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let content: Vec<u8> = (0..(12 * MIB as usize + 333)).map(|i| (i * 7 % 253) as u8).collect();
+    let (first, second) = content.split_at(7 * MIB as usize + 1);
+    let http = util::http();
+
+    let a = server_on(&moto, &bucket, tmp.path());
+    let started = http.post(a.url("/v2/moving/blobs/uploads/")).send().expect("POST");
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().expect("location").to_string();
+    let patched = http
+        .patch(a.url(&location))
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Range", format!("0-{}", first.len() - 1))
+        .body(first.to_vec())
+        .send()
+        .expect("PATCH");
+    assert_eq!(patched.status(), 202);
+    drop(a); // SIGKILL: nothing of the upload may live only in that process
+
+    let b = server_on(&moto, &bucket, tmp.path());
+    let status = http.get(b.url(&location)).send().expect("GET upload status");
+    assert_eq!(status.status(), 204);
+    assert_eq!(status.headers()["range"], format!("0-{}", first.len() - 1).as_str());
+    let end = content.len() - 1;
+    let patched = http
+        .patch(b.url(&location))
+        .header("Content-Range", format!("{}-{end}", first.len()))
+        .body(second.to_vec())
+        .send()
+        .expect("PATCH on the second server");
+    assert_eq!(patched.status(), 202);
+    let digest = util::sha256(&content);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let done = http.put(b.url(&format!("{location}{sep}digest={digest}"))).send().expect("PUT");
+    assert_eq!(done.status(), 201, "{}", done.text().unwrap_or_default());
+    let blob = http.get(b.url(&format!("/v2/moving/blobs/{digest}"))).send().expect("GET blob");
+    assert_eq!(blob.status(), 200);
+    assert_eq!(util::sha256(&blob.bytes().expect("bytes")), digest);
+}
+
+#[test]
+fn two_servers_on_one_bucket_serve_the_same_content() {
+    if !skopeo::available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let (a, b) = (server_on(&moto, &bucket, tmp.path()), server_on(&moto, &bucket, tmp.path()));
+    let image = ImageBuilder::new(32, &[1000, 2 * MIB]).write(&tmp.path().join("src"), "v1");
+    skopeo::copy_exact(&image.oci_ref(), &skopeo::docker_ref(&a.host(), "shared/app", "v1"), &[]);
+    let back = tmp.path().join("back");
+    skopeo::copy_exact(
+        &skopeo::docker_ref(&b.host(), "shared/app", "v1"),
+        &format!("oci:{}:v1", back.display()),
+        &[],
+    );
+    layout::assert_same_blobs(&image.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
+    let (status, catalog) = util::get_json(&b.url("/v2/_catalog"));
+    assert_eq!(status, 200);
+    assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
+}

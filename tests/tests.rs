@@ -1,0 +1,14 @@
+//! The integration tests: one binary that drives the real `regctl` executable and real clients
+//! (skopeo, oras, Apache htpasswd, Debian's docker-registry) on loopback.
+
+mod util;
+
+mod auth;
+mod compat;
+mod conformance;
+mod deploy;
+mod images;
+mod ops;
+mod provision;
+mod s3;
+mod tls;
