@@ -824,7 +824,7 @@ mod tests {
         let digest = Digest::of(crate::oci::Algorithm::Sha256, bytes);
         let id = registry.start_upload(name).await.expect("start");
         let body = futures_util::stream::iter(vec![Ok(Bytes::from_static(bytes))]).boxed();
-        registry.finish_upload(name, &id, &digest, Some(body)).await.expect("finish");
+        registry.finish_upload(name, &id, &digest, None, Some(body)).await.expect("finish");
         (digest, bytes.len())
     }
 

@@ -199,16 +199,21 @@ impl Registry {
     }
 
     /// Finishes a session: appends the last chunk if any, checks the content against `digest`,
-    /// and commits it as a blob of `name`. On a mismatch the session is cancelled.
+    /// and commits it as a blob of `name`. `start`, from the last chunk's `Content-Range`, must
+    /// equal the bytes received so far. On a mismatch the session is cancelled.
     pub async fn finish_upload(
         &self,
         name: &RepoName,
         id: &UploadId,
         digest: &Digest,
+        start: Option<u64>,
         last_chunk: Option<ByteStream>,
     ) -> Result<()> {
         let session = self.session(name, id).await?;
         let mut session = session.lock().await;
+        if start.is_some_and(|start| start != session.size) {
+            return Err(Error::ChunkOutOfOrder { size: session.size });
+        }
         if let Some(data) = last_chunk {
             self.append_locked(name, id, &mut session, data).await?;
         }

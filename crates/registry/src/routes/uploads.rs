@@ -50,7 +50,7 @@ pub(super) async fn start(req: Req<'_>, name: &RepoName) -> Result<Response> {
         }
     } else if let Some(digest) = query_digest(&req, "digest")? {
         let id = registry.start_upload(name).await?;
-        registry.finish_upload(name, &id, &digest, Some(req.into_stream())).await?;
+        registry.finish_upload(name, &id, &digest, None, Some(req.into_stream())).await?;
         return Ok(created(name, &digest));
     }
     let id = registry.start_upload(name).await?;
@@ -79,26 +79,33 @@ pub(super) async fn patch(req: Req<'_>, name: &RepoName, id: &UploadId) -> Resul
     let registry = req.state.registry.clone();
     let start = req.header(header::CONTENT_RANGE).map(content_range_start).transpose()?;
     let size = match registry.append_upload(name, id, start, req.into_stream()).await {
-        Err(Error::ChunkOutOfOrder { size }) => {
-            let mut response = axum::response::IntoResponse::into_response(Error::ChunkOutOfOrder { size });
-            for (k, v) in session_headers(name, id, size).into_iter().take(3) {
-                if let Ok(v) = v.parse() {
-                    response.headers_mut().insert(k, v);
-                }
-            }
-            return Ok(response);
-        }
+        Err(Error::ChunkOutOfOrder { size }) => return Ok(out_of_order(name, id, size)),
         other => other?,
     };
     Ok(empty(StatusCode::ACCEPTED, session_headers(name, id, size)))
+}
+
+/// 416 for a chunk that does not start where the upload ends, with the session's `Location`
+/// and `Range` so the client can resume.
+fn out_of_order(name: &RepoName, id: &UploadId, size: u64) -> Response {
+    let mut response = axum::response::IntoResponse::into_response(Error::ChunkOutOfOrder { size });
+    for (k, v) in session_headers(name, id, size).into_iter().take(3) {
+        if let Ok(v) = v.parse() {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    response
 }
 
 pub(super) async fn finish(req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
     let registry = req.state.registry.clone();
     let digest = query_digest(&req, "digest")?
         .ok_or_else(|| Error::DigestInvalid("the digest query parameter is required".into()))?;
-    registry.finish_upload(name, id, &digest, Some(req.into_stream())).await?;
-    Ok(created(name, &digest))
+    let start = req.header(header::CONTENT_RANGE).map(content_range_start).transpose()?;
+    match registry.finish_upload(name, id, &digest, start, Some(req.into_stream())).await {
+        Err(Error::ChunkOutOfOrder { size }) => Ok(out_of_order(name, id, size)),
+        other => other.map(|()| created(name, &digest)),
+    }
 }
 
 pub(super) async fn status(req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
