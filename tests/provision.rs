@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{free_addr, require_tool, wait_for_port};
+use crate::util::require_tool;
 
 const DOMAIN: &str = "registry.example.test";
 const CIDR: &str = "198.51.100.7/32";
@@ -35,7 +35,7 @@ impl Drop for Proc {
 struct Moto {
     /// moto's own endpoint (for the independent checks).
     direct: String,
-    _moto: Proc,
+    _moto: crate::util::moto::Moto,
     dir: tempfile::TempDir,
 }
 
@@ -49,23 +49,12 @@ struct Shim {
 impl Moto {
     /// Starts moto, or returns `None` (locally) when it is not installed.
     fn start() -> Option<Moto> {
-        if !require_tool("moto_server", "pip install 'moto[server]' (tests/run-all installs it)")
-            || !require_tool("python3", "apt-get install python3")
-        {
+        if !require_tool("python3", "apt-get install python3") {
             return None;
         }
-        let addr = free_addr();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Proc(child);
-        wait_for_port(addr, Duration::from_secs(60));
+        let moto = crate::util::moto::Moto::start()?;
         let dir = tempfile::tempdir().expect("temporary directory");
-        Some(Moto { direct: format!("http://{addr}"), _moto: moto, dir })
+        Some(Moto { direct: moto.endpoint.clone(), _moto: moto, dir })
     }
 
     /// Starts a shim with `args` (`--fail ACTION=N[:CODE]`, `--hang ACTION`).

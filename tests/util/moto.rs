@@ -25,7 +25,7 @@ impl Moto {
             .spawn()
             .expect("start moto_server");
         let moto = Moto { endpoint: format!("http://{addr}"), child };
-        super::wait_for_port(addr, Duration::from_secs(30));
+        super::wait_for_port(addr, Duration::from_secs(60));
         Some(moto)
     }
 
