@@ -107,3 +107,42 @@ fn two_servers_on_one_bucket_serve_the_same_content() {
     assert_eq!(status, 200);
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
 }
+
+#[test]
+fn blob_pulls_redirect_to_presigned_s3_urls_when_enabled() {
+    if !skopeo::available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mut env = moto.registry_env(&bucket);
+    env.push(("REGISTRY_STORAGE_S3_REDIRECT".into(), "true".into()));
+    env.push(("REGISTRY_STORAGE_S3_REDIRECTEXPIRY".into(), "5m".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_on_env(tmp.path(), &[], &env);
+    let image = ImageBuilder::new(33, &[3000, 6 * MIB + 5]).write(&tmp.path().join("src"), "v1");
+    let reference = skopeo::docker_ref(&server.host(), "redirected/app", "v1");
+    skopeo::copy_exact(&image.oci_ref(), &reference, &[]);
+
+    // skopeo follows the redirects to S3 and gets every byte.
+    let back = tmp.path().join("back");
+    skopeo::copy_exact(&reference, &format!("oci:{}:v1", back.display()), &[]);
+    layout::assert_same_blobs(&image.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
+
+    let no_follow =
+        util::client_builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    for blob in image.blobs().into_iter().skip(1) {
+        let url = server.url(&format!("/v2/redirected/app/blobs/{}", blob.digest));
+        let head = no_follow.head(&url).send().expect("HEAD");
+        assert_eq!(head.status(), 200, "HEAD is answered by the registry itself");
+        let get = no_follow.get(&url).send().expect("GET");
+        assert_eq!(get.status(), 307);
+        let location = get.headers()["location"].to_str().expect("location").to_string();
+        assert!(location.starts_with(&moto.endpoint) && location.contains("X-Amz-Expires=300"), "{location}");
+        let bytes = util::http().get(&location).send().expect("GET presigned").bytes().expect("body");
+        assert_eq!(util::sha256(&bytes), blob.digest);
+    }
+    let missing = no_follow.get(server.url(&format!("/v2/redirected/app/blobs/{}", util::sha256(b"none"))));
+    assert_eq!(missing.send().expect("GET").status(), 404);
+}

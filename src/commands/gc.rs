@@ -73,6 +73,9 @@ fn print_text(r: &GcReport) {
     for u in &r.uploads {
         println!("{verb} upload {} in {}", u.id, u.repository);
     }
+    if r.incomplete_writes > 0 {
+        println!("{verb} {} incomplete storage write(s) of abandoned uploads", r.incomplete_writes);
+    }
     for warning in &r.warnings {
         println!("warning: {warning}");
     }

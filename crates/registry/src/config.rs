@@ -159,10 +159,30 @@ pub struct S3Config {
     /// Accepted for compatibility with distribution; requests are always signed with SigV4.
     #[serde(default = "default_true")]
     pub v4auth: bool,
+    /// Answer blob `GET`s with a 307 redirect to a presigned S3 URL, so the bytes flow from S3
+    /// to the client directly (off by default: clients then need to reach S3).
+    #[serde(default)]
+    pub redirect: bool,
+    /// How long a presigned redirect URL stays valid (at most 7 days).
+    #[serde(default = "default_redirect_expiry", deserialize_with = "ops::duration")]
+    pub redirectexpiry: std::time::Duration,
 }
 
 fn default_chunksize() -> u64 {
     10 << 20
+}
+
+/// Parses a boolean the way distribution's variables spell them.
+fn parse_flag(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
+}
+
+fn default_redirect_expiry() -> std::time::Duration {
+    std::time::Duration::from_secs(20 * 60)
 }
 
 fn default_true() -> bool {
@@ -185,6 +205,8 @@ impl S3Config {
             secretkey: None,
             secure: true,
             v4auth: true,
+            redirect: false,
+            redirectexpiry: default_redirect_expiry(),
         }
     }
 }
@@ -303,6 +325,7 @@ impl Config {
         let mut realm = None;
         let mut s3: Vec<(String, String)> = Vec::new();
         let mut kind = None;
+        let mut redirect_disable = None;
         for (name, value) in vars {
             if let Some(key) = name.strip_prefix("REGISTRY_STORAGE_S3_") {
                 s3.push((key.to_ascii_lowercase(), value));
@@ -313,6 +336,7 @@ impl Config {
             }
             match name.as_str() {
                 "REGISTRY_STORAGE" => kind = Some(value),
+                "REGISTRY_STORAGE_REDIRECT_DISABLE" => redirect_disable = Some(value),
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY" => {
                     self.storage.filesystem.rootdirectory = PathBuf::from(value);
@@ -343,6 +367,13 @@ impl Config {
             }
         }
         let wants_s3 = kind.as_deref() == Some("s3") || (kind.is_none() && !s3.is_empty());
+        if let Some(disable) = redirect_disable {
+            // distribution's switch, inverted: its redirects are on unless disabled, ours off.
+            s3.push((
+                "redirect".into(),
+                if parse_flag(&disable).is_ok_and(|d| d) { "false" } else { "true" }.into(),
+            ));
+        }
         if wants_s3 {
             self.apply_s3_env(s3)?;
         }
@@ -361,14 +392,8 @@ impl Config {
         };
         for (key, value) in vars {
             let name = format!("REGISTRY_STORAGE_S3_{}", key.to_ascii_uppercase());
-            let flag = |v: &str| match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(true),
-                "false" | "0" | "no" => Ok(false),
-                _ => Err(ConfigError::Env {
-                    name: name.clone(),
-                    message: format!("{v:?} is not true or false"),
-                }),
-            };
+            let flag =
+                |v: &str| parse_flag(v).map_err(|message| ConfigError::Env { name: name.clone(), message });
             match key.as_str() {
                 "bucket" => s3.bucket = value,
                 "region" => s3.region = Some(value),
@@ -381,6 +406,11 @@ impl Config {
                 "v4auth" => s3.v4auth = flag(&value)?,
                 "accesskey" => s3.accesskey = Some(value).filter(|v| !v.is_empty()),
                 "secretkey" => s3.secretkey = Some(Secret::new(value)).filter(|v| !v.expose().is_empty()),
+                "redirect" => s3.redirect = flag(&value)?,
+                "redirectexpiry" => {
+                    s3.redirectexpiry = ops::parse_duration(&value)
+                        .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
+                }
                 "chunksize" => {
                     s3.chunksize = value.parse().map_err(|_| ConfigError::Env {
                         name: name.clone(),

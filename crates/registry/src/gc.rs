@@ -146,6 +146,9 @@ pub struct GcReport {
     pub manifests: Vec<SweptManifest>,
     /// Upload sessions purged, sorted.
     pub uploads: Vec<SweptUpload>,
+    /// Incomplete writes that only the backend sees (S3 multipart uploads whose session is
+    /// gone), begun before the upload age, removed.
+    pub incomplete_writes: u64,
     /// Manifests that could not be read or parsed (their content is kept).
     pub warnings: Vec<String>,
     /// How long it took, in seconds.
@@ -553,6 +556,7 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
         }
     }
     if !options.dry_run {
+        report.incomplete_writes = storage.tidy(upload_cutoff).await?;
         remove(storage, &pins_dir()).await?;
     }
     report.manifests.sort();
@@ -743,6 +747,26 @@ pub fn spawn_watch(registry: std::sync::Arc<crate::Registry>) {
             tick.tick().await;
             if let Err(e) = registry.gc_guard().current_run(registry.storage()).await {
                 tracing::warn!(error = %e, "cannot check for a running garbage collection");
+            }
+        }
+    });
+}
+
+/// How often a running server lets its storage backend tidy up (see [`Storage::tidy`]).
+const TIDY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Lets the storage backend tidy up every [`TIDY_INTERVAL`], with `upload_max_age` as the age
+/// past which incomplete writes are abandoned, whether or not collections are scheduled.
+pub fn spawn_tidy(registry: std::sync::Arc<crate::Registry>, upload_max_age: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let cutoff = SystemTime::now().checked_sub(upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
+            match registry.storage().tidy(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
+                Err(e) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
             }
         }
     });

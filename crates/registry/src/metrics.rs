@@ -537,6 +537,14 @@ impl Storage for InstrumentedStorage {
     async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
         self.record("walk", self.inner.walk(dir).await)
     }
+
+    async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>, StorageError> {
+        self.record("redirect_url", self.inner.redirect_url(path).await)
+    }
+
+    async fn tidy(&self, abandoned_before: std::time::SystemTime) -> Result<u64, StorageError> {
+        self.record("tidy", self.inner.tidy(abandoned_before).await)
+    }
 }
 
 #[cfg(test)]

@@ -290,7 +290,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Deserializes a duration from a string (`"1h30m"`) or a number of seconds.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

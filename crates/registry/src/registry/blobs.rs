@@ -52,6 +52,13 @@ impl Registry {
         stream.map_err(not_found_as(Error::BlobUnknown))
     }
 
+    /// Where a client may fetch a blob that [`Registry::blob_size`] found directly from the
+    /// storage, when the backend redirects reads.
+    pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {
+        let url = self.storage.redirect_url(&layout::blob_data(digest)).await;
+        url.map_err(not_found_as(Error::BlobUnknown))
+    }
+
     /// Whether a blob is readable in `name`: linked as a layer, or a manifest of it.
     async fn blob_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         Ok(self.exists(&layout::layer_link(name, digest)).await?

@@ -35,6 +35,12 @@ fn parse_range(value: &str) -> Result<BlobRange, ()> {
 pub(super) async fn get(req: Req<'_>, name: &RepoName, digest: &Digest) -> Result<Response> {
     let registry = &req.state.registry;
     let size = registry.blob_size(name, digest).await?;
+    if *req.method == axum::http::Method::GET
+        && let Some(url) = registry.blob_redirect(digest).await?
+    {
+        let headers = [(header::LOCATION, url), (content_digest(), digest.to_string())];
+        return Ok(empty(StatusCode::TEMPORARY_REDIRECT, headers));
+    }
     let range = req.header(header::RANGE).and_then(|v| parse_range(v).ok());
     let mut headers = vec![
         (content_digest(), digest.to_string()),

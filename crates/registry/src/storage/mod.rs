@@ -178,6 +178,21 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         }
         Ok(found)
     }
+
+    /// A URL from which a client can fetch the object directly, when the backend offers one and
+    /// is configured to (S3 with `redirect`: a presigned URL); `None` means "serve it yourself".
+    async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>, StorageError> {
+        let _ = path;
+        Ok(None)
+    }
+
+    /// Housekeeping that only the backend can see: finishes work a crashed process left
+    /// behind, and removes incomplete writes begun before `abandoned_before` (S3: multipart
+    /// uploads). Returns how many incomplete writes it removed. Nothing to do by default.
+    async fn tidy(&self, abandoned_before: std::time::SystemTime) -> Result<u64, StorageError> {
+        let _ = abandoned_before;
+        Ok(0)
+    }
 }
 
 #[cfg(test)]

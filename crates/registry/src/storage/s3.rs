@@ -9,25 +9,44 @@
 //! ```
 //!
 //! A chunk is cut into parts of the configured size as it streams in; at most one part is
-//! being filled while the previous one uploads, so memory per upload stays near two parts.
+//! being filled while the previous one uploads, so memory per upload stays at two parts.
 //! The state object is written last: it is the commit point of an append, so a failed or
 //! interrupted append leaves the upload exactly as it was.
+//!
+//! The multipart upload itself targets a key of its own (`_regctl-s3/objects/<uuid>`), not the
+//! upload's. S3 cannot rename, and copying a 5 GiB layer server-side takes longer than clients
+//! wait for a commit, so `rename` of an upload completes the multipart upload where it is and
+//! commits by writing a small forward object next to the destination:
+//!
+//! ```text
+//! <to>.s3link                          {"source": ..., "target": <to>, "size": ..., "pending": ...}
+//! _regctl-s3/pending/<uuid>            the same record, so a crashed copy is found again
+//! ```
+//!
+//! Readers of `<to>` follow the forward until a background task has copied the bytes into
+//! place (distribution's layout, so `registry:2` can read the bucket), removed the forward and,
+//! after a grace period for reads already under way, the source. A crash leaves the pending
+//! record, which [`Storage::tidy`] finishes later.
 
 use std::io;
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use memmap2::MmapMut;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
@@ -35,6 +54,14 @@ use crate::config::S3Config;
 
 /// Suffix of the object holding an upload's multipart state.
 const STATE_SUFFIX: &str = ".s3upload";
+/// Suffix of the forward that stands for an object whose bytes are still at their source.
+const LINK_SUFFIX: &str = ".s3link";
+/// Directory (under the root prefix) of this backend's own objects.
+const INTERNAL_DIR: &str = "_regctl-s3";
+/// How long a source outlives its forward, for reads that followed the forward just before.
+const SOURCE_GRACE: Duration = Duration::from_secs(30);
+/// Pending copies younger than this belong to a live process; `tidy` leaves them alone.
+const PENDING_MIN_AGE: Duration = Duration::from_secs(3600);
 /// Infix of the objects holding an upload's unfilled tail.
 const TAIL_INFIX: &str = ".s3tail-";
 /// S3's smallest part (all but the last).
@@ -55,6 +82,8 @@ pub struct S3Storage {
     prefix: String,
     part_size: usize,
     encryption: Option<(ServerSideEncryption, Option<String>)>,
+    /// Expiry of presigned blob URLs, when reads are redirected to S3.
+    redirect: Option<Duration>,
 }
 
 /// What an append has stored so far, kept in `<key>.s3upload`.
@@ -66,6 +95,10 @@ struct UploadState {
     parts: Vec<Part>,
     /// Key of the tail object and its length, when bytes wait for a full part.
     tail: Option<(String, u64)>,
+    /// The key the multipart upload writes to; the upload's own key in states written before
+    /// uploads had keys of their own.
+    #[serde(default)]
+    data_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,10 +114,25 @@ impl UploadState {
     }
 }
 
+/// An object committed by `rename` whose bytes are still at `source`: kept at `<target>.s3link`
+/// and at `pending` until a copy has put them at `target`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Forward {
+    source: String,
+    target: String,
+    size: u64,
+    pending: String,
+}
+
 /// True when an S3 error means "no such object / upload".
 fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
         || matches!(e.code(), Some("NoSuchKey" | "NotFound" | "NoSuchUpload"))
+}
+
+/// The path named in errors about this backend's own objects.
+fn internal_path() -> StoragePath {
+    StoragePath::new([INTERNAL_DIR])
 }
 
 impl S3Storage {
@@ -133,11 +181,30 @@ impl S3Storage {
             prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
             part_size: usize::try_from(config.chunksize.max(MIN_PART_SIZE)).unwrap_or(usize::MAX),
             encryption,
+            redirect: config.redirect.then_some(config.redirectexpiry),
         }
     }
 
     fn key(&self, path: &StoragePath) -> String {
         format!("{}{}", self.prefix, path.as_str())
+    }
+
+    /// A fresh key for the object a multipart upload writes, named after the time it begins
+    /// (see [`S3Storage::begun_at`]).
+    fn new_object_key(&self) -> String {
+        let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        format!("{}{INTERNAL_DIR}/objects/{secs}-{}", self.prefix, uuid::Uuid::new_v4().simple())
+    }
+
+    /// When the multipart upload of `key` began: from the key's name for this backend's own
+    /// objects (our clock, not the endpoint's idea of `Initiated`, which emulators get wrong),
+    /// else `initiated`.
+    fn begun_at(&self, key: &str, initiated: Option<SystemTime>) -> Option<SystemTime> {
+        let name = key.strip_prefix(&format!("{}{INTERNAL_DIR}/objects/", self.prefix));
+        match name.and_then(|n| n.split_once('-')) {
+            Some((secs, _)) => secs.parse().ok().map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+            None => initiated,
+        }
     }
 
     fn backend<E: std::error::Error + Send + Sync + 'static>(
@@ -173,20 +240,46 @@ impl S3Storage {
     }
 
     async fn get_key(&self, path: &StoragePath, key: &str) -> Result<Bytes, StorageError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(Self::sdk_err(path))?;
+        let out = self.get_object(path, key, None).await?;
         let body = out.body.collect().await.map_err(Self::backend(path))?;
         Ok(body.into_bytes())
     }
 
-    async fn head_key(&self, path: &StoragePath, key: &str) -> Result<u64, StorageError> {
-        Ok(self.head_meta(path, key).await?.size)
+    async fn get_object(
+        &self,
+        path: &StoragePath,
+        key: &str,
+        range: Option<&Range<u64>>,
+    ) -> Result<GetObjectOutput, StorageError> {
+        let mut get = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some(range) = range {
+            get = get.range(format!("bytes={}-{}", range.start, range.end - 1));
+        }
+        get.send().await.map_err(Self::sdk_err(path))
+    }
+
+    /// Starts reading the object at `key` (or `range` of it), following its forward when the
+    /// bytes are not in place yet.
+    async fn open(
+        &self,
+        path: &StoragePath,
+        key: &str,
+        range: Option<&Range<u64>>,
+    ) -> Result<GetObjectOutput, StorageError> {
+        match self.get_object(path, key, range).await {
+            Err(e) if e.is_not_found() => {}
+            other => return other,
+        }
+        // Look again, in one listing: the copy may have just put the bytes in place.
+        let found = self.siblings(path, key).await?;
+        let source = if found.iter().any(|k| k == key) {
+            key.to_string()
+        } else if let Some(forward) = self.forward_in(path, key, &found).await? {
+            forward.source
+        } else {
+            return Err(StorageError::NotFound(path.clone()));
+        };
+        self.get_object(path, &source, range).await
     }
 
     async fn head_meta(&self, path: &StoragePath, key: &str) -> Result<ObjectMeta, StorageError> {
@@ -205,19 +298,94 @@ impl S3Storage {
         })
     }
 
-    async fn load_state(&self, path: &StoragePath) -> Result<Option<UploadState>, StorageError> {
-        let key = format!("{}{STATE_SUFFIX}", self.key(path));
-        match self.get_key(path, &key).await {
+    /// Where the bytes of the object at `key` are (the key itself, or its forward's source), and
+    /// how many there are.
+    async fn locate(&self, path: &StoragePath, key: &str) -> Result<(String, ObjectMeta), StorageError> {
+        match self.head_meta(path, key).await {
+            Err(e) if e.is_not_found() => {}
+            other => return other.map(|meta| (key.to_string(), meta)),
+        }
+        let found = self.siblings(path, key).await?;
+        if found.iter().any(|k| k == key) {
+            return Ok((key.to_string(), self.head_meta(path, key).await?));
+        }
+        match self.forward_in(path, key, &found).await? {
+            Some(forward) => Ok((forward.source, ObjectMeta { size: forward.size, modified: None })),
+            None => Err(StorageError::NotFound(path.clone())),
+        }
+    }
+
+    /// The keys that stand for the object at `key`: the object itself, its upload state, tail
+    /// and forward, as one listing sees them.
+    async fn siblings(&self, path: &StoragePath, key: &str) -> Result<Vec<String>, StorageError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(Self::sdk_err(path))?;
+            for k in page.contents().iter().filter_map(|o| o.key()) {
+                let Some(rest) = k.strip_prefix(key) else { continue };
+                if rest.is_empty()
+                    || rest == STATE_SUFFIX
+                    || rest == LINK_SUFFIX
+                    || rest.starts_with(TAIL_INFIX)
+                {
+                    found.push(k.to_string());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The forward of `key`, when `found` (from [`S3Storage::siblings`]) lists one.
+    async fn forward_in(
+        &self,
+        path: &StoragePath,
+        key: &str,
+        found: &[String],
+    ) -> Result<Option<Forward>, StorageError> {
+        let link = format!("{key}{LINK_SUFFIX}");
+        if !found.contains(&link) {
+            return Ok(None);
+        }
+        self.get_json(path, &link).await
+    }
+
+    /// Reads one of this backend's own JSON objects; `None` when it is absent.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &StoragePath,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.get_key(path, key).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(Self::backend(path)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    async fn put_json<T: Serialize>(
+        &self,
+        path: &StoragePath,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(value).map_err(Self::backend(path))?;
+        self.put_key(path, key, Bytes::from(json)).await
+    }
+
+    async fn load_state(&self, path: &StoragePath) -> Result<Option<UploadState>, StorageError> {
+        self.get_json(path, &format!("{}{STATE_SUFFIX}", self.key(path))).await
+    }
+
     async fn save_state(&self, path: &StoragePath, state: &UploadState) -> Result<(), StorageError> {
-        let key = format!("{}{STATE_SUFFIX}", self.key(path));
-        let json = serde_json::to_vec(state).map_err(Self::backend(path))?;
-        self.put_key(path, &key, Bytes::from(json)).await
+        self.put_json(path, &format!("{}{STATE_SUFFIX}", self.key(path)), state).await
     }
 
     async fn upload_part(
@@ -341,6 +509,106 @@ impl S3Storage {
         }
     }
 
+    /// Commits the object `target` as a forward to the bytes at `source`: two small writes,
+    /// whatever the size. The caller then has the bytes copied into place ([`S3Storage::settle`]).
+    async fn write_forward(
+        &self,
+        path: &StoragePath,
+        target: String,
+        source: String,
+        size: u64,
+    ) -> Result<Forward, StorageError> {
+        let pending = format!("{}{INTERNAL_DIR}/pending/{}", self.prefix, uuid::Uuid::new_v4().simple());
+        let forward = Forward { source, target, size, pending };
+        // The pending record first: whatever a crash interrupts after it, `tidy` finishes.
+        self.put_json(path, &forward.pending, &forward).await?;
+        self.put_json(path, &format!("{}{LINK_SUFFIX}", forward.target), &forward).await?;
+        Ok(forward)
+    }
+
+    /// Settles a forward in the background; a failure is left for `tidy`.
+    fn spawn_settle(&self, forward: Forward) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.settle(&forward, SOURCE_GRACE).await {
+                tracing::warn!(
+                    target = forward.target,
+                    error = %e,
+                    "could not copy a committed upload into place yet; it is served from where it was uploaded until tidied"
+                );
+            }
+        });
+    }
+
+    /// Puts a forwarded object's bytes at its target, removes the forward, then, `grace` later,
+    /// the source and the pending record. A forward that is gone (the object was deleted, or the
+    /// commit never happened) leaves nothing to copy.
+    async fn settle(&self, forward: &Forward, grace: Duration) -> Result<(), StorageError> {
+        let path = internal_path();
+        let link = format!("{}{LINK_SUFFIX}", forward.target);
+        let found = self.siblings(&path, &forward.target).await?;
+        if found.contains(&link) {
+            if !found.contains(&forward.target) {
+                self.copy(&path, &forward.source, &forward.target, forward.size).await?;
+            }
+            self.delete_keys(&path, vec![link]).await?;
+        }
+        tokio::time::sleep(grace).await;
+        self.delete_keys(&path, vec![forward.source.clone(), forward.pending.clone()]).await
+    }
+
+    /// Settles the forwards whose pending records are older than `min_age` (younger ones belong
+    /// to a live process that is settling them).
+    async fn settle_pending(&self, min_age: Duration) -> Result<(), StorageError> {
+        let path = internal_path();
+        let pending = StoragePath::new([INTERNAL_DIR, "pending"]);
+        let settled_before = SystemTime::now().checked_sub(min_age).unwrap_or(SystemTime::UNIX_EPOCH);
+        for (name, meta) in self.walk(&pending).await? {
+            if meta.modified.is_none_or(|m| m > settled_before) {
+                continue;
+            }
+            if let Some(forward) = self.get_json::<Forward>(&path, &self.key(&pending.join(&name))).await? {
+                self.settle(&forward, Duration::ZERO).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts the multipart uploads under the root begun before `cutoff`; returns how many.
+    async fn abort_abandoned(&self, cutoff: SystemTime) -> Result<u64, StorageError> {
+        let path = internal_path();
+        let mut aborted = 0;
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_key_marker(markers.0.take())
+                .set_upload_id_marker(markers.1.take())
+                .send()
+                .await
+                .map_err(Self::sdk_err(&path))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
+                let initiated = upload.initiated().and_then(|t| SystemTime::try_from(*t).ok());
+                if key.starts_with(&self.prefix) && self.begun_at(key, initiated).is_some_and(|t| t < cutoff)
+                {
+                    self.abort(id, key).await;
+                    aborted += 1;
+                }
+            }
+            markers = (
+                page.next_key_marker().map(str::to_string),
+                page.next_upload_id_marker().map(str::to_string),
+            );
+            if page.is_truncated() != Some(true) || markers == (None, None) {
+                return Ok(aborted);
+            }
+        }
+    }
+
     /// Every key under `prefix` (recursively).
     async fn list_all(&self, path: &StoragePath, prefix: &str) -> Result<Vec<String>, StorageError> {
         let mut pages =
@@ -352,7 +620,6 @@ impl S3Storage {
         }
         Ok(keys)
     }
-
     async fn delete_keys(&self, path: &StoragePath, keys: Vec<String>) -> Result<(), StorageError> {
         for batch in keys.chunks(DELETE_BATCH) {
             let objects = batch
@@ -386,6 +653,43 @@ impl S3Storage {
     }
 }
 
+/// One part being filled, in an anonymous memory mapping of exactly the part's size: memory per
+/// upload is the part being filled plus the one being sent, and each goes back to the OS once
+/// sent (part-sized heap blocks would stay in glibc's per-thread arenas and grow the RSS).
+struct PartBuffer {
+    map: MmapMut,
+    len: usize,
+}
+
+impl PartBuffer {
+    /// An empty buffer of `size` bytes.
+    fn new(path: &StoragePath, size: usize) -> Result<PartBuffer, StorageError> {
+        let map =
+            MmapMut::map_anon(size).map_err(|source| StorageError::Backend { path: path.clone(), source })?;
+        Ok(PartBuffer { map, len: 0 })
+    }
+
+    /// Moves as many bytes from the front of `data` as fit.
+    fn fill(&mut self, data: &mut Bytes) {
+        let n = (self.map.len() - self.len).min(data.len());
+        self.map[self.len..self.len + n].copy_from_slice(&data.split_to(n));
+        self.len += n;
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.map.len()
+    }
+
+    /// The bytes filled so far.
+    fn freeze(self, path: &StoragePath) -> Result<Bytes, StorageError> {
+        let map = self
+            .map
+            .make_read_only()
+            .map_err(|source| StorageError::Backend { path: path.clone(), source })?;
+        Ok(Bytes::from_owner(map).slice(..self.len))
+    }
+}
+
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/`.
 fn urlencode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -402,7 +706,9 @@ fn urlencode_key(key: &str) -> String {
 #[async_trait]
 impl Storage for S3Storage {
     async fn get(&self, path: &StoragePath) -> Result<Bytes, StorageError> {
-        self.get_key(path, &self.key(path)).await
+        let out = self.open(path, &self.key(path), None).await?;
+        let body = out.body.collect().await.map_err(Self::backend(path))?;
+        Ok(body.into_bytes())
     }
 
     async fn reader(
@@ -410,14 +716,10 @@ impl Storage for S3Storage {
         path: &StoragePath,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, StorageError> {
-        let mut get = self.client.get_object().bucket(&self.bucket).key(self.key(path));
-        if let Some(range) = range {
-            if range.is_empty() {
-                return Ok(stream::empty().boxed());
-            }
-            get = get.range(format!("bytes={}-{}", range.start, range.end - 1));
+        if range.as_ref().is_some_and(Range::is_empty) {
+            return Ok(stream::empty().boxed());
         }
-        let out = get.send().await.map_err(Self::sdk_err(path))?;
+        let out = self.open(path, &self.key(path), range.as_ref()).await?;
         let body = stream::unfold(out.body, |mut body| async move {
             body.next().await.map(|chunk| (chunk.map_err(io::Error::other), body))
         });
@@ -425,10 +727,24 @@ impl Storage for S3Storage {
     }
 
     async fn stat(&self, path: &StoragePath) -> Result<ObjectMeta, StorageError> {
-        if let Some(state) = self.load_state(path).await? {
+        let key = self.key(path);
+        match self.head_meta(path, &key).await {
+            Err(e) if e.is_not_found() => {}
+            other => return other,
+        }
+        let found = self.siblings(path, &key).await?;
+        if found.contains(&key) {
+            return self.head_meta(path, &key).await;
+        }
+        if found.contains(&format!("{key}{STATE_SUFFIX}"))
+            && let Some(state) = self.load_state(path).await?
+        {
             return Ok(ObjectMeta { size: state.size(), modified: None });
         }
-        self.head_meta(path, &self.key(path)).await
+        match self.forward_in(path, &key, &found).await? {
+            Some(forward) => Ok(ObjectMeta { size: forward.size, modified: None }),
+            None => Err(StorageError::NotFound(path.clone())),
+        }
     }
 
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
@@ -453,8 +769,10 @@ impl Storage for S3Storage {
                 page.common_prefixes().iter().filter_map(|p| p.prefix()).map(|p| p.trim_end_matches('/'));
             let objects = page.contents().iter().filter_map(|o| o.key());
             for key in dirs.chain(objects) {
-                if let Some(name) = key.strip_prefix(&prefix)
-                    && !name.is_empty()
+                let Some(name) = key.strip_prefix(&prefix) else { continue };
+                let name = name.strip_suffix(LINK_SUFFIX).unwrap_or(name);
+                if !name.is_empty()
+                    && name != INTERNAL_DIR
                     && !name.ends_with(STATE_SUFFIX)
                     && !name.contains(TAIL_INFIX)
                 {
@@ -462,6 +780,9 @@ impl Storage for S3Storage {
                 }
             }
         }
+        // An object being copied into place shows as itself and as its forward.
+        names.sort_unstable();
+        names.dedup();
         Ok(names)
     }
 
@@ -476,8 +797,8 @@ impl Storage for S3Storage {
             Some(state) => state,
             None if offset == 0 => UploadState::default(),
             None => {
-                let actual = match self.head_key(path, &key).await {
-                    Ok(size) => size,
+                let actual = match self.stat(path).await {
+                    Ok(meta) => meta.size,
                     Err(e) if e.is_not_found() => 0,
                     Err(e) => return Err(e),
                 };
@@ -489,21 +810,31 @@ impl Storage for S3Storage {
             return Err(StorageError::OffsetMismatch { path: path.clone(), actual });
         }
         let old_tail = state.tail.take();
-        let mut buffer = match &old_tail {
-            Some((tail_key, _)) => BytesMut::from(self.get_key(path, tail_key).await?.as_ref()),
-            None => BytesMut::new(),
-        };
+        let mut buffer = PartBuffer::new(path, self.part_size)?;
+        if let Some((tail_key, _)) = &old_tail {
+            buffer.fill(&mut self.get_key(path, tail_key).await?);
+        }
         let mut uploaded = Vec::new();
         let mut in_flight: Option<tokio::task::JoinHandle<Result<Part, StorageError>>> = None;
         let mut next_number = state.parts.last().map_or(1, |p| p.number + 1);
         let streamed: Result<(), StorageError> = async {
-            loop {
-                while buffer.len() >= self.part_size {
-                    let part = buffer.split_to(self.part_size).freeze();
+            while let Some(chunk) = data.next().await {
+                let mut chunk = chunk.map_err(StorageError::Body)?;
+                while !chunk.is_empty() {
+                    buffer.fill(&mut chunk);
+                    if !buffer.is_full() {
+                        continue;
+                    }
+                    // A mapping's pages cost nothing until written, so the next buffer can be
+                    // mapped before the previous part has finished sending.
+                    let part = std::mem::replace(&mut buffer, PartBuffer::new(path, self.part_size)?)
+                        .freeze(path)?;
                     let upload_id = match &state.upload_id {
                         Some(id) => id.clone(),
                         None => {
-                            let id = self.create_multipart(path, &key).await?;
+                            let data_key = self.new_object_key();
+                            let id = self.create_multipart(path, &data_key).await?;
+                            state.data_key = Some(data_key);
                             state.upload_id = Some(id.clone());
                             id
                         }
@@ -511,17 +842,15 @@ impl Storage for S3Storage {
                     if let Some(previous) = in_flight.take() {
                         uploaded.push(previous.await.map_err(Self::backend(path))??);
                     }
-                    let (this, path, key, number) = (self.clone(), path.clone(), key.clone(), next_number);
+                    let target = state.data_key.clone().unwrap_or_else(|| key.clone());
+                    let (this, path, number) = (self.clone(), path.clone(), next_number);
                     next_number += 1;
                     in_flight = Some(tokio::spawn(async move {
-                        this.upload_part(&path, &key, &upload_id, number, part).await
+                        this.upload_part(&path, &target, &upload_id, number, part).await
                     }));
                 }
-                match data.next().await {
-                    Some(chunk) => buffer.extend_from_slice(&chunk.map_err(StorageError::Body)?),
-                    None => return Ok(()),
-                }
             }
+            Ok(())
         }
         .await;
         // Never return while a part upload still runs: a later append may reuse its number.
@@ -534,11 +863,11 @@ impl Storage for S3Storage {
             uploaded.push(part?);
         }
         state.parts.extend(uploaded);
-        let size = state.size() + buffer.len() as u64;
-        if !buffer.is_empty() {
+        let size = state.size() + buffer.len as u64;
+        if buffer.len > 0 {
             let tail_key = format!("{key}{TAIL_INFIX}{size}");
-            let len = buffer.len() as u64;
-            self.put_key(path, &tail_key, buffer.freeze()).await?;
+            let len = buffer.len as u64;
+            self.put_key(path, &tail_key, buffer.freeze(path)?).await?;
             state.tail = Some((tail_key, len));
         }
         self.save_state(path, &state).await?;
@@ -554,9 +883,10 @@ impl Storage for S3Storage {
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
         let (from_key, to_key) = (self.key(from), self.key(to));
         let Some(mut state) = self.load_state(from).await? else {
-            let size = self.head_key(from, &from_key).await?;
-            self.copy(from, &from_key, &to_key, size).await?;
-            return self.delete_keys(from, vec![from_key]).await;
+            // A whole object (rare: uploads are renamed from their state below): copy it.
+            let (source, meta) = self.locate(from, &from_key).await?;
+            self.copy(from, &source, &to_key, meta.size).await?;
+            return self.delete(from).await;
         };
         let mut leftovers = vec![format!("{from_key}{STATE_SUFFIX}")];
         match (&state.upload_id, state.tail.take()) {
@@ -570,16 +900,23 @@ impl Storage for S3Storage {
                 leftovers.extend(tail.map(|t| t.0));
             }
             (Some(upload_id), tail) => {
+                let source = state.data_key.clone().unwrap_or_else(|| from_key.clone());
                 if let Some((tail_key, _)) = &tail {
                     let data = self.get_key(from, tail_key).await?;
                     let number = state.parts.last().map_or(1, |p| p.number + 1);
-                    let part = self.upload_part(from, &from_key, upload_id, number, data).await?;
+                    let part = self.upload_part(from, &source, upload_id, number, data).await?;
                     state.parts.push(part);
                     leftovers.push(tail_key.clone());
                 }
-                self.complete_multipart(from, &from_key, upload_id, &state.parts).await?;
-                self.copy(from, &from_key, &to_key, state.size()).await?;
-                leftovers.push(from_key);
+                self.complete_multipart(from, &source, upload_id, &state.parts).await?;
+                if state.data_key.is_some() {
+                    let forward = self.write_forward(to, to_key, source, state.size()).await?;
+                    self.spawn_settle(forward);
+                } else {
+                    // Begun before uploads had keys of their own: the bytes are at the upload's.
+                    self.copy(from, &source, &to_key, state.size()).await?;
+                    leftovers.push(source);
+                }
             }
         }
         self.delete_keys(from, leftovers).await
@@ -588,20 +925,25 @@ impl Storage for S3Storage {
     async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {
         let key = self.key(path);
         let mut keys = self.list_all(path, &format!("{key}/")).await?;
-        match self.head_key(path, &key).await {
-            Ok(_) => keys.push(key),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
+        keys.extend(self.siblings(path, &key).await?);
         if keys.is_empty() {
             return Err(StorageError::NotFound(path.clone()));
         }
-        for state_key in keys.iter().filter(|k| k.ends_with(STATE_SUFFIX)) {
-            let state = self.get_key(path, state_key).await?;
-            if let Ok(UploadState { upload_id: Some(id), .. }) = serde_json::from_slice(&state) {
-                self.abort(&id, state_key.trim_end_matches(STATE_SUFFIX)).await;
+        let mut owned = Vec::new();
+        for k in &keys {
+            if let Some(owner) = k.strip_suffix(STATE_SUFFIX) {
+                if let Some(UploadState { upload_id: Some(id), data_key, .. }) =
+                    self.get_json(path, k).await?
+                {
+                    self.abort(&id, data_key.as_deref().unwrap_or(owner)).await;
+                }
+            } else if k.ends_with(LINK_SUFFIX)
+                && let Some(forward) = self.get_json::<Forward>(path, k).await?
+            {
+                owned.extend([forward.source, forward.pending]);
             }
         }
+        keys.extend(owned);
         self.delete_keys(path, keys).await
     }
 
@@ -611,20 +953,58 @@ impl Storage for S3Storage {
             if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) };
         let mut pages =
             self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).into_paginator().send();
-        let mut found = Vec::new();
+        let mut found = std::collections::BTreeMap::new();
+        let mut forwards = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(Self::sdk_err(dir))?;
             for object in page.contents() {
-                let Some(name) = object.key().and_then(|k| k.strip_prefix(&prefix)) else { continue };
-                if name.is_empty() || name.ends_with(STATE_SUFFIX) || name.contains(TAIL_INFIX) {
+                let Some(key) = object.key() else { continue };
+                let Some(name) = key.strip_prefix(&prefix) else { continue };
+                if name.is_empty()
+                    || name.starts_with(&format!("{INTERNAL_DIR}/"))
+                    || name.ends_with(STATE_SUFFIX)
+                    || name.contains(TAIL_INFIX)
+                {
+                    continue;
+                }
+                let modified = object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                if let Some(name) = name.strip_suffix(LINK_SUFFIX) {
+                    forwards.push((name.to_string(), key.to_string(), modified));
                     continue;
                 }
                 let size = object.size().map_or(0, |s| u64::try_from(s).unwrap_or(0));
-                let modified = object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
-                found.push((name.to_string(), ObjectMeta { size, modified }));
+                found.insert(name.to_string(), ObjectMeta { size, modified });
             }
         }
-        Ok(found)
+        for (name, link, modified) in forwards {
+            if found.contains_key(&name) {
+                continue;
+            }
+            if let Some(forward) = self.get_json::<Forward>(dir, &link).await? {
+                found.insert(name, ObjectMeta { size: forward.size, modified });
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>, StorageError> {
+        let Some(expiry) = self.redirect else { return Ok(None) };
+        let (key, _) = self.locate(path, &self.key(path)).await?;
+        let presigning = PresigningConfig::expires_in(expiry).map_err(Self::backend(path))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning)
+            .await
+            .map_err(Self::sdk_err(path))?;
+        Ok(Some(request.uri().to_string()))
+    }
+
+    async fn tidy(&self, abandoned_before: SystemTime) -> Result<u64, StorageError> {
+        self.settle_pending(PENDING_MIN_AGE).await?;
+        self.abort_abandoned(abandoned_before).await
     }
 }
 
@@ -681,6 +1061,142 @@ mod tests {
         assert!(storage.list(&StoragePath::new(["_uploads/u1"])).await.expect("list").is_empty());
         let leftovers = storage.list_all(&upload, "_uploads/").await.expect("list");
         assert!(leftovers.is_empty(), "upload objects left behind: {leftovers:?}");
+        // The background copy puts the bytes at the blob's own key (distribution's layout) and
+        // drops the forward.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let keys = storage.list_all(&blob, "blobs/").await.expect("list");
+            if keys == ["blobs/x/data"] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never copied into place: {keys:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let raw = storage.get_key(&blob, "blobs/x/data").await.expect("raw get");
+        assert_eq!(raw.as_ref(), content.as_slice());
+    }
+
+    /// Appends `content` as an upload at `path` in parts and completes its multipart upload,
+    /// returning the object's key (what `rename` does before it writes a forward).
+    async fn completed_upload(storage: &S3Storage, path: &StoragePath, content: &[u8]) -> String {
+        let chunk: ByteStream = stream::iter(vec![Ok(Bytes::copy_from_slice(content))]).boxed();
+        storage.append(path, 0, chunk).await.expect("append");
+        let mut state = storage.load_state(path).await.expect("state").expect("a state");
+        let (upload_id, source) =
+            (state.upload_id.clone().expect("id"), state.data_key.clone().expect("key"));
+        let mut leftovers = vec![format!("{}{STATE_SUFFIX}", storage.key(path))];
+        if let Some((tail_key, _)) = state.tail.take() {
+            let data = storage.get_key(path, &tail_key).await.expect("tail");
+            let number = state.parts.len() as i32 + 1;
+            state
+                .parts
+                .push(storage.upload_part(path, &source, &upload_id, number, data).await.expect("part"));
+            leftovers.push(tail_key);
+        }
+        storage.complete_multipart(path, &source, &upload_id, &state.parts).await.expect("complete");
+        storage.delete_keys(path, leftovers).await.expect("delete the upload's state");
+        source
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forward_reads_as_the_object_until_settled_into_place() {
+        let Some(moto) = suite::start_moto() else { return };
+        let storage = moto_storage(&moto, "root").await;
+        let content: Vec<u8> = (0..(6 << 20) + 17).map(|i: u32| (i % 253) as u8).collect();
+        let source = completed_upload(&storage, &StoragePath::new(["_uploads/u3/data"]), &content).await;
+        let blob = StoragePath::new(["blobs/y/data"]);
+        let forward = storage
+            .write_forward(&blob, storage.key(&blob), source.clone(), content.len() as u64)
+            .await
+            .expect("forward");
+        // Committed: every read sees the whole object, though no byte is at its key yet.
+        assert!(storage.head_meta(&blob, &storage.key(&blob)).await.is_err_and(|e| e.is_not_found()));
+        assert_eq!(storage.stat(&blob).await.expect("stat").size, content.len() as u64);
+        assert_eq!(storage.get(&blob).await.expect("get").as_ref(), content.as_slice());
+        assert_eq!(
+            suite::read_all(&storage, &blob, Some(5..(6 << 20) + 10)).await,
+            content[5..(6 << 20) + 10]
+        );
+        assert_eq!(storage.list(&StoragePath::new(["blobs/y"])).await.expect("list"), ["data"]);
+        let walked = storage.walk(&StoragePath::new(["blobs"])).await.expect("walk");
+        assert_eq!(walked.len(), 1);
+        assert_eq!((walked[0].0.as_str(), walked[0].1.size), ("y/data", content.len() as u64));
+        // Nothing internal shows at the root.
+        assert!(
+            !storage
+                .list(&StoragePath::new(Vec::<&str>::new()))
+                .await
+                .expect("list")
+                .contains(&INTERNAL_DIR.to_string())
+        );
+
+        storage.settle(&forward, Duration::ZERO).await.expect("settle");
+        assert_eq!(storage.list_all(&blob, "root/blobs/").await.expect("list"), ["root/blobs/y/data"]);
+        let internal = storage.list_all(&blob, "root/_regctl-s3/").await.expect("list");
+        assert!(internal.is_empty(), "source or record left after settling: {internal:?}");
+        assert_eq!(storage.get(&blob).await.expect("get").as_ref(), content.as_slice());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_a_forwarded_object_removes_its_source_and_record() {
+        let Some(moto) = suite::start_moto() else { return };
+        let storage = moto_storage(&moto, "").await;
+        let content = vec![7u8; (5 << 20) + 1];
+        let source = completed_upload(&storage, &StoragePath::new(["_uploads/u4/data"]), &content).await;
+        let blob = StoragePath::new(["blobs/z/data"]);
+        storage
+            .write_forward(&blob, storage.key(&blob), source, content.len() as u64)
+            .await
+            .expect("forward");
+        storage.delete(&StoragePath::new(["blobs/z"])).await.expect("delete");
+        assert!(storage.stat(&blob).await.is_err_and(|e| e.is_not_found()));
+        let keys = storage.list_all(&blob, "").await.expect("list");
+        assert!(keys.is_empty(), "left behind: {keys:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tidy_settles_what_a_crash_left_and_aborts_abandoned_uploads() {
+        let Some(moto) = suite::start_moto() else { return };
+        let storage = moto_storage(&moto, "").await;
+        // A process wrote a forward and died before copying.
+        let content = vec![3u8; (5 << 20) + 3];
+        let source = completed_upload(&storage, &StoragePath::new(["_uploads/u5/data"]), &content).await;
+        let blob = StoragePath::new(["blobs/w/data"]);
+        storage
+            .write_forward(&blob, storage.key(&blob), source, content.len() as u64)
+            .await
+            .expect("forward");
+        // Another died after starting a multipart upload but before saving its state.
+        let orphan = storage.new_object_key();
+        storage.create_multipart(&blob, &orphan).await.expect("create");
+
+        // A fresh record belongs to a live process: left alone.
+        storage.settle_pending(PENDING_MIN_AGE).await.expect("settle");
+        assert!(storage.list_all(&blob, "_regctl-s3/pending/").await.expect("list").len() == 1);
+        storage.settle_pending(Duration::ZERO).await.expect("settle");
+        assert_eq!(storage.list_all(&blob, "").await.expect("list"), ["blobs/w/data"]);
+        assert_eq!(storage.get(&blob).await.expect("get").as_ref(), content.as_slice());
+
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(storage.abort_abandoned(long_ago).await.expect("tidy"), 0, "a young upload is kept");
+        let later = SystemTime::now() + Duration::from_secs(5);
+        assert_eq!(storage.abort_abandoned(later).await.expect("tidy"), 1);
+        let open =
+            storage.client.list_multipart_uploads().bucket(&storage.bucket).send().await.expect("list");
+        assert!(open.uploads().is_empty(), "multipart uploads left open: {:?}", open.uploads());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redirects_are_presigned_urls_when_enabled() {
+        let Some(moto) = suite::start_moto() else { return };
+        let mut storage = moto_storage(&moto, "").await;
+        let blob = StoragePath::new(["blobs/v/data"]);
+        storage.put(&blob, Bytes::from_static(b"redirected")).await.expect("put");
+        assert_eq!(storage.redirect_url(&blob).await.expect("url"), None, "off by default");
+        storage.redirect = Some(Duration::from_secs(60));
+        let url = storage.redirect_url(&blob).await.expect("url").expect("a URL");
+        assert!(url.starts_with(&moto.endpoint) && url.contains("X-Amz-Signature="), "{url}");
+        assert!(storage.redirect_url(&StoragePath::new(["nothing"])).await.is_err_and(|e| e.is_not_found()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,6 +1212,19 @@ mod tests {
         assert!(open.uploads().is_empty(), "multipart uploads left open: {:?}", open.uploads());
     }
 
+    #[tokio::test]
+    async fn abandoned_uploads_are_dated_by_their_key() {
+        let mut config = S3Config::for_bucket("b".into());
+        config.rootdirectory = "/root".into();
+        let storage = S3Storage::new(&config).await;
+        let key = storage.new_object_key();
+        let begun = storage.begun_at(&key, None).expect("a time");
+        assert!(begun.elapsed().expect("past") < Duration::from_secs(60), "{key}");
+        let other = Some(SystemTime::UNIX_EPOCH);
+        assert_eq!(storage.begun_at(&key, other), Some(begun), "the key wins over Initiated");
+        assert_eq!(storage.begun_at("root/docker/registry/v2/x/data", other), other);
+    }
+
     #[test]
     fn copy_source_keys_are_encoded() {
         assert_eq!(urlencode_key("a/b c+d"), "a/b%20c%2Bd");
@@ -708,6 +1237,7 @@ mod tests {
             upload_id: Some("u".into()),
             parts: vec![Part { number: 1, etag: "e".into(), size: 10 }],
             tail: Some(("t".into(), 3)),
+            data_key: None,
         };
         assert_eq!(state.size(), 13);
     }

@@ -14,7 +14,11 @@ fn chunks(parts: &[&'static [u8]]) -> ByteStream {
     stream::iter(parts).boxed()
 }
 
-async fn read_all(storage: &dyn Storage, p: &StoragePath, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+pub(crate) async fn read_all(
+    storage: &dyn Storage,
+    p: &StoragePath,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut s = storage.reader(p, range).await.expect("reader");
     while let Some(chunk) = s.next().await {
