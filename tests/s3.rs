@@ -1,6 +1,7 @@
 //! The registry on S3 storage (moto server as the S3 endpoint): real images through skopeo,
 //! uploads that survive a restart and move between servers, two servers on one bucket.
 
+use crate::util::distribution::{self, DockerRegistry};
 use crate::util::layout::{self, ImageBuilder, MIB};
 use crate::util::moto::Moto;
 use crate::util::{self, Server, skopeo};
@@ -145,4 +146,50 @@ fn blob_pulls_redirect_to_presigned_s3_urls_when_enabled() {
     }
     let missing = no_follow.get(server.url(&format!("/v2/redirected/app/blobs/{}", util::sha256(b"none"))));
     assert_eq!(missing.send().expect("GET").status(), 404);
+}
+
+/// Keys under `prefix` of `bucket` on moto (a path-style ListObjectsV2, first 1000).
+fn bucket_keys(moto: &Moto, bucket: &str, prefix: &str) -> String {
+    let url = format!("{}/{bucket}?list-type=2&prefix={prefix}", moto.endpoint);
+    util::http().get(url).send().expect("list bucket").text().expect("body")
+}
+
+#[test]
+fn distribution_and_regctl_serve_each_others_s3_bucket() {
+    if !skopeo::available() || !distribution::available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let theirs = DockerRegistry::start_on_s3(&moto.endpoint, &bucket, "/image-registry");
+    let ours = server_on(&moto, &bucket, tmp.path());
+
+    // Pushed to distribution, pulled from us.
+    let first = ImageBuilder::new(34, &[4000, 6 * MIB + 1]).write(&tmp.path().join("first"), "v1");
+    skopeo::copy_exact(&first.oci_ref(), &skopeo::docker_ref(&theirs.host(), "interop/first", "v1"), &[]);
+    let back = tmp.path().join("first-back");
+    skopeo::copy_exact(
+        &skopeo::docker_ref(&ours.host(), "interop/first", "v1"),
+        &format!("oci:{}:v1", back.display()),
+        &[],
+    );
+    layout::assert_same_blobs(&first.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
+
+    // Pushed to us (a layer bigger than a part: committed through a forward), pulled from
+    // distribution once the background copies have put every blob at its key.
+    let second = ImageBuilder::new(35, &[5000, 11 * MIB + 3]).write(&tmp.path().join("second"), "v1");
+    skopeo::copy_exact(&second.oci_ref(), &skopeo::docker_ref(&ours.host(), "interop/second", "v1"), &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while bucket_keys(&moto, &bucket, "image-registry/docker/registry/v2/blobs/").contains(".s3link") {
+        assert!(std::time::Instant::now() < deadline, "blobs were never copied into place");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let back = tmp.path().join("second-back");
+    skopeo::copy_exact(
+        &skopeo::docker_ref(&theirs.host(), "interop/second", "v1"),
+        &format!("oci:{}:v1", back.display()),
+        &[],
+    );
+    layout::assert_same_blobs(&second.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
 }
