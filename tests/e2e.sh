@@ -326,6 +326,19 @@ v2() {
     "https://$registry/v2/$path"
 }
 
+# `until_status USER CODE`: waits until GET /v2/ as USER answers CODE. The server re-reads the
+# htpasswd file within a second or two of a change (add-user returns before that). Once a
+# second: the server refuses a client after 10 failed attempts in a minute.
+until_status() {
+  local deadline=$((SECONDS + 20)) got
+  while got=$(v2 "$1" "" -o /dev/null -w '%{http_code}'); [ "$got" != "$2" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "GET /v2/ as $1: $got, expected $2 within 20 s"
+    sleep 1
+  done
+  echo "  GET /v2/ as $1: $got"
+}
+until_status alice 200
+
 stage "push (3 layers, skopeo, verified HTTPS)"
 # A multi-layer OCI image layout: 3 gzipped tar layers of random bytes, a config, a manifest.
 python3 - "$work/image" <<'EOF'
@@ -402,15 +415,6 @@ pull_and_compare alice back-alice
 stage "second user: add, pull, remove -> 401"
 step add-bob --stdin "$BOB_PASSWORD" "$regctl" add-user bob --password-stdin "${ssh_args[@]}"
 expect_in add-bob "User bob created"
-# The server re-reads the htpasswd file within a second or two.
-until_status() {
-  local deadline=$((SECONDS + 20)) got
-  while got=$(v2 "$1" "" -o /dev/null -w '%{http_code}'); [ "$got" != "$2" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "GET /v2/ as $1: $got, expected $2 within 20 s"
-    sleep 0.3
-  done
-  echo "  GET /v2/ as $1: $got"
-}
 until_status bob 200
 pull_and_compare bob back-bob
 step remove-bob "$regctl" remove-user bob "${ssh_args[@]}"
