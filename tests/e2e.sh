@@ -19,7 +19,8 @@
 # --acme-ca-root, --s3-endpoint, --ca-file, and status's --health-url and --ca-file.
 #
 # Usage: bash tests/e2e.sh   (after `bash tests/run-all --no-run`, which installs the tools)
-# Runs as root (as CI does), or as a user allowed to make user namespaces (`unshare -rm`).
+# Needs root (as in CI) for its mount namespace; as another user it tries `unshare -rm`, which
+# needs unprivileged user namespaces (not tried in CI).
 # Exit 0 when the journey succeeds; otherwise the failed step, its output, and the logs' tails.
 # Prints each stage's wall time at the end. E2E_KEEP=1 keeps the scratch directory.
 set -euo pipefail
@@ -42,6 +43,7 @@ for tool in moto_server pebble "$SSHD" ssh-keygen skopeo curl openssl python3 se
   command -v "$tool" >/dev/null 2>&1 ||
     fail "$tool is not installed: run \`bash tests/run-all --no-run\` (it installs what the tests need)"
 done
+command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH (the Rust toolchain: https://rustup.rs)"
 python3 -c 'import boto3' 2>/dev/null || fail "boto3 is missing from .venv-test: run \`bash tests/run-all --no-run\`"
 
 # Into a private mount namespace where /etc/hosts also names the registry (the bind mount is
