@@ -106,4 +106,19 @@ mod tests {
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
+
+    /// A user name is not the deployment name (`--name`): both were once the argument `name`,
+    /// and clap filled the global one from the positional.
+    #[test]
+    fn user_names_leave_the_deployment_name_alone() {
+        for args in [["regctl", "add-user", "alice"], ["regctl", "remove-user", "alice"]] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert_eq!(cli.global.name, "registry", "{args:?}");
+            match cli.command {
+                Command::AddUser(a) => assert_eq!(a.user_name, "alice"),
+                Command::RemoveUser(r) => assert_eq!(r.user_name, "alice"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

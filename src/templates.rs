@@ -90,6 +90,7 @@ mod tests {
             "acme_email",
             "acme_directory",
             "acme_staging",
+            "acme_ca_root",
             "tls_cert",
             "tls_key",
         ];

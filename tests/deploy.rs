@@ -198,49 +198,10 @@ fn write_script(path: &Path, text: &str) {
 
 /// systemd's stand-in: `ExecStart` of the unit in the background, its pid in a file, a line
 /// per start (so a test can tell whether a deploy restarted the service).
-const SYSTEMCTL: &str = r#"#!/bin/sh
-state=@STATE@
-unitdir=@ROOT@/etc/systemd/system
-echo "$*" >> "$state/calls"
-cmd=$1
-unit=${2%.service}
-pidfile="$state/$unit.pid"
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
-stop() {
-  if running; then
-    kill "$(cat "$pidfile")"
-    while running; do sleep 0.1; done
-  fi
-  rm -f "$pidfile"
-}
-start() {
-  line=$(sed -n 's/^ExecStart=//p' "$unitdir/$unit.service")
-  [ -n "$line" ] || { echo "Unit $unit.service not found." >&2; exit 5; }
-  setsid sh -c "exec $line" >> "$state/$unit.log" 2>&1 < /dev/null &
-  echo $! > "$pidfile"
-  echo started >> "$state/$unit.starts"
-}
-case "$cmd" in
-  daemon-reload) ;;
-  enable) touch "$state/$unit.enabled" ;;
-  is-enabled) if [ -f "$state/$unit.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
-  is-active) if running; then echo active; else echo inactive; exit 3; fi ;;
-  start) running || start ;;
-  restart) stop; start ;;
-  stop) stop ;;
-  *) echo "systemctl stand-in: $cmd is not supported" >&2; exit 1 ;;
-esac
-"#;
+const SYSTEMCTL: &str = include_str!("standin/systemctl");
 
 /// journald's stand-in: the service's output file.
-const JOURNALCTL: &str = r#"#!/bin/sh
-n=10; follow=
-while [ $# -gt 0 ]; do
-  case "$1" in -n) n=$2; shift ;; -f) follow=-f ;; esac
-  shift
-done
-exec tail -n "$n" $follow @STATE@/regctl-registry.log
-"#;
+const JOURNALCTL: &str = include_str!("standin/journalctl");
 
 /// Runs regctl with `args`, `stdin` as its input, and no SSH agent.
 fn regctl(args: &[String], stdin: &str) -> Output {

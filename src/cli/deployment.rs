@@ -125,6 +125,14 @@ pub struct StatusArgs {
     /// an endpoint override points AWS calls at an emulator, whose addresses are not real).
     #[arg(long)]
     pub no_probe: bool,
+    /// HTTPS URL to probe instead of https://DOMAIN/v2/ (a registry on another port, or behind a
+    /// proxy); when given, the probe also runs while AWS calls go to an endpoint override.
+    #[arg(long, value_name = "URL", conflicts_with = "no_probe")]
+    pub health_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted, besides the system's, by the HTTPS probe (e.g. a
+    /// private CA that issued the registry's certificate).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_probe")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Options of `regctl teardown`.

@@ -95,12 +95,17 @@ pub struct DeployArgs {
     /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
     #[arg(long, conflicts_with = "acme_directory")]
     pub acme_staging: bool,
+    /// Root CA certificate (PEM) the server trusts for the ACME directory's own HTTPS, for a
+    /// private ACME CA (e.g. step-ca, or Pebble in tests); uploaded to
+    /// /etc/regctl/acme-ca.pem.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca_root: Option<PathBuf>,
     /// Plain-HTTP listener for ACME HTTP-01 challenges and redirects to HTTPS [default:
     /// 0.0.0.0:80].
     #[arg(long, value_name = "HOST:PORT")]
     pub http_addr: Option<String>,
     /// Serve this certificate chain (PEM) instead of getting one by ACME; uploaded with the rest.
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["acme_email", "acme_directory", "acme_staging", "http_addr"])]
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["acme_email", "acme_directory", "acme_staging", "acme_ca_root", "http_addr"])]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
@@ -133,7 +138,7 @@ pub struct DeployArgs {
 pub struct AddUserArgs {
     /// User name (an existing user gets the new password).
     #[arg(value_name = "NAME")]
-    pub name: String,
+    pub user_name: String,
     /// Read the password from stdin (without its final newline) instead of a prompt.
     #[arg(long)]
     pub password_stdin: bool,
@@ -150,7 +155,7 @@ pub struct AddUserArgs {
 pub struct RemoveUserArgs {
     /// User name.
     #[arg(value_name = "NAME")]
-    pub name: String,
+    pub user_name: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub file: UsersFileArgs,

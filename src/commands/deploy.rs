@@ -141,6 +141,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
             email: args.acme_email.clone(),
             directory: args.acme_directory.clone(),
             staging: args.acme_staging,
+            ca_root: args.acme_ca_root.clone(),
             http_addr: args.http_addr.clone(),
         },
     };

@@ -24,6 +24,8 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<()> {
             ssh_cidr_origin: args.state.state_file.display().to_string(),
         },
         probe: !args.no_probe,
+        health_url: args.health_url.clone(),
+        ca_file: args.ca_file.clone(),
     };
     let json = json(global);
     block_on(async {

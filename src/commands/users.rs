@@ -28,7 +28,7 @@ fn report(global: &GlobalArgs, change: &UserChange) -> anyhow::Result<()> {
 pub fn add(global: &GlobalArgs, args: AddUserArgs) -> anyhow::Result<()> {
     let opts = AddUserOptions {
         target: target(global, &args.file)?,
-        user: args.name,
+        user: args.user_name,
         password: if args.password_stdin { PasswordSource::Stdin } else { PasswordSource::Prompt },
         cost: args.cost,
     };
@@ -39,7 +39,7 @@ pub fn add(global: &GlobalArgs, args: AddUserArgs) -> anyhow::Result<()> {
 /// Runs `regctl remove-user`.
 pub fn remove(global: &GlobalArgs, args: RemoveUserArgs) -> anyhow::Result<()> {
     let target = target(global, &args.file)?;
-    let change = block_on(users::remove_user(&target, &args.name))??;
+    let change = block_on(users::remove_user(&target, &args.user_name))??;
     report(global, &change)
 }
 

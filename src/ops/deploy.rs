@@ -54,6 +54,8 @@ pub enum Tls {
         staging: bool,
         /// The plain-HTTP listener for HTTP-01 and redirects; the server's default when `None`.
         http_addr: Option<String>,
+        /// A root CA (PEM file) trusted for the directory's own HTTPS (a private ACME CA).
+        ca_root: Option<PathBuf>,
     },
     /// From local certificate and key files, uploaded with the rest.
     Files {
@@ -181,16 +183,11 @@ async fn converge(
     };
 
     // What is there now, in one round trip.
-    let tls_files = match &opts.tls {
-        Tls::Files { cert, key } => Some((read_local(cert)?, read_local(key)?)),
-        Tls::Acme { .. } => None,
-    };
+    let tls_files = tls_files(opts, remote)?;
     let config = render_config(opts, remote)?;
     let unit = render_unit(remote)?;
     let mut files = vec![layout.binary(), layout.config(), layout.unit()];
-    if tls_files.is_some() {
-        files.extend([layout.tls_cert(), layout.tls_key()]);
-    }
+    files.extend(tls_files.iter().map(|f| f.path.clone()));
     let facts = reporter
         .task("instance", remote.session().target(), async {
             let facts = probe(remote, &files).await?;
@@ -290,15 +287,20 @@ async fn converge(
 
     // Certificate files, config, unit.
     let mut restart = summary.uploaded;
-    if let Some((cert, key)) = &tls_files {
-        let owner = remote.service_user.clone();
-        for (path, bytes, mode, owner) in
-            [(layout.tls_cert(), cert, "0644", None), (layout.tls_key(), key, "0600", Some(owner.as_str()))]
+    for file in tls_files {
+        if write_if_changed(
+            reporter,
+            remote,
+            &facts,
+            &file.path,
+            &file.bytes,
+            file.mode,
+            file.owner.as_deref(),
+        )
+        .await?
         {
-            // The server re-reads certificate files when they change: no restart needed.
-            if write_if_changed(reporter, remote, &facts, &path, bytes, mode, owner).await? {
-                summary.changed.push(path);
-            }
+            restart |= file.restart;
+            summary.changed.push(file.path);
         }
     }
     let config_path = layout.config();
@@ -378,6 +380,33 @@ async fn write_if_changed(
         .1
 }
 
+/// A TLS file uploaded next to the config.
+struct TlsFile {
+    path: String,
+    bytes: Vec<u8>,
+    mode: &'static str,
+    owner: Option<String>,
+    /// Whether the server reads it only at start.
+    restart: bool,
+}
+
+/// The certificate files of `opts.tls` to upload: the certificate and key (re-read by the
+/// server when they change), or the private ACME CA's root (read at start).
+fn tls_files(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<Vec<TlsFile>> {
+    let layout = &remote.layout;
+    let file = |path, bytes, mode, owner, restart| TlsFile { path, bytes, mode, owner, restart };
+    Ok(match &opts.tls {
+        Tls::Files { cert, key } => vec![
+            file(layout.tls_cert(), read_local(cert)?, "0644", None, false),
+            file(layout.tls_key(), read_local(key)?, "0600", Some(remote.service_user.clone()), false),
+        ],
+        Tls::Acme { ca_root: Some(root), .. } => {
+            vec![file(layout.acme_ca_root(), read_local(root)?, "0644", None, true)]
+        }
+        Tls::Acme { ca_root: None, .. } => Vec::new(),
+    })
+}
+
 fn read_local(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -406,7 +435,7 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
         )?,
     });
     config.push_str(&match &opts.tls {
-        Tls::Acme { email, directory, staging, http_addr } => render(
+        Tls::Acme { email, directory, staging, http_addr, ca_root } => render(
             templates::TLS_ACME,
             &[
                 ("http_addr", http_addr.as_deref().and_then(q)),
@@ -415,6 +444,7 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
                 ("acme_email", email.as_deref().and_then(q)),
                 ("acme_directory", directory.as_deref().and_then(q)),
                 ("acme_staging", staging.then(|| "true".to_string())),
+                ("acme_ca_root", ca_root.as_ref().map(|_| toml_string(&layout.acme_ca_root()))),
             ],
         )?,
         Tls::Files { .. } => render(
@@ -600,7 +630,7 @@ async fn wait_healthy(opts: &DeployOptions, reporter: &Reporter, remote: &Remote
 }
 
 /// The system's roots plus the certificates in `extra`.
-fn trust_roots(extra: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
+pub fn trust_roots(extra: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -691,7 +721,7 @@ fn judge(head: &str) -> anyhow::Result<()> {
 }
 
 /// (TLS?, host, port, path) of an `http://` or `https://` URL.
-fn parse_url(url: &str) -> anyhow::Result<(bool, String, u16, String)> {
+pub fn parse_url(url: &str) -> anyhow::Result<(bool, String, u16, String)> {
     let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("http://") {

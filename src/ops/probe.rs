@@ -1,7 +1,7 @@
 //! Probes of a deployed registry from the outside: what its DNS name resolves to, and whether it
 //! answers HTTPS on `/v2/` with a certificate the system trusts (and until when).
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,10 +49,10 @@ pub async fn resolve(domain: &str) -> DnsAnswer {
     }
 }
 
-/// Connects to `addr:443` as `domain` over TLS (verified against the system's roots), sends
-/// `GET /v2/` and reads the status line and the certificate's expiry (15 s at most).
-pub async fn https(domain: &str, addr: IpAddr) -> HttpsAnswer {
-    match tokio::time::timeout(Duration::from_secs(15), https_inner(domain, addr)).await {
+/// Connects to `addr` as `host` over TLS (verified against `roots`), sends `GET path` and reads
+/// the status line and the certificate's expiry (15 s at most).
+pub async fn https(host: &str, addr: SocketAddr, path: &str, roots: rustls::RootCertStore) -> HttpsAnswer {
+    match tokio::time::timeout(Duration::from_secs(15), https_inner(host, addr, path, roots)).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => HttpsAnswer {
             status: None,
@@ -69,20 +69,19 @@ pub async fn https(domain: &str, addr: IpAddr) -> HttpsAnswer {
     }
 }
 
-async fn https_inner(domain: &str, addr: IpAddr) -> anyhow::Result<HttpsAnswer> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A certificate the system ships but rustls cannot parse is simply not trusted.
-        let _ = roots.add(cert);
-    }
+async fn https_inner(
+    domain: &str,
+    addr: SocketAddr,
+    path: &str,
+    roots: rustls::RootCertStore,
+) -> anyhow::Result<HttpsAnswer> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect((addr, 443)).await?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
     let name = rustls::pki_types::ServerName::try_from(domain.to_string())?;
     let mut tls = connector.connect(name, tcp).await?;
     let expires = tls
@@ -92,7 +91,7 @@ async fn https_inner(domain: &str, addr: IpAddr) -> anyhow::Result<HttpsAnswer> 
         .and_then(|c| c.first())
         .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
         .map(|(_, cert)| cert.validity().not_after.timestamp());
-    tls.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n").as_bytes())
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
     let mut head = vec![0u8; 64];
     let n = tls.read(&mut head).await?;

@@ -61,6 +61,11 @@ impl Layout {
         self.path("/etc/regctl/tls/key.pem")
     }
 
+    /// The root CA trusted for a private ACME directory's HTTPS, when one is deployed.
+    pub fn acme_ca_root(&self) -> String {
+        self.path("/etc/regctl/acme-ca.pem")
+    }
+
     /// The only directory the service may write: ACME cache, filesystem storage.
     pub fn state_dir(&self) -> String {
         self.path("/var/lib/regctl")

@@ -1,8 +1,12 @@
 //! `status`: each resource present, missing or drifted; the instance; the DNS answer; the
 //! registry's HTTPS health and certificate expiry.
 
+use std::path::PathBuf;
+
+use anyhow::bail;
 use serde::Serialize;
 
+use super::deploy::{parse_url, trust_roots};
 use super::probe::{self, DnsAnswer, HttpsAnswer};
 use super::progress::Reporter;
 use super::provision::{ProvisionOptions, provision};
@@ -17,6 +21,11 @@ pub struct StatusOptions {
     pub provision: ProvisionOptions,
     /// Resolve the name and connect over HTTPS.
     pub probe: bool,
+    /// The HTTPS URL to probe instead of `https://DOMAIN/v2/`; given, the probe runs even
+    /// against an endpoint override.
+    pub health_url: Option<String>,
+    /// Extra CA certificates (PEM file) trusted by the HTTPS probe.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One resource's status.
@@ -133,14 +142,24 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
         public_ip: o.public_ip,
     });
 
-    if aws.endpoint_override {
-        report.probe_skipped = Some("AWS calls go to an endpoint override (an emulator?)".into());
-    } else if !opts.probe {
+    if !opts.probe {
         report.probe_skipped = Some("--no-probe".into());
+    } else if aws.endpoint_override && opts.health_url.is_none() {
+        report.probe_skipped =
+            Some("AWS calls go to an endpoint override (an emulator?); --health-url probes anyway".into());
     } else if let Some(domain) = &report.domain {
+        let (host, port, path) = match &opts.health_url {
+            Some(url) => match parse_url(url)? {
+                (true, host, port, path) => (host.trim_matches(['[', ']']).to_string(), port, path),
+                (false, ..) => bail!("--health-url {url:?}: status probes HTTPS, give an https:// URL"),
+            },
+            None => (domain.clone(), 443, "/v2/".to_string()),
+        };
+        let roots = trust_roots(opts.ca_file.as_deref())?;
         let answer = probe::resolve(domain).await;
-        if let Some(ip) = answer.addresses.iter().find_map(|a| a.parse().ok()) {
-            report.https = Some(probe::https(domain, ip).await);
+        let connect_to = if host == *domain { answer.clone() } else { probe::resolve(&host).await };
+        if let Some(ip) = connect_to.addresses.iter().find_map(|a| a.parse::<std::net::IpAddr>().ok()) {
+            report.https = Some(probe::https(&host, (ip, port).into(), &path, roots).await);
         }
         report.dns = Some(answer);
     }
