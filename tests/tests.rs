@@ -7,6 +7,7 @@ mod auth;
 mod compat;
 mod conformance;
 mod deploy;
+mod hostile;
 mod images;
 mod ops;
 mod provision;

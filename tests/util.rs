@@ -108,6 +108,11 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The server's process id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port`, the form skopeo and oras take.
     pub fn host(&self) -> String {
         self.addr.to_string()

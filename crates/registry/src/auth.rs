@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use sha2::Digest as _;
+use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 
@@ -95,15 +96,23 @@ struct Failures {
     since: Instant,
 }
 
+/// A successful verification, remembered.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    key: [u8; 32],
+    at: Instant,
+}
+
 /// htpasswd authentication state, shared by all requests.
 #[derive(Debug)]
 pub struct Htpasswd {
     path: PathBuf,
     realm: String,
     users: RwLock<Users>,
-    /// Keys are SHA-256 of a per-process secret, the user and the password: the cache never
-    /// holds a password, and a key means nothing outside this process.
-    cache: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Per user, the SHA-256 of a per-process secret, the user and the password last verified,
+    /// and when: the cache never holds a password, and a hash means nothing outside this
+    /// process. Looked up by user name (not secret) and compared in constant time.
+    cache: Mutex<HashMap<String, Cached>>,
     secret: [u8; 16],
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// Verifications answered from the cache, and those that ran bcrypt (for `/metrics`).
@@ -185,7 +194,8 @@ impl Htpasswd {
             return Err(Error::TooManyRequests);
         }
         let key = self.cache_key(&user, &password);
-        if lock(&self.cache).get(&key).is_some_and(|at| at.elapsed() < CACHE_TTL) {
+        let cached = lock(&self.cache).get(&user).copied();
+        if cached.is_some_and(|c| c.at.elapsed() < CACHE_TTL && bool::from(c.key[..].ct_eq(&key[..]))) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -204,7 +214,7 @@ impl Htpasswd {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(key, Instant::now());
+            cache.insert(user, Cached { key, at: Instant::now() });
             Ok(())
         } else {
             self.record_failure(client);

@@ -4,9 +4,14 @@
 //! ```toml
 //! [http]
 //! addr = "127.0.0.1:5000"
+//! headertimeout = "30s"    # to send a request's headers (and idle time between requests)
+//! bodytimeout = "60s"      # longest pause while a request body is arriving
 //!
 //! [http.tls.letsencrypt]   # HTTPS by ACME, or certificate + key files: see config::tls
 //! hosts = ["registry.example.com"]
+//!
+//! [storage]
+//! maxblobsize = 10737418240   # bytes; an upload that grows past it gets 413 (default: none)
 //!
 //! [storage.filesystem]
 //! rootdirectory = "./registry-data"
@@ -30,6 +35,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -102,11 +108,25 @@ pub struct HttpConfig {
     pub addr: String,
     /// HTTPS (certificate files or ACME); plain HTTP when unset.
     pub tls: TlsConfig,
+    /// How long a client may take to send a request's headers, and how long a connection may
+    /// wait for its next request; `None` (`0` in the file) waits forever. A client that sends
+    /// its headers a byte at a time (slowloris) is disconnected when it runs out.
+    #[serde(deserialize_with = "ops::optional_duration")]
+    pub headertimeout: Option<Duration>,
+    /// The longest pause allowed while a request body is arriving; `None` (`0`) waits forever.
+    /// A stalled upload fails and its connection closes.
+    #[serde(deserialize_with = "ops::optional_duration")]
+    pub bodytimeout: Option<Duration>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { addr: "127.0.0.1:5000".into(), tls: TlsConfig::default() }
+        HttpConfig {
+            addr: "127.0.0.1:5000".into(),
+            tls: TlsConfig::default(),
+            headertimeout: Some(Duration::from_secs(30)),
+            bodytimeout: Some(Duration::from_secs(60)),
+        }
     }
 }
 
@@ -118,6 +138,9 @@ pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
     /// S3 storage.
     pub s3: Option<S3Config>,
+    /// The largest blob accepted, in bytes: an upload that would grow past it is answered
+    /// with 413 and keeps only its earlier chunks. No limit when absent.
+    pub maxblobsize: Option<u64>,
 }
 
 /// S3 storage settings, named after distribution's `storage.s3` keys.
@@ -476,6 +499,22 @@ mod tests {
         let mut config = Config::default();
         let missing = [("REGISTRY_STORAGE".to_string(), "s3".to_string())];
         assert!(config.apply_env(missing).is_err(), "a bucket is required");
+    }
+
+    #[test]
+    fn timeouts_and_blob_limit() {
+        let config = Config::default();
+        assert_eq!(config.http.headertimeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.http.bodytimeout, Some(Duration::from_secs(60)));
+        assert_eq!(config.storage.maxblobsize, None);
+        let config: Config = toml::from_str(
+            "[http]\nheadertimeout = \"5s\"\nbodytimeout = 0\n[storage]\nmaxblobsize = 1048576\n",
+        )
+        .expect("toml");
+        assert_eq!(config.http.headertimeout, Some(Duration::from_secs(5)));
+        assert_eq!(config.http.bodytimeout, None, "0 turns the timeout off");
+        assert_eq!(config.storage.maxblobsize, Some(1 << 20));
+        assert!(toml::from_str::<Config>("[http]\nheadertimeout = \"soon\"\n").is_err());
     }
 
     #[test]

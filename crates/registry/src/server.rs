@@ -1,12 +1,27 @@
 //! Running the server: build the state from a [`Config`], bind, serve until a shutdown signal,
-//! then let in-flight requests finish.
+//! then let in-flight requests finish. Every connection, plain or TLS, is served by
+//! [`serve_connection`], which bounds what a slow or silent client can hold: the time to send
+//! request headers and the pauses within a request body.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 
 use crate::auth::{self, Htpasswd, HtpasswdError};
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::storage::{FsStorage, S3Storage, Storage};
 use crate::{AppState, Registry, app};
 
@@ -54,7 +69,8 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
         metrics.clone(),
     );
     let ops = crate::ops::Ops { metrics, notifier, settings: crate::ops::OpsSettings::from_config(config) };
-    Ok(AppState { registry: Arc::new(Registry::new(storage)), auth, ops: Arc::new(ops) })
+    let registry = Registry::new(storage).with_max_blob_size(config.storage.maxblobsize);
+    Ok(AppState { registry: Arc::new(registry), auth, ops: Arc::new(ops) })
 }
 
 /// Serves the registry described by `config` until `shutdown` completes.
@@ -71,6 +87,7 @@ pub async fn serve(
         crate::gc::spawn_scheduled(state.registry.clone(), options, interval, ops.metrics.clone());
     }
     let tls = crate::tls::TlsSettings::from_config(&config.http.tls)?;
+    let limits = ConnLimits::from_config(&config.http);
     let listener = tokio::net::TcpListener::bind(&config.http.addr)
         .await
         .map_err(|source| ServeError::Bind { addr: config.http.addr.clone(), source })?;
@@ -98,7 +115,7 @@ pub async fn serve(
     }
     if let Some(tls) = tls {
         tracing::info!(storage = %root, "serving the registry over HTTPS");
-        crate::tls::serve(listener, app(state), tls, shutdown).await?;
+        crate::tls::serve(listener, app(state), tls, limits, shutdown).await?;
         if let Some(notifier) = &ops.notifier {
             notifier.flush().await;
         }
@@ -106,16 +123,114 @@ pub async fn serve(
         return Ok(());
     }
     tracing::info!(addr = %local, storage = %root, "registry listening on http://{local}");
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)?;
+    let app = app(state);
+    accept_loop(listener, shutdown, move |tcp, remote, watcher| {
+        serve_connection(tcp, remote, app.clone(), limits, watcher)
+    })
+    .await;
     // Events not yet delivered are in storage; a restart resumes them.
     if let Some(notifier) = &ops.notifier {
         notifier.flush().await;
     }
     tracing::info!("registry stopped");
     Ok(())
+}
+
+/// How long a connection may keep the server waiting (from `[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// To send a request's headers, and between requests; `None` waits forever.
+    pub header_timeout: Option<Duration>,
+    /// The longest pause within a request body; `None` waits forever.
+    pub body_timeout: Option<Duration>,
+}
+
+impl ConnLimits {
+    /// The limits configured in `[http]`.
+    pub fn from_config(http: &HttpConfig) -> ConnLimits {
+        ConnLimits { header_timeout: http.headertimeout, body_timeout: http.bodytimeout }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, running `handle` for each on
+/// its own task; then waits for the connections' in-flight requests.
+pub(crate) async fn accept_loop<F>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    handle: impl Fn(TcpStream, SocketAddr, Watcher) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small HTTP/2 frames and TLS records must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(handle(tcp, remote, graceful.watcher()));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection from `remote` until it closes, watched by
+/// `watcher` so shutdown waits for its requests.
+///
+/// hyper's header timeout covers each HTTP/1 request head and the wait for the next one, but
+/// not the protocol detection before the first request: a client that connects and sends
+/// nothing (or an HTTP/2 preface a byte at a time) is dropped here when no request has
+/// started within the header timeout.
+pub(crate) async fn serve_connection<I>(
+    io: I,
+    remote: SocketAddr,
+    app: Router,
+    limits: ConnLimits,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let started = Arc::new(AtomicBool::new(false));
+    let first_request = started.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        first_request.store(true, Ordering::Relaxed);
+        let mut request = request.map(|body| match limits.body_timeout {
+            Some(timeout) => Body::new(tower_http::timeout::TimeoutBody::new(timeout, body)),
+            None => Body::new(body),
+        });
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+    let first_request_deadline = async {
+        match limits.header_timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+        if started.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = conn => if let Err(e) = result {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        },
+        () = first_request_deadline => tracing::debug!(%remote, "no request within the header timeout"),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

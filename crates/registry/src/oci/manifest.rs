@@ -161,6 +161,12 @@ impl Manifest {
                 )));
             }
             (Some(body), _) => body.clone(),
+            // A manifest is served later with the type its bytes name (`stored_media_type`);
+            // Docker's types are not the default, so the bytes must name them (as distribution
+            // requires), or the manifest would come back as an OCI one.
+            (None, Some(ct)) if ct == DOCKER_MANIFEST || ct == DOCKER_MANIFEST_LIST => {
+                return Err(invalid(format!("a {ct} manifest must name its mediaType")));
+            }
             (None, Some(ct)) => ct.to_string(),
             (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
             (None, None) => OCI_MANIFEST.to_string(),
@@ -250,8 +256,10 @@ mod tests {
     fn media_type_comes_from_body_or_header() {
         let m = Manifest::parse(&image(Some(OCI_MANIFEST)), Some(OCI_MANIFEST)).expect("ok");
         assert_eq!((m.media_type.as_str(), m.kind), (OCI_MANIFEST, Kind::Image));
-        let m = Manifest::parse(&image(None), Some(DOCKER_MANIFEST)).expect("ok");
+        let m = Manifest::parse(&image(Some(DOCKER_MANIFEST)), Some(DOCKER_MANIFEST)).expect("ok");
         assert_eq!(m.media_type, DOCKER_MANIFEST);
+        let m = Manifest::parse(&image(None), Some(OCI_MANIFEST)).expect("ok");
+        assert_eq!(m.media_type, OCI_MANIFEST);
         let m = Manifest::parse(&image(None), None).expect("ok");
         assert_eq!(m.media_type, OCI_MANIFEST);
         assert_eq!(m.required_blobs().count(), 2);
@@ -271,6 +279,21 @@ mod tests {
             Manifest::parse(b"{}", Some("application/vnd.docker.distribution.manifest.v1+prettyjws")),
             Err(ManifestError::Unsupported(_))
         ));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/manifest.rs): a Docker manifest or manifest list
+    /// without `mediaType` in its bytes was accepted by its `Content-Type`, then served as an
+    /// OCI one, since the served type is read from the stored bytes.
+    #[test]
+    fn docker_types_must_be_named_in_the_body() {
+        let list = br#"{"schemaVersion":2,"manifests":[]}"#;
+        for (body, ct) in [(image(None), DOCKER_MANIFEST), (list.to_vec(), DOCKER_MANIFEST_LIST)] {
+            assert!(matches!(Manifest::parse(&body, Some(ct)), Err(ManifestError::Invalid(_))), "{ct}");
+        }
+        for (body, ct) in [(image(None), OCI_MANIFEST), (list.to_vec(), OCI_INDEX)] {
+            let m = Manifest::parse(&body, Some(ct)).expect(ct);
+            assert_eq!(stored_media_type(&body), m.media_type);
+        }
     }
 
     #[test]

@@ -23,6 +23,26 @@ pub enum BlobRange {
 }
 
 impl BlobRange {
+    /// Parses a single-range `Range: bytes=...` header. `None` when it is malformed or asks for
+    /// several ranges, which is answered with the whole blob (allowed by RFC 9110).
+    pub fn parse(value: &str) -> Option<BlobRange> {
+        let spec = value.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (start, end) = spec.split_once('-')?;
+        let number = |s: &str| s.trim().parse::<u64>().ok();
+        match (start.trim(), end.trim()) {
+            ("", suffix) => Some(BlobRange::Suffix(number(suffix)?)),
+            (start, "") => Some(BlobRange::From { start: number(start)?, end: None }),
+            (start, end) => {
+                let (start, end) = (number(start)?, number(end)?);
+                // `end < start` is syntactically invalid: ignore the header.
+                (end >= start).then_some(BlobRange::From { start, end: Some(end) })
+            }
+        }
+    }
+
     /// Resolves against a blob of `size` bytes; `None` when unsatisfiable.
     pub fn resolve(self, size: u64) -> Option<Range<u64>> {
         match self {
@@ -100,6 +120,16 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::BlobRange;
+
+    #[test]
+    fn range_headers() {
+        assert_eq!(BlobRange::parse("bytes=0-9"), Some(BlobRange::From { start: 0, end: Some(9) }));
+        assert_eq!(BlobRange::parse("bytes=5-"), Some(BlobRange::From { start: 5, end: None }));
+        assert_eq!(BlobRange::parse("bytes=-5"), Some(BlobRange::Suffix(5)));
+        for bad in ["bytes=9-0", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", "bytes=-", "bytes=--1"] {
+            assert_eq!(BlobRange::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn ranges_resolve_against_size() {

@@ -26,12 +26,24 @@ pub struct Registry {
     uploads: uploads::Sessions,
     /// Garbage collection's push side: pins what a push relies on while a collection runs.
     gc: crate::gc::Guard,
+    /// The largest blob an upload may grow to, in bytes.
+    max_blob_size: Option<u64>,
 }
 
 impl Registry {
-    /// A registry over `storage`.
+    /// A registry over `storage`, with no limit on blob size.
     pub fn new(storage: Arc<dyn Storage>) -> Registry {
-        Registry { storage, uploads: uploads::Sessions::default(), gc: crate::gc::Guard::default() }
+        Registry {
+            storage,
+            uploads: uploads::Sessions::default(),
+            gc: crate::gc::Guard::default(),
+            max_blob_size: None,
+        }
+    }
+
+    /// Limits uploads to blobs of at most `max` bytes (`None`: no limit).
+    pub fn with_max_blob_size(self, max: Option<u64>) -> Registry {
+        Registry { max_blob_size: max, ..self }
     }
 
     /// The storage backend.

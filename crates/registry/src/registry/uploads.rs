@@ -77,6 +77,26 @@ impl Sessions {
     }
 }
 
+/// The error a body stream ends with when it would grow the upload past the size limit; it
+/// reaches [`Registry::append_locked`] inside [`StorageError::Body`].
+#[derive(Debug, thiserror::Error)]
+#[error("the blob would exceed the limit of {max} bytes")]
+struct OverLimit {
+    max: u64,
+}
+
+/// Passes `data` through while the upload, `size` bytes so far, stays within `max` bytes;
+/// fails with [`OverLimit`] at the first chunk that would take it past, before it is stored.
+fn limited(data: ByteStream, size: u64, max: u64) -> ByteStream {
+    let mut total = size;
+    data.and_then(move |chunk| {
+        total = total.saturating_add(chunk.len() as u64);
+        let result = if total > max { Err(std::io::Error::other(OverLimit { max })) } else { Ok(chunk) };
+        std::future::ready(result)
+    })
+    .boxed()
+}
+
 /// Feeds every chunk of `data` to `hasher` on its way to storage.
 fn hashing(data: ByteStream, hasher: Arc<Mutex<Hasher>>) -> ByteStream {
     data.inspect_ok(move |chunk| {
@@ -151,6 +171,10 @@ impl Registry {
         data: ByteStream,
     ) -> Result<u64> {
         let path = layout::upload_data(name, id.as_str());
+        let data = match self.max_blob_size {
+            Some(max) => limited(data, session.size, max),
+            None => data,
+        };
         let hasher = session.hasher.clone().map(|h| Arc::new(Mutex::new(h)));
         let data = match &hasher {
             Some(h) => hashing(data, h.clone()),
@@ -170,6 +194,9 @@ impl Registry {
                 session.size = actual;
                 session.hasher = None;
                 Err(Error::ChunkOutOfOrder { size: actual })
+            }
+            Err(StorageError::Body(e)) if e.get_ref().is_some_and(|inner| inner.is::<OverLimit>()) => {
+                Err(Error::TooLarge(e.to_string()))
             }
             Err(e) => Err(e.into()),
         }

@@ -9,29 +9,6 @@ use crate::error::Result;
 use crate::oci::{Digest, RepoName};
 use crate::registry::BlobRange;
 
-/// Parses a single-range `Range: bytes=...` header. `Err(())` when it is malformed or asks for
-/// several ranges, which is answered with the whole blob (allowed by RFC 9110).
-fn parse_range(value: &str) -> Result<BlobRange, ()> {
-    let spec = value.trim().strip_prefix("bytes=").ok_or(())?;
-    if spec.contains(',') {
-        return Err(());
-    }
-    let (start, end) = spec.split_once('-').ok_or(())?;
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| ());
-    match (start.trim(), end.trim()) {
-        ("", suffix) => Ok(BlobRange::Suffix(number(suffix)?)),
-        (start, "") => Ok(BlobRange::From { start: number(start)?, end: None }),
-        (start, end) => {
-            let (start, end) = (number(start)?, number(end)?);
-            // `end < start` is syntactically invalid: ignore the header.
-            if end < start {
-                return Err(());
-            }
-            Ok(BlobRange::From { start, end: Some(end) })
-        }
-    }
-}
-
 pub(super) async fn get(req: Req<'_>, name: &RepoName, digest: &Digest) -> Result<Response> {
     let registry = &req.state.registry;
     let size = registry.blob_size(name, digest).await?;
@@ -41,7 +18,7 @@ pub(super) async fn get(req: Req<'_>, name: &RepoName, digest: &Digest) -> Resul
         let headers = [(header::LOCATION, url), (content_digest(), digest.to_string())];
         return Ok(empty(StatusCode::TEMPORARY_REDIRECT, headers));
     }
-    let range = req.header(header::RANGE).and_then(|v| parse_range(v).ok());
+    let range = req.header(header::RANGE).and_then(BlobRange::parse);
     let mut headers = vec![
         (content_digest(), digest.to_string()),
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -76,20 +53,4 @@ pub(super) async fn get(req: Req<'_>, name: &RepoName, digest: &Digest) -> Resul
 pub(super) async fn delete(req: Req<'_>, name: &RepoName, digest: &Digest) -> Result<Response> {
     req.state.registry.delete_blob(name, digest).await?;
     Ok(empty(StatusCode::ACCEPTED, [(content_digest(), digest.to_string())]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn range_headers() {
-        assert_eq!(parse_range("bytes=0-9"), Ok(BlobRange::From { start: 0, end: Some(9) }));
-        assert_eq!(parse_range("bytes=5-"), Ok(BlobRange::From { start: 5, end: None }));
-        assert_eq!(parse_range("bytes=-5"), Ok(BlobRange::Suffix(5)));
-        assert!(parse_range("bytes=9-0").is_err());
-        assert!(parse_range("bytes=0-1,3-4").is_err());
-        assert!(parse_range("items=0-1").is_err());
-        assert!(parse_range("bytes=a-b").is_err());
-    }
 }

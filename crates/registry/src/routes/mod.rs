@@ -6,6 +6,8 @@ mod listing;
 mod manifests;
 mod uploads;
 
+pub use uploads::content_range_start;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};

@@ -57,9 +57,10 @@ pub(super) async fn start(req: Req<'_>, name: &RepoName) -> Result<Response> {
     Ok(empty(StatusCode::ACCEPTED, session_headers(name, &id, 0)))
 }
 
-/// The first byte of a `Content-Range: <start>-<end>` header (the spec's form, without the
-/// `bytes ` unit; that form is accepted too).
-fn content_range_start(value: &str) -> Result<u64> {
+/// The first byte of a chunk's `Content-Range: <start>-<end>` header (the spec's form, without
+/// the `bytes ` unit; that form is accepted too). `BLOB_UPLOAD_INVALID` when malformed or when
+/// `end < start`.
+pub fn content_range_start(value: &str) -> Result<u64> {
     let value = value.trim();
     let value = value.strip_prefix("bytes ").unwrap_or(value);
     let (start, end) = value.split_once('-').ok_or_else(bad_range)?;

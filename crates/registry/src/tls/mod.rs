@@ -18,7 +18,6 @@ pub mod files;
 pub mod redirect;
 pub mod resolver;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,18 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, header};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use axum::response::Response;
+use hyper_util::server::graceful::Watcher;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::config::{ChallengeKind, TlsConfig};
+use crate::server::{self, ConnLimits};
 use acme::{AcmeError, AcmeManager, AcmeSettings};
 use files::CertFiles;
 use redirect::Http01Tokens;
@@ -219,6 +216,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: TlsSettings,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), TlsError> {
     // instant-acme's default HTTPS client builds its rustls configuration with the process-wide
@@ -255,11 +253,10 @@ pub async fn serve(
         tracing::info!(addr = plain_addr, "plain HTTP listener: ACME HTTP-01 challenges, redirects to https");
         let router = redirect::app(tokens.clone(), local.port());
         let cancelled = cancel.clone().cancelled_owned();
-        redirect_task = Some(tokio::spawn(async move {
-            if let Err(e) = axum::serve(plain, router).with_graceful_shutdown(cancelled).await {
-                tracing::error!(error = %e, "the plain HTTP listener failed");
-            }
-        }));
+        redirect_task =
+            Some(tokio::spawn(server::accept_loop(plain, cancelled, move |tcp, remote, watcher| {
+                server::serve_connection(tcp, remote, router.clone(), limits, watcher)
+            })));
     }
 
     match settings.source {
@@ -273,41 +270,32 @@ pub async fn serve(
 
     tracing::info!(addr = %local, "registry listening on https://{local}");
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Small HTTP/2 frames and TLS records must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, remote, acceptor.clone(), app.clone(), graceful.watcher()));
-    }
+    let app = app.layer(axum::middleware::map_response(strict_transport_security));
+    server::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
+        connection(tcp, remote, acceptor.clone(), app.clone(), limits, watcher)
+    })
+    .await;
     cancel.cancel();
-    drop(listener);
-    graceful.shutdown().await;
     if let Some(task) = redirect_task {
         let _ = task.await;
     }
     Ok(())
 }
 
+/// Adds `Strict-Transport-Security` to an HTTPS response.
+async fn strict_transport_security(mut response: Response) -> Response {
+    response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    response
+}
+
 /// One TLS connection: the handshake (which is all a TLS-ALPN-01 validation needs), then HTTP/1.1
-/// or HTTP/2, watched so shutdown waits for its requests.
+/// or HTTP/2.
 async fn connection(
     tcp: TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     app: Router,
+    limits: ConnLimits,
     watcher: Watcher,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -327,22 +315,7 @@ async fn connection(
         let _ = tls.shutdown().await;
         return;
     }
-    let hsts = HeaderValue::from_static(HSTS);
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(remote));
-        let app = app.clone();
-        let hsts = hsts.clone();
-        async move {
-            let mut response = app.oneshot(request).await?;
-            response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts);
-            Ok::<_, Infallible>(response)
-        }
-    });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%remote, error = %e, "connection ended with an error");
-    }
+    server::serve_connection(tls, remote, app, limits, watcher).await;
 }
 
 #[cfg(test)]

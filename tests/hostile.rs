@@ -1,0 +1,411 @@
+//! Hostile clients against `regctl serve`: path traversal in names, tags, digests and upload
+//! ids; huge headers; bodies over the manifest cap and blob size limit, endless ones included;
+//! slow clients (slowloris, stalled bodies, idle connections) cut off by the configured
+//! timeouts. Requests go over raw TCP, since an HTTP client library would normalise `..` and
+//! refuse to send malformed or endless requests.
+//!
+//! Brute force against htpasswd is covered by `auth::failed_attempts_are_rate_limited_per_client`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{self, Server};
+
+/// The registry's header and body timeouts in these tests: short, so a test waits seconds.
+const TIMEOUT_SECS: u64 = 2;
+/// The blob size limit in these tests.
+const MAX_BLOB: usize = 1 << 20;
+/// The registry's manifest cap.
+const MAX_MANIFEST: usize = 4 << 20;
+
+/// A server with short timeouts and a 1 MiB blob limit, from a TOML file (the way an operator
+/// sets them), storing under `<tmp>/data` so writes outside the root can be looked for.
+struct Hostile {
+    server: Server,
+    tmp: tempfile::TempDir,
+}
+
+impl Hostile {
+    fn start() -> Hostile {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let config = tmp.path().join("config.toml");
+        let text = format!(
+            "[http]\nheadertimeout = \"{TIMEOUT_SECS}s\"\nbodytimeout = \"{TIMEOUT_SECS}s\"\n\n\
+             [storage]\nmaxblobsize = {MAX_BLOB}\n"
+        );
+        std::fs::write(&config, text).expect("write the config");
+        let config = config.to_str().expect("a UTF-8 path").to_string();
+        let server = Server::start_on(&tmp.path().join("data"), &["--config", &config]);
+        Hostile { server, tmp }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.server.addr).expect("connect to the registry");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        stream.set_write_timeout(Some(Duration::from_secs(30))).expect("write timeout");
+        stream
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) with `Connection: close`
+    /// and `body`, and reads the response.
+    fn send(&self, head: &str, body: &[u8]) -> Answer {
+        let mut stream = self.connect();
+        let request = format!(
+            "{head}\r\nHost: registry\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        // The server may answer and close before reading everything: what it says counts.
+        let _ = stream.write_all(request.as_bytes()).and_then(|()| stream.write_all(body));
+        read_answer(&mut stream)
+    }
+
+    /// Every file under the temporary directory that is not under the storage root.
+    fn files_outside_root(&self) -> Vec<PathBuf> {
+        let root = self.tmp.path().join("data");
+        let mut outside = Vec::new();
+        walk(self.tmp.path(), &mut |path| {
+            if !path.starts_with(&root) && path.file_name().is_none_or(|n| n != "config.toml") {
+                outside.push(path.to_path_buf());
+            }
+        });
+        outside
+    }
+
+    /// Peak resident memory of the server process, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.server.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+}
+
+/// Calls `f` for every file under `dir`, recursively.
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    for entry in std::fs::read_dir(dir).expect("read a directory").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, f);
+        } else {
+            f(&path);
+        }
+    }
+}
+
+/// What came back on a connection.
+#[derive(Debug)]
+struct Answer {
+    /// The status, or `None` when the server closed without answering.
+    status: Option<u16>,
+    /// The error code of a spec error body, if there is one.
+    code: Option<String>,
+}
+
+/// Reads a response until the server closes the connection.
+fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).and_then(|s| s.parse().ok());
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let code = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string));
+    Answer { status, code }
+}
+
+/// Waits until the server closes `stream`, feeding it one byte of `trickle` every 200 ms (if
+/// any); returns how long that took, or panics when the trickle runs out first.
+fn wait_for_close(stream: &mut TcpStream, trickle: &[u8]) -> Duration {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
+    let mut buf = [0u8; 1024];
+    let mut sent = 0;
+    let limit = Duration::from_secs(20 * TIMEOUT_SECS);
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {} // an error response before the close
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return started.elapsed(),
+        }
+        if let Some(byte) = trickle.get(sent) {
+            if stream.write_all(std::slice::from_ref(byte)).is_err() {
+                return started.elapsed();
+            }
+            sent += 1;
+        }
+    }
+    panic!("the server kept the connection open for {limit:?} ({sent} bytes trickled in)");
+}
+
+/// An image manifest naming a config blob; valid once the blob is in the repository.
+fn manifest(config: &[u8]) -> Vec<u8> {
+    let config = json!({"mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": util::sha256(config), "size": config.len()});
+    let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": []});
+    serde_json::to_vec(&m).expect("JSON")
+}
+
+#[test]
+fn path_traversal_is_refused_with_spec_errors_and_writes_nothing_outside_the_root() {
+    let reg = Hostile::start();
+    let config = b"{}";
+    let digest = util::sha256(config);
+    let ok = reg.send(&format!("POST /v2/ok/blobs/uploads/?digest={digest} HTTP/1.1"), config);
+    assert_eq!(ok.status, Some(201), "a well-formed push works: {ok:?}");
+    let body = manifest(config);
+    let uuid = "6f1c2a8e-0d7b-4c39-9e57-2b8f4a1d3c60";
+    let up = "../../../../../../escape";
+    let enc = "%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fescape";
+    let name_codes = ["NAME_INVALID"];
+    let tag_codes = ["TAG_INVALID", "MANIFEST_INVALID"];
+    let digest_codes = ["DIGEST_INVALID"];
+    let upload_codes = ["BLOB_UPLOAD_UNKNOWN"];
+    let unsupported = ["UNSUPPORTED"];
+    #[rustfmt::skip]
+    let cases: Vec<(String, &[&str])> = vec![
+        // names
+        (format!("PUT /v2/{up}/manifests/latest"), &name_codes),
+        (format!("PUT /v2/{enc}/manifests/latest"), &name_codes),
+        ("PUT /v2/%2e%2e/%2e%2e/%2e%2e/escape/manifests/latest".into(), &name_codes),
+        ("PUT /v2//tmp/escape/manifests/latest".into(), &name_codes),
+        ("PUT /v2/ok/..\\..\\..\\escape/manifests/latest".into(), &name_codes),
+        (format!("POST /v2/{up}/blobs/uploads/?digest={digest}"), &name_codes),
+        (format!("POST /v2/{enc}/blobs/uploads/?digest={digest}"), &name_codes),
+        (format!("POST /v2/ok/blobs/uploads/?mount={digest}&from=..%2F..%2F..%2Fescape"), &name_codes),
+        (format!("PUT http://registry/v2/{up}/manifests/latest"), &name_codes),
+        // tags
+        (format!("PUT /v2/ok/manifests/{enc}"), &tag_codes),
+        ("PUT /v2/ok/manifests/..".into(), &tag_codes),
+        ("PUT /v2/ok/manifests/..%2F..%2F..%2Fescape".into(), &tag_codes),
+        ("PUT /v2/ok/manifests/..\\..\\escape".into(), &tag_codes),
+        // digests
+        ("PUT /v2/ok/manifests/sha256:..%2F..%2F..%2Fescape".into(), &digest_codes),
+        ("GET /v2/ok/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd".into(), &digest_codes),
+        ("DELETE /v2/ok/blobs/sha256:..\\..\\escape".into(), &digest_codes),
+        ("POST /v2/ok/blobs/uploads/?digest=sha256:..%2F..%2Fescape".into(), &digest_codes),
+        (format!("PUT /v2/ok/blobs/uploads/{uuid}?digest=sha256%3A..%2F..%2Fescape"), &digest_codes),
+        (format!("GET /v2/ok/blobs/sha256/{up}"), &unsupported),
+        // upload ids
+        (format!("PATCH /v2/ok/blobs/uploads/{enc}"), &upload_codes),
+        ("PATCH /v2/ok/blobs/uploads/..".into(), &upload_codes),
+        ("PUT /v2/ok/blobs/uploads/..\\..\\escape?digest=x".into(), &upload_codes),
+        (format!("PATCH /v2/ok/blobs/uploads/{up}"), &unsupported),
+        (format!("GET /v2/ok/blobs/uploads/{uuid}"), &upload_codes),
+    ];
+    for (request, codes) in &cases {
+        let answer = reg.send(&format!("{request} HTTP/1.1"), &body);
+        let status = answer.status.unwrap_or_else(|| panic!("{request}: no answer"));
+        assert!((400..500).contains(&status), "{request}: {answer:?}");
+        // hyper itself refuses a request line with a backslash (400 without a spec body).
+        if !(request.contains('\\') && answer.code.is_none()) {
+            let code =
+                answer.code.as_deref().unwrap_or_else(|| panic!("{request}: no spec error: {answer:?}"));
+            assert!(codes.contains(&code), "{request}: {code}, expected one of {codes:?}");
+        }
+    }
+    assert_eq!(reg.files_outside_root(), Vec::<PathBuf>::new(), "files written outside the storage root");
+    let mut escaped = Vec::new();
+    walk(reg.tmp.path(), &mut |path| {
+        if path.to_string_lossy().contains("escape") || path.to_string_lossy().contains("passwd") {
+            escaped.push(path.to_path_buf());
+        }
+    });
+    assert_eq!(escaped, Vec::<PathBuf>::new(), "a traversal attempt left files");
+    let ok = reg.send(
+        "PUT /v2/ok/manifests/latest HTTP/1.1\r\nContent-Type: application/vnd.oci.image.manifest.v1+json",
+        &body,
+    );
+    assert_eq!(ok.status, Some(201), "the server still works after the attempts: {ok:?}");
+}
+
+#[test]
+fn huge_headers_are_refused_without_holding_memory() {
+    let reg = Hostile::start();
+    assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200));
+    let before = reg.peak_rss_kib();
+    let big_value = format!("GET /v2/ HTTP/1.1\r\nX-Big: {}", "a".repeat(16 << 20));
+    let many = format!("GET /v2/ HTTP/1.1{}", "\r\nX-Many: 1".repeat(10_000));
+    for head in [&big_value, &many] {
+        for _ in 0..4 {
+            let answer = reg.send(head, b"");
+            assert!(
+                matches!(answer.status, None | Some(431) | Some(400)),
+                "a {} KiB request head was served: {answer:?}",
+                head.len() >> 10
+            );
+        }
+    }
+    let grown = reg.peak_rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "peak memory grew by {grown} KiB for refused heads");
+    assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
+}
+
+/// Streams an endless chunked body after `head` (at most `cap` bytes, so the test ends) and
+/// returns the answer and how many bytes the server took before it stopped reading.
+fn endless_chunked(reg: &Hostile, head: &str, cap: usize) -> (Answer, usize) {
+    let mut stream = reg.connect();
+    let head = format!("{head}\r\nHost: registry\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("send the request head");
+    let chunk = [b' '; 64 << 10];
+    let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+    frame.extend_from_slice(&chunk);
+    frame.extend_from_slice(b"\r\n");
+    let mut reader = stream.try_clone().expect("clone the stream");
+    let answer = std::thread::spawn(move || read_answer(&mut reader));
+    let mut sent = 0;
+    while sent < cap && stream.write_all(&frame).is_ok() {
+        sent += chunk.len();
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    (answer.join().expect("the reader thread"), sent)
+}
+
+#[test]
+fn a_manifest_over_the_cap_is_refused_while_it_streams() {
+    let reg = Hostile::start();
+    let before = reg.peak_rss_kib();
+    let cap = 64 * MAX_MANIFEST;
+    let content_type = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    let (answer, sent) =
+        endless_chunked(&reg, &format!("PUT /v2/big/manifests/latest HTTP/1.1\r\n{content_type}"), cap);
+    assert_eq!((answer.status, answer.code.as_deref()), (Some(413), Some("SIZE_INVALID")), "{answer:?}");
+    assert!(sent < cap, "the server read {sent} bytes of an endless manifest");
+    let grown = reg.peak_rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "peak memory grew by {grown} KiB for one refused manifest");
+}
+
+/// Starts an upload session in `name`; returns its path.
+fn start_upload(reg: &Hostile, name: &str) -> String {
+    let mut stream = reg.connect();
+    let head = format!(
+        "POST /v2/{name}/blobs/uploads/ HTTP/1.1\r\nHost: r\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 202"), "{raw}");
+    raw.lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_else(|| panic!("no Location: {raw}"))
+        .trim()
+        .to_string()
+}
+
+/// The size of an upload session from its status (`Range: 0-<last>`), or `None` when unknown.
+fn upload_size(reg: &Hostile, location: &str) -> Option<u64> {
+    let resp = util::http().get(reg.server.url(location)).send().expect("upload status");
+    if resp.status() != 204 {
+        return None;
+    }
+    let range = resp.headers()["range"].to_str().expect("ASCII").to_string();
+    let last: u64 = range.strip_prefix("0-").and_then(|l| l.parse().ok()).expect("Range: 0-<n>");
+    Some(if last == 0 { 0 } else { last + 1 })
+}
+
+#[test]
+fn uploads_stop_at_the_blob_size_limit() {
+    let reg = Hostile::start();
+    let http = util::http();
+    let at_limit = vec![7u8; MAX_BLOB];
+    let resp = http
+        .post(reg.server.url(&format!("/v2/limit/blobs/uploads/?digest={}", util::sha256(&at_limit))))
+        .body(at_limit.clone())
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status(), 201, "a blob of exactly the limit is accepted");
+
+    let over = vec![7u8; MAX_BLOB + 1];
+    let resp = http
+        .post(reg.server.url(&format!("/v2/limit/blobs/uploads/?digest={}", util::sha256(&over))))
+        .body(over)
+        .send()
+        .expect("POST");
+    let status = resp.status();
+    let body: Value = resp.json().expect("a spec error body");
+    assert_eq!((status.as_u16(), body["errors"][0]["code"].as_str()), (413, Some("SIZE_INVALID")), "{body}");
+
+    // Chunks: the one that crosses the limit is refused, the ones before it stay.
+    let location = start_upload(&reg, "limit");
+    let half = vec![1u8; MAX_BLOB / 2];
+    for (start, chunk, expect) in
+        [(0, &half[..], 202), (half.len(), &half[..], 202), (MAX_BLOB, &[1u8][..], 413)]
+    {
+        let resp = http
+            .patch(reg.server.url(&location))
+            .header("content-range", format!("{start}-{}", start + chunk.len() - 1))
+            .body(chunk.to_vec())
+            .send()
+            .expect("PATCH");
+        assert_eq!(resp.status(), expect, "chunk at {start}");
+    }
+    assert_eq!(upload_size(&reg, &location), Some(MAX_BLOB as u64), "the chunks within the limit stay");
+
+    // An endless chunked body stops at the limit, and what it sent is not kept.
+    let location = start_upload(&reg, "limit");
+    let cap = 64 * MAX_BLOB;
+    let (answer, sent) = endless_chunked(&reg, &format!("PATCH {location} HTTP/1.1"), cap);
+    assert_eq!((answer.status, answer.code.as_deref()), (Some(413), Some("SIZE_INVALID")), "{answer:?}");
+    assert!(sent < cap, "the server read {sent} bytes of an endless upload");
+    assert_eq!(upload_size(&reg, &location), Some(0));
+    let mut stored = 0;
+    walk(&reg.tmp.path().join("data"), &mut |p| stored += p.metadata().map_or(0, |m| m.len()));
+    assert!(stored < 4 * MAX_BLOB as u64, "{stored} bytes stored for {} bytes accepted", 2 * MAX_BLOB);
+}
+
+#[test]
+fn slow_and_silent_clients_are_cut_off() {
+    let reg = Hostile::start();
+    // slowloris: a request head one byte at a time, never finished.
+    let mut slow = reg.connect();
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n").expect("send");
+    let trickle = "X-Slow: ".repeat(100);
+    let took = wait_for_close(&mut slow, trickle.as_bytes());
+    eprintln!("slowloris cut off after {took:?}");
+    // HTTP/2's preface, a byte at a time: no request ever starts.
+    let mut slow_h2 = reg.connect();
+    let took = wait_for_close(&mut slow_h2, &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".repeat(10));
+    eprintln!("slow HTTP/2 preface cut off after {took:?}");
+    // A connection that never sends a byte.
+    let mut silent = reg.connect();
+    let took = wait_for_close(&mut silent, b"");
+    eprintln!("silent connection closed after {took:?}");
+    // A kept-alive connection that goes idle after its first request.
+    let mut idle = reg.connect();
+    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n").expect("send");
+    let took = wait_for_close(&mut idle, b"");
+    eprintln!("idle keep-alive connection closed after {took:?}");
+    // A body that stalls: the upload fails, the connection closes and nothing is kept.
+    let location = start_upload(&reg, "slow");
+    let mut stalled = reg.connect();
+    let head = format!("PATCH {location} HTTP/1.1\r\nHost: registry\r\nContent-Length: 1000\r\n\r\n");
+    stalled.write_all(head.as_bytes()).expect("send");
+    stalled.write_all(&[0u8; 10]).expect("send");
+    let took = wait_for_close(&mut stalled, b"");
+    eprintln!("stalled body cut off after {took:?}");
+    assert_eq!(upload_size(&reg, &location), Some(0), "a stalled chunk is not kept");
+    // A manifest body that stalls is a bad request, not one too large.
+    let mut stalled = reg.connect();
+    let head = "PUT /v2/slow/manifests/latest HTTP/1.1\r\nHost: registry\r\nContent-Length: 1000\r\n\r\n{";
+    stalled.write_all(head.as_bytes()).expect("send");
+    let answer = read_answer(&mut stalled);
+    assert_eq!((answer.status, answer.code.as_deref()), (Some(400), Some("MANIFEST_INVALID")), "{answer:?}");
+    assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
+}
