@@ -715,6 +715,10 @@ fn health_reports_unreachable_storage_and_paths_are_configurable() {
     assert_eq!(health.status(), 503);
     let body: Value = health.json().expect("health JSON");
     assert_eq!(body["storage"]["status"], "error", "{body}");
+    // Open to anyone: no storage detail (bucket, endpoint, key, the backend's message).
+    for detail in ["unreachable", endpoint.as_str(), "docker/registry", "dispatch"] {
+        assert!(!body.to_string().contains(detail), "/healthz tells strangers {detail:?}: {body}");
+    }
     assert_eq!(http().get(server.url("/health")).send().expect("GET").status(), 404, "moved");
     assert_eq!(http().get(server.url("/ui/")).send().expect("GET").status(), 404, "UI off");
     let (status, m) = scrape(&server.url("/internal/metrics"), None);
