@@ -343,7 +343,7 @@ fn assert_blob_files_whole(root: &Path) -> usize {
 /// bytes, a tag of their own.
 fn image(round: u64, client: u64, n: u64, rng: &mut Rng, max_layer: u64) -> Image {
     let seed = (round << 40) | (client << 20) | n;
-    let layers = (0..2).map(|j| random_blob(seed * 2 + j, (20 << 10) + rng.next() % max_layer)).collect();
+    let layers = (0..2).map(|j| random_blob(seed * 2 + j, (20 << 10) + rng.next_u64() % max_layer)).collect();
     Image::new(format!("kill/c{client}"), layers).with_tag(format!("r{round}-{n}"))
 }
 
@@ -385,7 +385,7 @@ fn kill_rounds(
                 })
             })
             .collect();
-        let delay = delays.0 + rng.next() % (delays.1 - delays.0);
+        let delay = delays.0 + rng.next_u64() % (delays.1 - delays.0);
         std::thread::sleep(Duration::from_millis(delay));
         drop(server); // SIGKILL, then wait
         stop.store(true, Ordering::Relaxed);
@@ -435,8 +435,8 @@ fn sigkill_during_pushes_on_s3_loses_nothing_acknowledged() {
     let bucket = moto.create_bucket();
     let tmp = tempfile::tempdir().expect("temporary directory");
     let backend = Backend::S3 { env: moto.registry_env(&bucket), scratch: &tmp.path().join("unused") };
-    // Layers up to 7 MiB: some cross the 5 MiB part size and go to S3 as multipart uploads.
-    let (total, kills) = kill_rounds(&backend, 4, 3, (2500, 7000), 7 << 20);
+    // Layers up to 6 MiB: some cross the 5 MiB part size and go to S3 as multipart uploads.
+    let (total, kills) = kill_rounds(&backend, 4, 3, (4000, 10000), 6 << 20);
     eprintln!(
         "s3: {kills} SIGKILLs; {} acknowledged blobs and {} manifests intact, {} interrupted uploads resumed, \
          {} cleanly unknown",
@@ -622,12 +622,15 @@ fn s3_errors_and_stalls_are_retried_or_clean_errors_never_a_corrupt_commit_or_re
     // Layers up to 6 MiB: some cross the 5 MiB part size (multipart uploads, part copies).
     let images: Vec<Image> = (0..12).map(|n| image(7, n % 3, n, &mut rng, 6 << 20)).collect();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut pushed = Vec::new();
+    let (mut pushed, mut refused) = (Vec::new(), Vec::new());
     rt.block_on(async {
         for image in &images {
             match registry.push_image(image).await {
                 Ok(()) => pushed.push(image.skeleton()),
-                Err(e) => *outcomes.entry(classify(&e)).or_default() += 1,
+                Err(e) => {
+                    *outcomes.entry(classify(&e)).or_default() += 1;
+                    refused.push(format!("{e:#}").chars().take(160).collect::<String>());
+                }
             }
             for earlier in pushed.iter().rev().take(2) {
                 match registry.pull_image(earlier).await {
@@ -657,7 +660,7 @@ fn s3_errors_and_stalls_are_retried_or_clean_errors_never_a_corrupt_commit_or_re
     assert!(pushed.len() > images.len() / 2, "most pushes survive 8 % faults: {outcomes:?}, {faults}");
     eprintln!(
         "s3 faults: {faults} injected; {} of {} image pushes acknowledged, all intact; {tags} visible tags pull \
-         whole; failures: {outcomes:?}",
+         whole; failures: {outcomes:?}; refused pushes: {refused:#?}",
         pushed.len(),
         images.len()
     );

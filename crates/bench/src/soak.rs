@@ -71,13 +71,16 @@ impl Soak {
     /// its own, in its own repository or (one in four) the common one.
     fn new_image(&self, client: usize, op: usize, rng: &mut Rng) -> Image {
         let seed = self.options.seed.wrapping_mul(1_000_003) ^ ((client as u64) << 32 | op as u64);
-        let mut layers = vec![self.shared[(rng.next() % SHARED_LAYERS) as usize].clone()];
-        for j in 0..1 + rng.next() % 2 {
-            let len =
-                if rng.next() % 16 == 0 { self.options.large_layer } else { 4096 + rng.next() % (252 << 10) };
+        let mut layers = vec![self.shared[(rng.next_u64() % SHARED_LAYERS) as usize].clone()];
+        for j in 0..1 + rng.next_u64() % 2 {
+            let len = if rng.next_u64().is_multiple_of(16) {
+                self.options.large_layer
+            } else {
+                4096 + rng.next_u64() % (252 << 10)
+            };
             layers.push(random_blob(seed.wrapping_mul(31).wrapping_add(j), len));
         }
-        let (repo, tag) = if rng.next() % 4 == 0 {
+        let (repo, tag) = if rng.next_u64().is_multiple_of(4) {
             ("soak/common".to_string(), format!("c{client}-{}-{op}", self.options.seed))
         } else {
             (format!("soak/client-{client:02}"), format!("s{}-{op}", self.options.seed))
@@ -95,8 +98,8 @@ impl Soak {
             let target = {
                 let pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
                 // Two pulls for each push, once there is something to pull.
-                (rng.next() % 3 != 0 && !pushed.is_empty())
-                    .then(|| pushed[(rng.next() % pushed.len() as u64) as usize].skeleton())
+                (!rng.next_u64().is_multiple_of(3) && !pushed.is_empty())
+                    .then(|| pushed[(rng.next_u64() % pushed.len() as u64) as usize].skeleton())
             };
             match target {
                 Some(image) => {

@@ -155,7 +155,7 @@ impl Workload {
                 let layers = (0..3)
                     .map(|j| {
                         // 16 KiB to 512 KiB: the long tail of small layers real images have.
-                        let len = 16 * 1024 + sizes_rng.next() % (496 * 1024);
+                        let len = 16 * 1024 + sizes_rng.next_u64() % (496 * 1024);
                         random_blob(10_000 + 3 * i as u64 + j, len)
                     })
                     .collect();
@@ -174,7 +174,7 @@ pub fn random_blob(seed: u64, len: u64) -> Blob {
     let mut rng = Rng::new(seed);
     let mut buf = vec![0u8; len as usize];
     for chunk in buf.chunks_mut(8) {
-        let word = rng.next().to_le_bytes();
+        let word = rng.next_u64().to_le_bytes();
         chunk.copy_from_slice(&word[..chunk.len()]);
     }
     Blob::new(Bytes::from(buf))
@@ -190,7 +190,7 @@ impl Rng {
     }
 
     /// The next pseudo-random number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
