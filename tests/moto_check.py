@@ -48,6 +48,11 @@ def inventory(c):
             entry["public_access_block"] = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
         except ClientError:
             entry["public_access_block"] = None
+        try:
+            rules = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"]
+            entry["encryption"] = [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules]
+        except ClientError:
+            entry["encryption"] = None
         out["buckets"].append(entry)
     for p in iam.list_policies(Scope="Local")["Policies"]:
         versions = iam.list_policy_versions(PolicyArn=p["Arn"])["Versions"]
@@ -81,6 +86,7 @@ def inventory(c):
                 "public_ip": i.get("PublicIpAddress"),
                 "groups": sorted(g["GroupName"] for g in i.get("SecurityGroups", [])),
                 "profile": [a["IamInstanceProfile"]["Arn"] for a in assoc if a["State"] == "associated"],
+                "metadata_tokens": i.get("MetadataOptions", {}).get("HttpTokens"),
             })
     for a in ec2.describe_addresses()["Addresses"]:
         out["addresses"].append({"ip": a["PublicIp"], "instance": a.get("InstanceId"), "tags": tags_of(a.get("Tags"))})

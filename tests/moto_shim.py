@@ -11,18 +11,31 @@ It forwards every request to moto unchanged, and can:
                     AccessDenied), in the format of the service called;
 * --hang ACTION     hold every request of that action without answering (printing
                     "HANG <action>" on stdout first), so a test can kill regctl half-way at a
-                    known point.
+                    known point;
+* --hang-after-first-change
+                    forward the first request that changes something (any action but
+                    Describe*/List*/Get*, S3 and Route 53 writes included) to moto, then hold its
+                    answer (printing "HANG <action>"): the change is made but the caller never
+                    learns it, the worst moment for it to die;
+* --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
+                    503 SlowDown without forwarding, 500 InternalError after forwarding (the
+                    request took effect), a stall of 1 s, the connection closed without an
+                    answer, or (GETs) the body cut in half under a full Content-Length.
+                    GET /__shim/stats answers the counts as JSON.
 
 It also works around one moto 5.2 bug the Rust SDK trips on and boto3 does not: moto names the
 XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 sends
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
+                    [--hang-after-first-change] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
 import argparse
 import http.client
+import json
+import random
 import sys
 import threading
 import time
@@ -55,6 +68,52 @@ def error_answer(action, code, form, authorization):
     template = EC2_ERROR if service == "ec2" else QUERY_ERROR
     return status, template.format(code=code, message=message).encode()
 
+S3_ERROR = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<Error><Code>{code}</Code><Message>injected by moto_shim.py</Message>"
+    "<RequestId>moto-shim</RequestId></Error>"
+)
+S3_FAULTS = ("slowdown", "internal-after", "stall", "reset", "truncate")
+
+
+def service_of(authorization):
+    """The signing service of a SigV4 request (`s3`, `ec2`, ...), or empty."""
+    if "Credential=" not in authorization:
+        return ""
+    scope = authorization.split("Credential=", 1)[-1].split(",")[0].split("/")
+    return scope[3] if len(scope) > 3 else ""
+
+
+def rest_action(method, path, service):
+    """A name for an S3 or Route 53 (REST) request, in the style of the Query actions."""
+    url = urllib.parse.urlparse(path)
+    query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    if service == "route53" or url.path.startswith("/2013-04-01/"):
+        if method == "POST" and url.path.endswith("/rrset"):
+            return "ChangeResourceRecordSets"
+        return f"Route53{method.title()}"
+    sub = next((k for k in ("versioning", "tagging", "lifecycle", "publicAccessBlock", "encryption",
+                            "policy", "delete", "uploads", "uploadId") if k in query), "")
+    names = {("PUT", ""): "PutObject", ("PUT", "versioning"): "PutBucketVersioning",
+             ("PUT", "tagging"): "PutBucketTagging", ("PUT", "lifecycle"): "PutBucketLifecycle",
+             ("PUT", "publicAccessBlock"): "PutPublicAccessBlock", ("PUT", "encryption"): "PutBucketEncryption",
+             ("PUT", "policy"): "PutBucketPolicy", ("POST", "delete"): "DeleteObjects",
+             ("DELETE", ""): "DeleteObject", ("DELETE", "uploadId"): "AbortMultipartUpload",
+             ("POST", "uploads"): "CreateMultipartUpload", ("POST", "uploadId"): "CompleteMultipartUpload",
+             ("PUT", "uploadId"): "UploadPart"}
+    name = names.get((method, sub), f"S3{method.title()}{sub[:1].upper()}{sub[1:]}")
+    if url.path.strip("/").count("/") == 0 and name in ("PutObject", "DeleteObject"):
+        name = "CreateBucket" if method == "PUT" else "DeleteBucket"
+    return name
+
+
+def is_change(method, action):
+    """True for a request that changes something."""
+    if method in ("GET", "HEAD"):
+        return False
+    return not action.startswith(("Describe", "List", "Get"))
+
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
@@ -64,7 +123,13 @@ def main():
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--fail", action="append", default=[])
     parser.add_argument("--hang", action="append", default=[])
+    parser.add_argument("--hang-after-first-change", action="store_true")
+    parser.add_argument("--s3-faults", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    rng = random.Random(args.seed)
+    stats = {"s3_requests": 0, **{kind: 0 for kind in S3_FAULTS}}
+    hang_next_change = [args.hang_after_first_change]
 
     upstream = urllib.parse.urlparse(args.upstream)
     failures = {}
@@ -84,12 +149,37 @@ def main():
             pass
 
         def _proxy(self):
+            if self.path == "/__shim/stats":
+                with lock:
+                    data = json.dumps(stats).encode()
+                self._answer(200, {"Content-Type": "application/json"}, data)
+                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             form = {}
             if body and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
                 form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-            action = (form.get("Action") or [""])[0]
+            service = service_of(self.headers.get("Authorization") or "")
+            action = (form.get("Action") or [""])[0] or rest_action(self.command, self.path, service)
+
+            fault = None
+            if args.s3_faults and service == "s3":
+                with lock:
+                    stats["s3_requests"] += 1
+                    if rng.random() < args.s3_faults:
+                        fault = rng.choice(S3_FAULTS)
+                        if fault == "truncate" and self.command != "GET":
+                            fault = "reset"
+                        stats[fault] += 1
+            if fault == "slowdown":
+                self._answer(503, {"Content-Type": "application/xml"},
+                             S3_ERROR.format(code="SlowDown").encode())
+                return
+            if fault == "reset":
+                self.close_connection = True
+                return
+            if fault == "stall":
+                time.sleep(1)
 
             if action in hangs:
                 print(f"HANG {action}", flush=True)
@@ -116,16 +206,37 @@ def main():
             conn.close()
             if b"<GetBucketVersioningResponse" in data[:200]:
                 data = data.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
-            self._answer(resp.status, {k: v for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP}, data)
+            if fault == "internal-after":
+                self._answer(500, {"Content-Type": "application/xml"},
+                             S3_ERROR.format(code="InternalError").encode())
+                return
+            with lock:
+                hang = hang_next_change[0] and is_change(self.command, action)
+                if hang:
+                    hang_next_change[0] = False
+            if hang:
+                print(f"HANG {action}", flush=True)
+                time.sleep(3600)
+                return
+            headers = {k: v for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP}
+            if fault == "truncate" and resp.status == 200 and len(data) >= 2:
+                self._answer(resp.status, headers, data, cut=len(data) // 2)
+                return
+            # A HEAD answer announces the object's length, with no body.
+            length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+            self._answer(resp.status, headers, data, length=length)
 
-        def _answer(self, status, headers, data):
+        def _answer(self, status, headers, data, cut=None, length=None):
             self.send_response_only(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", length or str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(data)
+                self.wfile.write(data if cut is None else data[:cut])
+            if cut is not None:
+                self.wfile.flush()
+                self.close_connection = True
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _proxy
 

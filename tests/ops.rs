@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::layout::{ImageBuilder, MIB, OCI_MANIFEST, OciImage, assert_same_blobs};
-use crate::util::{Server, free_addr, http, require_tool, skopeo};
+use crate::util::{Server, free_addr, http, require_tool, scrape, skopeo, sum};
 
 const KIB: u64 = 1024;
 
@@ -616,39 +616,6 @@ fn gc_deletes_untagged_manifests_and_abandoned_uploads_on_schedule() {
 // ---------------------------------------------------------------------------------------------
 // Metrics and health.
 
-/// GETs a Prometheus endpoint and parses every sample line into `name{labels}` -> value.
-/// Returns the status too.
-fn scrape(url: &str, creds: Option<(&str, &str)>) -> (u16, HashMap<String, f64>) {
-    let mut request = http().get(url);
-    if let Some((user, password)) = creds {
-        request = request.basic_auth(user, Some(password));
-    }
-    let resp = request.send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().expect("metrics text");
-    let mut samples = HashMap::new();
-    if status != 200 {
-        return (status, samples);
-    }
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number in: {line}"));
-        assert!(samples.insert(series.to_string(), value).is_none(), "series twice: {series}");
-    }
-    (status, samples)
-}
-
-/// The sum of every sample of `name` whose labels include all of `labels`.
-fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    samples
-        .iter()
-        .filter(|(series, _)| {
-            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[test]
 fn metrics_are_scraped_and_parsed_after_a_push_and_health_checks_storage() {
     if !skopeo::available() {
@@ -748,6 +715,10 @@ fn health_reports_unreachable_storage_and_paths_are_configurable() {
     assert_eq!(health.status(), 503);
     let body: Value = health.json().expect("health JSON");
     assert_eq!(body["storage"]["status"], "error", "{body}");
+    // Open to anyone: no storage detail (bucket, endpoint, key, the backend's message).
+    for detail in ["unreachable", endpoint.as_str(), "docker/registry", "dispatch"] {
+        assert!(!body.to_string().contains(detail), "/healthz tells strangers {detail:?}: {body}");
+    }
     assert_eq!(http().get(server.url("/health")).send().expect("GET").status(), 404, "moved");
     assert_eq!(http().get(server.url("/ui/")).send().expect("GET").status(), 404, "UI off");
     let (status, m) = scrape(&server.url("/internal/metrics"), None);

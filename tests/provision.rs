@@ -4,13 +4,12 @@
 //! what exists is checked independently, with boto3 straight against moto
 //! (`tests/moto_check.py`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+use crate::util::moto::Shim;
 use crate::util::require_tool;
 
 const DOMAIN: &str = "registry.example.test";
@@ -39,13 +38,6 @@ struct Moto {
     dir: tempfile::TempDir,
 }
 
-/// The shim in front of a moto server: the endpoint regctl is given.
-struct Shim {
-    endpoint: String,
-    _proc: Proc,
-    lines: BufReader<ChildStdout>,
-}
-
 impl Moto {
     /// Starts moto, or returns `None` (locally) when it is not installed.
     fn start() -> Option<Moto> {
@@ -57,22 +49,9 @@ impl Moto {
         Some(Moto { direct: moto.endpoint.clone(), _moto: moto, dir })
     }
 
-    /// Starts a shim with `args` (`--fail ACTION=N[:CODE]`, `--hang ACTION`).
+    /// Starts a shim in front of this moto with `args` (see `tests/moto_shim.py`).
     fn shim(&self, args: &[&str]) -> Shim {
-        let mut child = Command::new("python3")
-            .arg(tests_dir().join("moto_shim.py"))
-            .args(["--port", "0", "--upstream", &self.direct])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start moto_shim.py");
-        let stdout = child.stdout.take().expect("shim stdout");
-        let mut shim = Shim { endpoint: String::new(), _proc: Proc(child), lines: BufReader::new(stdout) };
-        let ready = shim.next_line();
-        let port = ready.strip_prefix("READY ").unwrap_or_else(|| panic!("shim did not start: {ready:?}"));
-        shim.endpoint = format!("http://127.0.0.1:{port}");
-        shim
+        Shim::start(&self.direct, args)
     }
 
     /// Runs `python3 tests/moto_check.py` against moto directly and returns its stdout.
@@ -97,45 +76,6 @@ impl Moto {
     fn zone(&self) -> String {
         self.check(&["zone", "example.test"])
     }
-}
-
-impl Shim {
-    fn next_line(&mut self) -> String {
-        let mut line = String::new();
-        self.lines.read_line(&mut line).expect("read shim output");
-        line.trim().to_string()
-    }
-
-    /// Waits until the shim says `what` (e.g. `HANG CreateSecurityGroup`), for 120 s at most.
-    fn wait_for(&mut self, what: &str) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = std::mem::replace(&mut self.lines, BufReader::new(empty_stdout()));
-        let what = what.to_string();
-        let reader = std::thread::spawn(move || {
-            let mut lines = lines;
-            loop {
-                let mut line = String::new();
-                if lines.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if line.trim() == what {
-                    let _ = tx.send(());
-                    break;
-                }
-            }
-            lines
-        });
-        rx.recv_timeout(Duration::from_secs(120)).expect("the shim never saw the awaited request");
-        self.lines = reader.join().expect("reader thread");
-    }
-}
-
-/// A stdout of a finished process, as a placeholder while a thread reads the real one.
-fn empty_stdout() -> ChildStdout {
-    let mut child = Command::new("true").stdout(Stdio::piped()).spawn().expect("run true");
-    let out = child.stdout.take().expect("stdout");
-    let _ = child.wait();
-    out
 }
 
 /// `regctl` with its environment pointed at `endpoint`, run in `dir`.
@@ -521,4 +461,145 @@ fn an_elastic_ip_and_a_new_domain_are_converged() {
 
     ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
     assert_nothing_left(&moto.inventory(), true);
+}
+
+/// Runs regctl with `args` through a shim that lets the first change through to moto and
+/// then holds its answer, and kills regctl (SIGKILL) there: the change is made, regctl never
+/// learns it. Returns the action it died after, or `None` when the run changed nothing and
+/// finished (successfully: that is asserted).
+fn kill_after_first_change(moto: &Moto, dir: &Path, args: &[&str]) -> Option<String> {
+    let mut shim = moto.shim(&["--hang-after-first-change"]);
+    let mut child = Proc(
+        regctl_cmd(dir, &shim.endpoint, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start regctl"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        if let Some(action) = shim
+            .try_line(std::time::Duration::from_millis(100))
+            .and_then(|line| line.strip_prefix("HANG ").map(str::to_string))
+        {
+            child.0.kill().expect("kill regctl");
+            let _ = child.0.wait();
+            return Some(action);
+        }
+        if let Some(status) = child.0.try_wait().expect("regctl's status") {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            assert!(status.success(), "regctl {args:?}: {stderr}");
+            return None;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "regctl {args:?} neither changed something nor finished"
+        );
+    }
+}
+
+/// Asserts that nothing regctl makes exists twice.
+fn assert_no_duplicates(inv: &Value, after: &str) {
+    for key in
+        ["buckets", "policies", "roles", "instance_profiles", "security_groups", "addresses", "records"]
+    {
+        let n = inv[key].as_array().map_or(0, Vec::len);
+        assert!(n <= 1, "{n} {key} after a kill after {after}: {inv:#}");
+    }
+    assert!(live_instances(inv).len() <= 1, "two instances after a kill after {after}: {inv:#}");
+    for policy in inv["policies"].as_array().into_iter().flatten() {
+        assert_eq!(policy["versions"], 1, "policy versions piled up after {after}: {inv:#}");
+    }
+}
+
+/// Kills `args` after each change it makes, one run per change, until a run changes nothing;
+/// returns the changes in the order they were made.
+fn kill_after_each_change(moto: &Moto, args: &[&str]) -> Vec<String> {
+    let mut died_after = Vec::new();
+    while let Some(action) = kill_after_first_change(moto, moto.dir.path(), args) {
+        assert_no_duplicates(&moto.inventory(), &action);
+        died_after.push(action);
+        assert!(died_after.len() <= 40, "regctl {args:?} never stops changing things: {died_after:?}");
+    }
+    died_after
+}
+
+#[test]
+fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or_orphan() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+
+    let provision = provision_args(&[]);
+    let made = kill_after_each_change(&moto, &provision);
+    for step in [
+        "CreateBucket",
+        "PutBucketVersioning",
+        "PutPublicAccessBlock",
+        "CreatePolicy",
+        "CreateRole",
+        "AttachRolePolicy",
+        "CreateInstanceProfile",
+        "AddRoleToInstanceProfile",
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "RunInstances",
+        "AssociateIamInstanceProfile",
+        "ChangeResourceRecordSets",
+    ] {
+        assert!(made.iter().any(|a| a == step), "provision was never killed right after {step}: {made:?}");
+    }
+    // What the interrupted runs built is what one run builds: a run now changes nothing.
+    let shim = moto.shim(&[]);
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+    let inv = moto.inventory();
+    for key in ["buckets", "policies", "roles", "instance_profiles", "security_groups", "records"] {
+        assert_eq!(inv[key].as_array().map(Vec::len), Some(1), "{key}: {inv:#}");
+    }
+    assert_eq!(live_instances(&inv).len(), 1, "{inv:#}");
+    assert_eq!(inv["instance_profiles"][0]["roles"], serde_json::json!(["regctl-registry-ec2"]));
+    assert!(
+        live_instances(&inv)[0]["profile"][0]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("instance-profile/regctl-registry"),
+        "{inv:#}"
+    );
+    // The defences SECURITY.md lists, as moto holds them.
+    let bucket = &inv["buckets"][0];
+    for setting in ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"] {
+        assert_eq!(bucket["public_access_block"][setting], true, "{setting}: {bucket:#}");
+    }
+    assert_eq!(bucket["encryption"], serde_json::json!(["AES256"]), "{bucket:#}");
+    assert_eq!(live_instances(&inv)[0]["metadata_tokens"], "required", "IMDSv2 only: {inv:#}");
+    assert_eq!(moto.check(&["fill", BUCKET, "3"]), "7 3");
+
+    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"]);
+    for step in [
+        "ChangeResourceRecordSets",
+        "DisassociateIamInstanceProfile",
+        "TerminateInstances",
+        "DeleteSecurityGroup",
+        "DeleteInstanceProfile",
+        "DeleteRole",
+        "DeletePolicy",
+        "DeleteBucket",
+    ] {
+        assert!(
+            removed.iter().any(|a| a == step),
+            "teardown was never killed right after {step}: {removed:?}"
+        );
+    }
+    assert_nothing_left(&moto.inventory(), true);
+    assert!(!dir.join("regctl.toml").exists(), "the state entry is forgotten");
+    eprintln!(
+        "provision killed after each of its {} changes and re-run: {made:?}; teardown after each of its {}: \
+         {removed:?}",
+        made.len(),
+        removed.len()
+    );
 }

@@ -9,6 +9,7 @@ pub mod moto;
 pub mod skopeo;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,7 +109,7 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// The server's process id (to read its memory use from `/proc`).
+    /// The process id (for `/proc/PID/status`, or a signal).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -244,4 +245,37 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: no Python with {module}; run tests/run-all, or pip install {module}");
     }
     found
+}
+
+/// GETs a Prometheus endpoint and parses every sample line into `name{labels}` -> value.
+/// Returns the status too.
+pub fn scrape(url: &str, creds: Option<(&str, &str)>) -> (u16, HashMap<String, f64>) {
+    let mut request = http().get(url);
+    if let Some((user, password)) = creds {
+        request = request.basic_auth(user, Some(password));
+    }
+    let resp = request.send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().expect("metrics text");
+    let mut samples = HashMap::new();
+    if status != 200 {
+        return (status, samples);
+    }
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number in: {line}"));
+        assert!(samples.insert(series.to_string(), value).is_none(), "series twice: {series}");
+    }
+    (status, samples)
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels`.
+pub fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }

@@ -20,7 +20,7 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ops::progress::Reporter;
-use crate::ops::remote::{Remote, RemoteOptions, SERVICE, check};
+use crate::ops::remote::{Layout, Remote, RemoteOptions, SERVICE, check};
 use crate::ops::users::{self, PasswordSource};
 use crate::ssh::shell_quote;
 use crate::templates::{self, render, toml_string};
@@ -185,7 +185,7 @@ async fn converge(
     // What is there now, in one round trip.
     let tls_files = tls_files(opts, remote)?;
     let config = render_config(opts, remote)?;
-    let unit = render_unit(remote)?;
+    let unit = render_unit(&remote.layout, &remote.service_user)?;
     let mut files = vec![layout.binary(), layout.config(), layout.unit()];
     files.extend(tls_files.iter().map(|f| f.path.clone()));
     let facts = reporter
@@ -457,13 +457,12 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
     Ok(config)
 }
 
-/// The systemd unit.
-pub fn render_unit(remote: &Remote) -> anyhow::Result<String> {
-    let layout = &remote.layout;
+/// The systemd unit of the service running as `service_user` with files in `layout`.
+pub fn render_unit(layout: &Layout, service_user: &str) -> anyhow::Result<String> {
     render(
         templates::SERVICE_UNIT,
         &[
-            ("service_user", Some(remote.service_user.clone())),
+            ("service_user", Some(service_user.to_string())),
             ("binary", Some(layout.binary())),
             ("config", Some(layout.config())),
             ("state_dir", Some(layout.state_dir())),
@@ -943,6 +942,41 @@ impl Elf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rendered unit's sandbox, as systemd itself scores it (`systemd-analyze security
+    /// --offline`, from Debian's `systemd`): an exposure of 2.0 at most out of 10. It is 1.7;
+    /// the same service with no sandbox scores 9.3 ("UNSAFE"), and the unit before the
+    /// system-call filter and the other protections were added 4.9. Without the tool, CI
+    /// fails and a local run skips.
+    #[test]
+    fn the_service_unit_is_sandboxed() {
+        let tool = Path::new("/usr/bin/systemd-analyze");
+        if !tool.exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "systemd-analyze is required in CI (apt-get install systemd)"
+            );
+            eprintln!("SKIPPED: systemd-analyze is not installed (apt-get install systemd)");
+            return;
+        }
+        let layout = Layout::new("/").expect("a layout");
+        let unit = render_unit(&layout, "regctl").expect("the unit renders");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join(format!("{SERVICE}.service"));
+        std::fs::write(&file, &unit).expect("write the unit");
+        let out = std::process::Command::new(tool)
+            .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+            .arg(&file)
+            .output()
+            .expect("run systemd-analyze");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "exposure above 2.0:\n{report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(report.contains("Overall exposure level"), "{report}");
+    }
 
     #[test]
     fn this_executable_is_understood() {

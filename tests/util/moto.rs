@@ -1,6 +1,10 @@
-//! A real moto server (PyPI `moto[server]`) on a free loopback port: the AWS of the tests.
+//! A real moto server (PyPI `moto[server]`) on a free loopback port: the AWS of the tests,
+//! and the proxy in front of it that injects failures (`tests/moto_shim.py`).
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// A running `moto_server`, killed when dropped.
@@ -65,6 +69,77 @@ fn rand_suffix() -> String {
 }
 
 impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tests/moto_shim.py` in front of a moto server: forwards everything, and fails, holds or
+/// disturbs the requests its arguments name (see its docstring). Killed when dropped.
+pub struct Shim {
+    /// `http://127.0.0.1:PORT`: the endpoint to give the code under test.
+    pub endpoint: String,
+    child: Child,
+    /// The lines it prints, read by a thread of their own.
+    lines: Receiver<String>,
+}
+
+impl Shim {
+    /// Starts the shim in front of `upstream` (moto's endpoint) with `args`.
+    pub fn start(upstream: &str, args: &[&str]) -> Shim {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto_shim.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--port", "0", "--upstream", upstream])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start moto_shim.py");
+        let stdout = BufReader::new(child.stdout.take().expect("shim stdout"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line.trim().to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut shim = Shim { endpoint: String::new(), child, lines };
+        let ready = shim.next_line();
+        let port = ready.strip_prefix("READY ").unwrap_or_else(|| panic!("shim did not start: {ready:?}"));
+        shim.endpoint = format!("http://127.0.0.1:{port}");
+        shim
+    }
+
+    /// The next line the shim prints (e.g. `FAILED <action>`), waiting 120 s at most.
+    pub fn next_line(&mut self) -> String {
+        self.try_line(Duration::from_secs(120)).expect("the shim printed nothing for 120 s")
+    }
+
+    /// The next line the shim prints within `timeout`, if any.
+    pub fn try_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Waits until the shim prints `what` (e.g. `HANG CreateSecurityGroup`), for 120 s at most.
+    pub fn wait_for(&mut self, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while self.next_line() != what {
+            assert!(std::time::Instant::now() < deadline, "the shim never printed {what:?}");
+        }
+    }
+
+    /// The fault counts of `--s3-faults`, from the shim's `/__shim/stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        let url = format!("{}/__shim/stats", self.endpoint);
+        super::http().get(&url).send().and_then(|r| r.json()).unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+}
+
+impl Drop for Shim {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

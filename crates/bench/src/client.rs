@@ -2,6 +2,8 @@
 //! with keep-alive, Basic auth on every request, and every byte read checked against its digest.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -20,12 +22,21 @@ use crate::workload::{Blob, Image, MANIFEST_TYPE};
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// A registry at one base URL, with credentials; cheap to clone (the connection pool is shared).
+/// A registry at one base URL, with credentials; cheap to clone (the connection pool and the
+/// counters are shared).
 #[derive(Clone)]
 pub struct Registry {
     client: Client<HttpConnector, Body>,
     base: String,
     auth: HeaderValue,
+    counters: Arc<Counters>,
+}
+
+/// What the clones of one [`Registry`] did, together.
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    verified: AtomicU64,
 }
 
 /// A client with its own pool of keep-alive connections.
@@ -45,13 +56,29 @@ impl Registry {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let auth = HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
-        Registry { client: pool(), base: base.trim_end_matches('/').to_string(), auth }
+        let base = base.trim_end_matches('/').to_string();
+        Registry { client: pool(), base, auth, counters: Arc::default() }
     }
 
     /// The same registry and credentials with a new, empty connection pool. Once every clone
     /// of the old one is dropped, its keep-alive connections close.
     pub fn reconnect(&self) -> Registry {
-        Registry { client: pool(), base: self.base.clone(), auth: self.auth.clone() }
+        Registry {
+            client: pool(),
+            base: self.base.clone(),
+            auth: self.auth.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// HTTP requests sent so far by this client and its clones (redirects followed included).
+    pub fn requests(&self) -> u64 {
+        self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of blobs and manifests read so far and found to match their digests.
+    pub fn verified_bytes(&self) -> u64 {
+        self.counters.verified.load(Ordering::Relaxed)
     }
 
     /// The base URL.
@@ -74,6 +101,7 @@ impl Registry {
             request = request.header(name, value);
         }
         let request = request.body(body).with_context(|| format!("a request to {url}"))?;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.client.request(request).await.with_context(|| format!("{method} {url}"))
     }
 
@@ -105,6 +133,11 @@ impl Registry {
         for layer in &image.layers {
             self.push_blob(&image.repo, layer).await?;
         }
+        self.push_manifest(image).await
+    }
+
+    /// `PUT` an image's manifest under its tag (its blobs must be there already).
+    pub async fn push_manifest(&self, image: &Image) -> Result<()> {
         let headers = [(header::CONTENT_TYPE, MANIFEST_TYPE.to_string())];
         let url = format!("/v2/{}/manifests/{}", image.repo, image.tag);
         let body = Full::new(image.manifest.clone()).boxed();
@@ -133,12 +166,14 @@ impl Registry {
             drain(response).await?;
             let uri: hyper::Uri = location.parse().with_context(|| format!("redirect to {location}"))?;
             let request = Request::get(uri).body(empty()).context("a redirected request")?;
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
             response = self.client.request(request).await.with_context(|| format!("GET {location}"))?;
         }
         ensure!(response.status() == StatusCode::OK, "GET blob {}: {}", blob.digest, response.status());
         let (len, digest) = hash_body(response).await?;
         ensure!(len == blob.len, "GET blob {}: {len} bytes, expected {}", blob.digest, blob.len);
         ensure!(digest == blob.digest, "GET blob {}: content has digest {digest}", blob.digest);
+        self.counters.verified.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 
@@ -148,11 +183,12 @@ impl Registry {
         let headers = [(header::ACCEPT, MANIFEST_TYPE.to_string())];
         let response = self.send(Method::GET, &url, &headers, empty()).await?;
         ensure!(response.status() == StatusCode::OK, "GET manifest {repo}:{tag}: {}", response.status());
-        let (_, actual) = hash_body(response).await?;
+        let (len, actual) = hash_body(response).await?;
         ensure!(
             actual == digest,
             "GET manifest {repo}:{tag}: content has digest {actual}, expected {digest}"
         );
+        self.counters.verified.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 
@@ -170,6 +206,7 @@ impl Registry {
     /// `GET /v2/` without credentials: a server with auth answers 401.
     pub async fn unauthenticated_ping(&self) -> Result<StatusCode> {
         let request = Request::get(format!("{}/v2/", self.base)).body(empty()).context("a ping request")?;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let response = self.client.request(request).await.context("GET /v2/")?;
         let status = response.status();
         drain(response).await?;

@@ -3,19 +3,19 @@
 //! `bench/run` builds it and runs it; see the README's "Benchmarks" section.
 //!
 //! Map:
-//! - `workload.rs`: deterministic random blobs and images, and the SHA-256 rate of this machine;
-//! - `client.rs`: the one HTTP client (push, pull, manifest GET/HEAD, every read verified);
+//! - `workload.rs` (library): deterministic random blobs and images, the SHA-256 rate;
+//! - `client.rs` (library): the one HTTP client (push, pull, manifest GET/HEAD, every read
+//!   verified);
+//! - `soak.rs` (library): the bounded soak the integration tests run (not part of the benchmark);
 //! - `servers.rs`: starting `regctl serve`, `docker-registry` and moto; RSS from `/proc`;
 //! - `phases.rs`: the measurements, each run against both servers;
 //! - `report.rs`: the table and the summary line (which is the last line of stdout).
 //!
 //! Progress goes to stderr, results to stdout.
 
-mod client;
 mod phases;
 mod report;
 mod servers;
-mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use crate::client::Registry;
+use regctl_bench::client::Registry;
+use regctl_bench::workload::{self, Sizes, Workload};
+
 use crate::phases::{Contender, LatencyLimits};
 use crate::report::Row;
 use crate::servers::{Common, S3Server, Server, Storage};
-use crate::workload::{Sizes, Workload};
 
 /// A file in the work directory that marks it as ours, so a rerun may wipe it.
 const MARKER: &str = ".regctl-bench";

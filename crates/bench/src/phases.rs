@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 
-use crate::client::Registry;
+use regctl_bench::client::Registry;
+use regctl_bench::workload::{Blob, Image, Workload};
+
 use crate::report::{Better, Group, Row};
 use crate::servers::Server;
-use crate::workload::{Blob, Image, Workload};
 
 /// One server under test and the client pointed at it.
 pub struct Contender {

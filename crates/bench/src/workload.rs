@@ -69,7 +69,8 @@ pub struct Image {
 }
 
 impl Image {
-    fn new(repo: String, layers: Vec<Blob>) -> Image {
+    /// The image of `layers` in `repo`, tagged `v1`, with a config that names its layers.
+    pub fn new(repo: String, layers: Vec<Blob>) -> Image {
         let config = json!({
             "architecture": "amd64",
             "os": "linux",
@@ -89,6 +90,25 @@ impl Image {
         let manifest = Bytes::from(manifest.to_string());
         let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
         Image { repo, tag: "v1".into(), config, layers, manifest, manifest_digest }
+    }
+
+    /// The same image under another tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Image {
+        self.tag = tag.into();
+        self
+    }
+
+    /// The image without the bytes of its blobs: all a pull needs to check what it reads.
+    pub fn skeleton(&self) -> Image {
+        let hollow = |b: &Blob| Blob { frames: Vec::new(), len: b.len, digest: b.digest.clone() };
+        Image {
+            repo: self.repo.clone(),
+            tag: self.tag.clone(),
+            config: hollow(&self.config),
+            layers: self.layers.iter().map(hollow).collect(),
+            manifest: self.manifest.clone(),
+            manifest_digest: self.manifest_digest.clone(),
+        }
     }
 
     /// Bytes moved by a push or a pull of this image: its blobs and its manifest.
@@ -135,7 +155,7 @@ impl Workload {
                 let layers = (0..3)
                     .map(|j| {
                         // 16 KiB to 512 KiB: the long tail of small layers real images have.
-                        let len = 16 * 1024 + sizes_rng.next() % (496 * 1024);
+                        let len = 16 * 1024 + sizes_rng.next_u64() % (496 * 1024);
                         random_blob(10_000 + 3 * i as u64 + j, len)
                     })
                     .collect();
@@ -150,25 +170,27 @@ impl Workload {
 }
 
 /// `len` pseudo-random bytes from `seed`, as a hashed blob.
-fn random_blob(seed: u64, len: u64) -> Blob {
+pub fn random_blob(seed: u64, len: u64) -> Blob {
     let mut rng = Rng::new(seed);
     let mut buf = vec![0u8; len as usize];
     for chunk in buf.chunks_mut(8) {
-        let word = rng.next().to_le_bytes();
+        let word = rng.next_u64().to_le_bytes();
         chunk.copy_from_slice(&word[..chunk.len()]);
     }
     Blob::new(Bytes::from(buf))
 }
 
 /// SplitMix64: tiny, fast, and good enough that the bytes do not compress.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
     }
 
-    fn next(&mut self) -> u64 {
+    /// The next pseudo-random number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

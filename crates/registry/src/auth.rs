@@ -200,12 +200,7 @@ impl Htpasswd {
             return Ok(());
         }
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let hash = {
-            let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-            users.hashes.get(&user).cloned()
-        };
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
+        let (known, hash) = self.hash_to_check(&user);
         let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
             .unwrap_or(false);
@@ -220,6 +215,21 @@ impl Htpasswd {
             self.record_failure(client);
             tracing::warn!(user = %user, client = ?client, "authentication failed");
             Err(unauthorized())
+        }
+    }
+
+    /// The hash to verify `user`'s password against, and whether `user` exists. An unknown
+    /// user is checked against another user's hash (the answer is discarded), so that it
+    /// costs the same bcrypt work as a known one: how long a refusal takes must not tell
+    /// which user names exist (a fixed dummy hash has a fixed cost, and `htpasswd -B` writes
+    /// cost 5 where `regctl add-user` writes 10).
+    fn hash_to_check(&self, user: &str) -> (bool, String) {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        match users.hashes.get(user) {
+            Some(hash) => (true, hash.clone()),
+            None => {
+                (false, users.hashes.values().next().map_or_else(|| DUMMY_HASH.to_string(), Clone::clone))
+            }
         }
     }
 
@@ -306,6 +316,20 @@ mod tests {
         let other = Some(IpAddr::from([127, 0, 0, 10]));
         assert!(auth.check(Some(&basic("bob", "x")), other).await.is_err(), "unknown user");
         assert!(auth.check(Some(&basic("alice", "s3cret")), other).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_the_bcrypt_work_of_known_ones() {
+        let file = file_with(&[("alice", "s3cret")]);
+        let auth = Htpasswd::load(file.path(), "test").expect("load");
+        let (known, alice) = auth.hash_to_check("alice");
+        let (unknown, checked) = auth.hash_to_check("mallory");
+        assert!(known && !unknown);
+        // Same algorithm and cost ("$2b$04$"), so the same work, whatever the file's cost.
+        assert_eq!(checked[..7], alice[..7]);
+        // And alice's password under another name is still refused.
+        let ip = Some(IpAddr::from([127, 0, 0, 11]));
+        assert!(auth.check(Some(&basic("mallory", "s3cret")), ip).await.is_err());
     }
 
     #[tokio::test]

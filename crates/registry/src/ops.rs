@@ -112,8 +112,11 @@ async fn health(State(state): State<AppState>) -> Response {
     let (status, storage) = match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
         Ok(Ok(_)) => (StatusCode::OK, serde_json::json!({"status": "ok"})),
         Ok(Err(e)) => {
+            // The details (bucket, key, endpoint, the AWS message with its account and role)
+            // go to the log: `/health` answers anyone, by default without credentials.
             tracing::warn!(error = %e, "health check: storage failed");
-            (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "error", "error": e.to_string()}))
+            let error = "storage failed to answer a listing (the server log has the details)";
+            (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "error", "error": error}))
         }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -88,8 +88,11 @@ impl Registry {
         }
         self.write_link(&layout::revision_link(name, &digest), &digest).await?;
         if let Reference::Tag(tag) = reference {
-            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest).await?;
+            // `current` first: a tag is listed as soon as its directory exists, so a crash
+            // between the two writes must leave a tag that resolves, not a listed tag that
+            // answers 404 (the index entry is only the tag's history).
             self.write_link(&layout::tag_current_link(name, tag), &digest).await?;
+            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest).await?;
         }
         Ok(PutManifest { digest, subject })
     }
@@ -146,6 +149,91 @@ impl Registry {
                 let deleted = self.storage.delete(&layout::revision_link(name, digest)).await;
                 deleted.map_err(not_found_as(Error::ManifestUnknown))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::oci::Tag;
+    use crate::storage::{ByteStream, FsStorage, ObjectMeta, Storage, StorageError, StoragePath};
+
+    /// Filesystem storage whose writes of a tag's `current` link fail, as a crash between a
+    /// manifest's writes would leave them.
+    #[derive(Debug)]
+    struct NoCurrentLinks(FsStorage);
+
+    #[async_trait]
+    impl Storage for NoCurrentLinks {
+        async fn get(&self, path: &StoragePath) -> Result<Bytes, StorageError> {
+            self.0.get(path).await
+        }
+        async fn reader(
+            &self,
+            path: &StoragePath,
+            range: Option<Range<u64>>,
+        ) -> Result<ByteStream, StorageError> {
+            self.0.reader(path, range).await
+        }
+        async fn stat(&self, path: &StoragePath) -> Result<ObjectMeta, StorageError> {
+            self.0.stat(path).await
+        }
+        async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
+            if path.as_str().ends_with("/current/link") {
+                let source = std::io::Error::other("injected: the server died here");
+                return Err(StorageError::Backend { path: path.clone(), source });
+            }
+            self.0.put(path, data).await
+        }
+        async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
+            self.0.list(dir).await
+        }
+        async fn append(
+            &self,
+            path: &StoragePath,
+            offset: u64,
+            data: ByteStream,
+        ) -> Result<u64, StorageError> {
+            self.0.append(path, offset, data).await
+        }
+        async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
+            self.0.rename(from, to).await
+        }
+        async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {
+            self.0.delete(path).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tag_write_cut_short_lists_no_tag_that_does_not_resolve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::new(Arc::new(NoCurrentLinks(FsStorage::new(dir.path()))));
+        let name = RepoName::parse("cut/short").expect("a name");
+        let config = Bytes::from_static(b"{}");
+        let digest = Digest::of(Algorithm::Sha256, &config);
+        let id = registry.start_upload(&name).await.expect("start");
+        let body = futures_util::stream::iter(vec![Ok(config.clone())]).boxed();
+        registry.finish_upload(&name, &id, &digest, None, Some(body)).await.expect("finish");
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest.to_string(), "size": 2},
+            "layers": [],
+        });
+        let tag = Reference::Tag(Tag::parse("v1").expect("a tag"));
+        let put = registry.put_manifest(&name, &tag, None, Bytes::from(manifest.to_string())).await;
+        assert!(put.is_err(), "the injected failure is reported");
+        // Whatever the crash left, a listed tag must resolve.
+        for listed in registry.tags(&name).await.unwrap_or_default() {
+            let found = registry.get_manifest(&name, &Reference::Tag(listed.clone())).await;
+            assert!(found.is_ok(), "tag {listed:?} is listed but does not resolve");
         }
     }
 }

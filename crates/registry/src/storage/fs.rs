@@ -97,6 +97,10 @@ impl Storage for FsStorage {
             create_parent(&file).await?;
             let mut out = fs::File::create(&tmp).await?;
             out.write_all(&data).await?;
+            // tokio's `write_all` only hands the bytes to a background write, and `sync_all`
+            // drops that write's error (ENOSPC): `flush` is what reports it. Without it a
+            // full disk commits an empty object under its final name.
+            out.flush().await?;
             out.sync_all().await?;
             fs::rename(&tmp, &file).await
         };

@@ -632,6 +632,8 @@ async fn write_private(path: &Path, data: &[u8]) -> Result<(), AcmeError> {
         .await
         .map_err(err)?;
     file.write_all(data).await.map_err(err)?;
+    // `flush` reports the background write's error (a full disk); `sync_all` would drop it.
+    file.flush().await.map_err(err)?;
     file.sync_all().await.map_err(err)?;
     tokio::fs::rename(&tmp, path).await.map_err(err)
 }
