@@ -889,6 +889,7 @@ impl Storage for S3Storage {
             return self.delete(from).await;
         };
         let mut leftovers = vec![format!("{from_key}{STATE_SUFFIX}")];
+        let total = state.size();
         match (&state.upload_id, state.tail.take()) {
             (None, tail) => {
                 // Everything is in the tail (smaller than a part): write it where it belongs.
@@ -901,20 +902,28 @@ impl Storage for S3Storage {
             }
             (Some(upload_id), tail) => {
                 let source = state.data_key.clone().unwrap_or_else(|| from_key.clone());
-                if let Some((tail_key, _)) = &tail {
-                    let data = self.get_key(from, tail_key).await?;
-                    let number = state.parts.last().map_or(1, |p| p.number + 1);
-                    let part = self.upload_part(from, &source, upload_id, number, data).await?;
-                    state.parts.push(part);
-                    leftovers.push(tail_key.clone());
+                leftovers.extend(tail.as_ref().map(|(tail_key, _)| tail_key.clone()));
+                // A rename that was cut short after completing the multipart upload left the
+                // whole object in place: the upload id is gone, so finish from there.
+                let completed = match self.head_meta(from, &source).await {
+                    Ok(meta) => meta.size == total,
+                    Err(e) if e.is_not_found() => false,
+                    Err(e) => return Err(e),
+                };
+                if !completed {
+                    if let Some((tail_key, _)) = &tail {
+                        let data = self.get_key(from, tail_key).await?;
+                        let number = state.parts.last().map_or(1, |p| p.number + 1);
+                        state.parts.push(self.upload_part(from, &source, upload_id, number, data).await?);
+                    }
+                    self.complete_multipart(from, &source, upload_id, &state.parts).await?;
                 }
-                self.complete_multipart(from, &source, upload_id, &state.parts).await?;
                 if state.data_key.is_some() {
-                    let forward = self.write_forward(to, to_key, source, state.size()).await?;
+                    let forward = self.write_forward(to, to_key, source, total).await?;
                     self.spawn_settle(forward);
                 } else {
                     // Begun before uploads had keys of their own: the bytes are at the upload's.
-                    self.copy(from, &source, &to_key, state.size()).await?;
+                    self.copy(from, &source, &to_key, total).await?;
                     leftovers.push(source);
                 }
             }
@@ -1096,6 +1105,28 @@ mod tests {
         storage.complete_multipart(path, &source, &upload_id, &state.parts).await.expect("complete");
         storage.delete_keys(path, leftovers).await.expect("delete the upload's state");
         source
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_cut_short_after_completing_the_multipart_upload_finishes_on_retry() {
+        let Some(moto) = suite::start_moto() else { return };
+        let storage = moto_storage(&moto, "").await;
+        let upload = StoragePath::new(["_uploads/u6/data"]);
+        let content: Vec<u8> = (0..(7 << 20) + 9).map(|i: u32| (i % 249) as u8).collect();
+        let chunk: ByteStream = stream::iter(vec![Ok(Bytes::from(content.clone()))]).boxed();
+        storage.append(&upload, 0, chunk).await.expect("append");
+        // The first attempt sent the tail and completed the upload, then the process died.
+        let state = storage.load_state(&upload).await.expect("state").expect("a state");
+        let (id, source) = (state.upload_id.clone().expect("id"), state.data_key.clone().expect("key"));
+        let (tail_key, _) = state.tail.clone().expect("a tail");
+        let tail = storage.get_key(&upload, &tail_key).await.expect("tail");
+        let mut parts = state.parts.clone();
+        parts.push(storage.upload_part(&upload, &source, &id, 2, tail).await.expect("part"));
+        storage.complete_multipart(&upload, &source, &id, &parts).await.expect("complete");
+
+        let blob = StoragePath::new(["blobs/u/data"]);
+        storage.rename(&upload, &blob).await.expect("the retried commit");
+        assert_eq!(storage.get(&blob).await.expect("get").as_ref(), content.as_slice());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
