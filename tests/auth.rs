@@ -285,3 +285,40 @@ fn htpasswd_path_and_realm_from_the_environment() {
     assert_challenge(get_v2(&server, None, None), "Realm From Env", "GET /v2/ without credentials");
     assert_eq!(status_as(&server, "erin", "erin-pw"), 200);
 }
+
+#[test]
+fn user_names_cannot_forge_log_lines() {
+    if !htpasswd_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let file = tmp.path().join("htpasswd");
+    htpasswd_set(&file, "alice", "correct horse battery", true);
+    let log_path = tmp.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let addr = util::free_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regctl"))
+        .args(["serve", "--addr", &addr.to_string(), "--log-format", "text", "--htpasswd"])
+        .arg(&file)
+        .arg("--root")
+        .arg(tmp.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start regctl serve");
+    util::wait_for_port(addr, Duration::from_secs(20));
+    let forged = "mallory\nFORGED-LINE user=alice authenticated";
+    let resp = util::http()
+        .get(format!("http://{addr}/v2/"))
+        .basic_auth(forged, Some("guess"))
+        .send()
+        .expect("GET /v2/");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).expect("read the log");
+    assert!(text.contains("authentication failed"), "the refusal is logged:\n{text}");
+    assert!(!text.lines().any(|l| l.starts_with("FORGED-LINE")), "a user name forged a log line:\n{text}");
+}

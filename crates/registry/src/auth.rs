@@ -213,7 +213,8 @@ impl Htpasswd {
             Ok(())
         } else {
             self.record_failure(client);
-            tracing::warn!(user = %user, client = ?client, "authentication failed");
+            // Debug-formatted: a user name is the client's text and must not start a log line of its own.
+            tracing::warn!(user = ?user, client = ?client, "authentication failed");
             Err(unauthorized())
         }
     }
