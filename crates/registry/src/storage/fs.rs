@@ -112,22 +112,11 @@ impl Storage for FsStorage {
     }
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
-        let mut entries = match fs::read_dir(self.file(dir)).await {
-            Ok(entries) => entries,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                return Ok(Vec::new());
-            }
-            Err(source) => return Err(StorageError::Backend { path: dir.clone(), source }),
-        };
-        let mut names = Vec::new();
-        while let Some(entry) = entries.next_entry().await.map_err(map_err(dir))? {
-            if let Some(name) = entry.file_name().to_str()
-                && !name.starts_with(TEMP_PREFIX)
-            {
-                names.push(name.to_string());
-            }
-        }
-        Ok(names)
+        let path = self.file(dir);
+        let listed = tokio::task::spawn_blocking(move || list_children(&path)).await;
+        listed
+            .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
+            .map_err(map_err(dir))
     }
 
     async fn append(
@@ -218,6 +207,48 @@ impl Storage for FsStorage {
     }
 }
 
+/// The children of `dir` that are objects, or directories with an object somewhere below them.
+/// A directory that a crash left holding only temporary files (or nothing) does not exist, as
+/// the storage contract says: a tag whose link was never renamed into place is not listed.
+fn list_children(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        if name.starts_with(TEMP_PREFIX) || (entry.file_type()?.is_dir() && !holds_object(&entry.path())?) {
+            continue;
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Whether an object (not a temporary file) lies anywhere below `dir`; stops at the first.
+fn holds_object(dir: &Path) -> io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false), // removed meanwhile
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            continue;
+        }
+        if !entry.file_type()?.is_dir() || holds_object(&entry.path())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +257,20 @@ mod tests {
     async fn passes_the_storage_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
         crate::storage::suite::run(&FsStorage::new(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn list_hides_directories_a_crash_left_without_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = FsStorage::new(dir.path());
+        let tags = dir.path().join("tags");
+        // A tag whose link was being written when the process died, an empty one, a real one.
+        std::fs::create_dir_all(tags.join("cut/current")).expect("mkdir");
+        std::fs::write(tags.join("cut/current/.tmp-1"), b"x").expect("write");
+        std::fs::create_dir_all(tags.join("empty/index")).expect("mkdir");
+        std::fs::create_dir_all(tags.join("real/current")).expect("mkdir");
+        std::fs::write(tags.join("real/current/link"), b"sha256:x").expect("write");
+        assert_eq!(storage.list(&StoragePath::new(["tags"])).await.ok(), Some(vec!["real".into()]));
     }
 
     #[tokio::test]
