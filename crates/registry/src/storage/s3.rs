@@ -964,13 +964,14 @@ impl Storage for S3Storage {
             self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).into_paginator().send();
         let mut found = std::collections::BTreeMap::new();
         let mut forwards = Vec::new();
+        let internal = format!("{INTERNAL_DIR}/");
         while let Some(page) = pages.next().await {
             let page = page.map_err(Self::sdk_err(dir))?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 let Some(name) = key.strip_prefix(&prefix) else { continue };
                 if name.is_empty()
-                    || name.starts_with(&format!("{INTERNAL_DIR}/"))
+                    || name.starts_with(&internal)
                     || name.ends_with(STATE_SUFFIX)
                     || name.contains(TAIL_INFIX)
                 {
