@@ -97,12 +97,33 @@ fn limited(data: ByteStream, size: u64, max: u64) -> ByteStream {
     .boxed()
 }
 
-/// Feeds every chunk of `data` to `hasher` on its way to storage.
-fn hashing(data: ByteStream, hasher: Arc<Mutex<Hasher>>) -> ByteStream {
-    data.inspect_ok(move |chunk| {
-        hasher.lock().unwrap_or_else(|p| p.into_inner()).update(chunk);
-    })
-    .boxed()
+/// Chunks waiting for the hashing thread; bounded, so a slow hash slows the client down
+/// instead of buffering its upload in memory.
+const HASH_QUEUE: usize = 8;
+
+/// Feeds every chunk of `data` to `hasher` on its way to storage. The hashing runs on a
+/// blocking thread of its own, so that SHA-256, the slowest step of a push, overlaps with
+/// receiving and storing the bytes. The returned task yields the hasher once the stream has
+/// ended; when the stream fails or is dropped before its end, the hasher is of no use.
+fn hashing(data: ByteStream, mut hasher: Hasher) -> (ByteStream, tokio::task::JoinHandle<Hasher>) {
+    let (chunks, mut queue) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+    let hashed = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = queue.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        hasher
+    });
+    // The sender lives in the stream's state: it is dropped, and the hasher finishes, as soon
+    // as the stream ends (or fails, or is dropped).
+    let stream = futures_util::stream::unfold((data, chunks), |(mut data, chunks)| async move {
+        let item = data.next().await?;
+        if let Ok(chunk) = &item {
+            // Only fails if the hashing thread is gone (a panic): the join reports it.
+            let _ = chunks.send(chunk.clone()).await;
+        }
+        Some((item, (data, chunks)))
+    });
+    (stream.boxed(), hashed)
 }
 
 impl Registry {
@@ -175,15 +196,23 @@ impl Registry {
             Some(max) => limited(data, session.size, max),
             None => data,
         };
-        let hasher = session.hasher.clone().map(|h| Arc::new(Mutex::new(h)));
-        let data = match &hasher {
-            Some(h) => hashing(data, h.clone()),
-            None => data,
+        let (data, hashed) = match session.hasher.clone() {
+            Some(hasher) => {
+                let (data, hashed) = hashing(data, hasher);
+                (data, Some(hashed))
+            }
+            None => (data, None),
         };
         match self.storage.append(&path, session.size, data).await {
             Ok(size) => {
                 let previous = std::mem::replace(&mut session.size, size);
-                session.hasher = hasher.map(|h| h.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                session.hasher = match hashed {
+                    Some(hashed) => Some(hashed.await.map_err(|e| StorageError::Backend {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    })?),
+                    None => None,
+                };
                 if let Some(hasher) = &session.hasher {
                     self.save_hash_state(name, id, hasher, previous, size).await?;
                 }

@@ -9,15 +9,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
 
 /// Prefix of temporary files; no path component the registry writes can start with a dot.
 const TEMP_PREFIX: &str = ".tmp-";
-/// Read and write buffer size: large enough that a 1 GiB layer is a few thousand syscalls.
+/// Read buffer size: large enough that a 1 GiB layer is a few thousand syscalls.
 const IO_BUFFER: usize = 1 << 20;
+/// Received chunks waiting for an append's writer thread (each up to hyper's ~400 KiB read
+/// buffer); bounded, so a slow disk slows the client down instead of filling memory.
+const WRITE_QUEUE: usize = 8;
 
 /// Storage in a local directory, in CNCF distribution's layout (see [`crate::layout`]).
 #[derive(Debug, Clone)]
@@ -49,6 +52,21 @@ async fn create_parent(file: &Path) -> io::Result<()> {
         Some(parent) => fs::create_dir_all(parent).await,
         None => Ok(()),
     }
+}
+
+/// Writes every chunk from `queue` to `out`, stopping at the first error; gives the file back
+/// (to undo a failed append) with the outcome.
+fn write_chunks(
+    mut out: std::fs::File,
+    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+) -> (std::fs::File, io::Result<()>) {
+    use std::io::Write;
+    while let Some(chunk) = queue.blocking_recv() {
+        if let Err(e) = out.write_all(&chunk) {
+            return (out, Err(e));
+        }
+    }
+    (out, Ok(()))
 }
 
 /// A fresh temporary file name beside `file`.
@@ -138,20 +156,33 @@ impl Storage for FsStorage {
         if actual != offset {
             return Err(StorageError::OffsetMismatch { path: path.clone(), actual });
         }
-        let mut writer = BufWriter::with_capacity(IO_BUFFER, out);
+        // The bytes are written by a blocking thread of its own, straight from the received
+        // buffers: no copy into a write buffer, and the disk write overlaps with receiving
+        // (and hashing) the next chunks.
+        let (chunks, queue) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let out = out.into_std().await;
+        let writer = tokio::task::spawn_blocking(move || write_chunks(out, queue));
         let mut size = offset;
-        let result = async {
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(StorageError::Body)?;
-                writer.write_all(&chunk).await.map_err(backend)?;
-                size += chunk.len() as u64;
+        let mut received = Ok(());
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    size += chunk.len() as u64;
+                    if chunks.send(chunk).await.is_err() {
+                        break; // The writer failed; its error is reported below.
+                    }
+                }
+                Err(e) => {
+                    received = Err(StorageError::Body(e));
+                    break;
+                }
             }
-            writer.flush().await.map_err(backend)
         }
-        .await;
-        if let Err(e) = result {
+        drop(chunks);
+        let (out, written) = writer.await.map_err(|e| backend(io::Error::other(e)))?;
+        if let Err(e) = written.map_err(backend).and(received) {
             // All or nothing: drop what this call wrote so the upload stays at `offset`.
-            let _ = writer.get_ref().set_len(offset).await;
+            let _ = tokio::task::spawn_blocking(move || out.set_len(offset)).await;
             return Err(e);
         }
         Ok(size)
