@@ -1,23 +1,19 @@
 //! The command line: global options and the subcommands.
 
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
-use regctl_registry::config::LogFormat;
+use clap::{Parser, Subcommand};
 
 mod deployment;
 mod gc;
 mod remote;
-mod tls;
 
 pub use deployment::{
     GlobalArgs, OutputFormat, ProvisionArgs, StateArgs, StatusArgs, TargetArgs, TeardownArgs,
 };
 pub use gc::GcArgs;
+pub use regctl_registry::cli::ServeArgs;
 pub use remote::{
     AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind, UsersFileArgs,
 };
-pub use tls::TlsArgs;
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
@@ -61,40 +57,6 @@ pub enum Command {
     /// Delete blobs no manifest uses (and, with --delete-untagged, untagged manifests) and
     /// abandoned uploads; safe while servers keep serving pushes. --dry-run lists what would go.
     Gc(GcArgs),
-}
-
-/// Options of `regctl serve`. Precedence: flags, then `REGISTRY_*` variables, then the config
-/// file, then the defaults.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// TOML configuration file.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000; env REGISTRY_HTTP_ADDR].
-    #[arg(long, value_name = "HOST:PORT")]
-    pub addr: Option<String>,
-    /// Storage directory [default: ./registry-data; env
-    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY].
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// htpasswd file of bcrypt users; without one, no authentication [env
-    /// REGISTRY_AUTH_HTPASSWD_PATH].
-    #[arg(long, value_name = "FILE")]
-    pub htpasswd: Option<PathBuf>,
-    /// Realm of the Basic authentication challenge [default: regctl; env
-    /// REGISTRY_AUTH_HTPASSWD_REALM].
-    #[arg(long, value_name = "REALM", requires = "htpasswd")]
-    pub realm: Option<String>,
-    /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
-    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
-    pub log_format: Option<LogFormat>,
-    /// HTTPS.
-    #[command(flatten)]
-    pub tls: TlsArgs,
-}
-
-fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    s.parse()
 }
 
 #[cfg(test)]

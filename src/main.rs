@@ -4,7 +4,6 @@
 //! A map of the code:
 //! - `cli`: the command line (clap derive): global options and one variant per subcommand.
 //! - `commands/*`: one file per subcommand, turning its arguments into options for the work.
-//! - `logging`: tracing output (text or JSON) for every command.
 //! - `ops/*`: the work of `provision`, `status`, `teardown`, `deploy` and the user commands,
 //!   free of clap: options in, serialisable summary out; `ops/progress` prints (spinners on a
 //!   terminal only); `ops/remote` is the instance over SSH (paths, sudo, atomic writes).
@@ -21,7 +20,6 @@
 mod aws;
 mod cli;
 mod commands;
-mod logging;
 mod ops;
 mod policies;
 mod ssh;

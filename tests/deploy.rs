@@ -316,7 +316,10 @@ fn deploy_users_and_host_keys_over_real_ssh() {
     assert!(refused.contains("--password-stdin"), "{refused}");
     assert!(refused.contains("First connection to [127.0.0.1]"), "{refused}");
     let root = instance.root();
-    assert!(!root.join("usr/local/bin/regctl").exists(), "nothing is installed without a first user");
+    assert!(
+        !root.join("usr/local/bin/regctl-registry").exists(),
+        "nothing is installed without a first user"
+    );
     let known = std::fs::read_to_string(instance.known_hosts()).expect("known_hosts written");
     assert!(
         known.trim_start().starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", instance.port)),
@@ -333,11 +336,13 @@ fn deploy_users_and_host_keys_over_real_ssh() {
     assert!(!first.contains("First connection"), "{first}");
     assert!(first.contains("created the first user, admin"), "{first}");
     assert_eq!(instance.starts(), 1, "{first}");
-    let deployed = root.join("usr/local/bin/regctl");
+    // The server alone (`regctl-registry`, built beside `regctl`) is what deploy installs.
+    let deployed = root.join("usr/local/bin/regctl-registry");
+    let server = Path::new(env!("CARGO_BIN_EXE_regctl")).with_file_name("regctl-registry");
     assert_eq!(
         layout::sha256_file(&deployed),
-        layout::sha256_file(Path::new(env!("CARGO_BIN_EXE_regctl"))),
-        "the binary arrived intact"
+        layout::sha256_file(&server),
+        "the server binary arrived intact"
     );
     let unit =
         std::fs::read_to_string(root.join("etc/systemd/system/regctl-registry.service")).expect("unit");

@@ -38,7 +38,7 @@ pub struct SshArgs {
     /// first use (shown and recorded).
     #[arg(long = "host-key-fingerprint", value_name = "SHA256:...")]
     pub host_key_fingerprints: Vec<String>,
-    /// Directory on the instance that regctl's paths (/usr/local/bin/regctl, /etc/regctl,
+    /// Directory on the instance that regctl's paths (/usr/local/bin/regctl-registry, /etc/regctl,
     /// /var/lib/regctl, /etc/systemd/system) are placed under.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub remote_root: String,
@@ -80,7 +80,8 @@ pub struct DeployArgs {
     /// An S3-compatible endpoint instead of AWS's (path-style addressing), e.g. MinIO.
     #[arg(long, value_name = "URL")]
     pub s3_endpoint: Option<String>,
-    /// Server executable to install [default: this regctl].
+    /// Server executable to install [default: regctl-registry beside this regctl, else this
+    /// regctl].
     #[arg(long, value_name = "FILE")]
     pub binary: Option<PathBuf>,
     /// Address the registry listens on, on the instance.

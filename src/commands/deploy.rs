@@ -1,5 +1,6 @@
 //! `regctl deploy`: flags and the recorded settings in, [`ops::deploy`](crate::ops::deploy) out.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -147,7 +148,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
     };
     let binary = match &args.binary {
         Some(path) => path.clone(),
-        None => std::env::current_exe().context("cannot find this executable: pass --binary FILE")?,
+        None => default_server_binary()?,
     };
     let health_url =
         args.health_url.clone().unwrap_or_else(|| match args.listen.rsplit_once(':').map(|(_, port)| port) {
@@ -196,3 +197,15 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
     println!("The registry answers at {}.", summary.health_url);
     Ok(())
 }
+
+/// The server to install when `--binary` is not given: `regctl-registry` beside this
+/// executable when it is there (the server alone: a smaller upload and less memory on the
+/// instance), else this executable, whose `serve` is the same server.
+fn default_server_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this executable: pass --binary FILE")?;
+    let server = exe.with_file_name(SERVER_BINARY);
+    Ok(if server.is_file() { server } else { exe })
+}
+
+/// The file name of the server-only binary (the `regctl-registry` crate's).
+const SERVER_BINARY: &str = "regctl-registry";

@@ -9,7 +9,6 @@ use regctl_registry::gc::{self, GcOptions, GcReport, human_bytes};
 use regctl_registry::storage::{FsStorage, S3Storage, Storage};
 
 use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
-use crate::logging;
 
 /// The configuration: file, then environment, then flags; and the options of this run.
 fn settings(args: &GcArgs) -> anyhow::Result<(Config, GcOptions)> {
@@ -34,7 +33,7 @@ fn settings(args: &GcArgs) -> anyhow::Result<(Config, GcOptions)> {
 /// Runs `regctl gc`.
 pub fn run(global: &GlobalArgs, args: GcArgs) -> anyhow::Result<()> {
     let (config, options) = settings(&args)?;
-    logging::init(config.log.format, "warn")?;
+    regctl_registry::cli::init_logging(config.log.format, "warn")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(async {
         let storage: Arc<dyn Storage> = match &config.storage.s3 {

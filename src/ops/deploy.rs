@@ -992,11 +992,11 @@ mod tests {
     #[test]
     fn instance_facts_decide_whether_the_binary_runs() {
         let facts = Facts::parse(
-            "arch=x86_64\nlibc=glibc 2.34\nuser=no\nenabled=\nactive=inactive\nsha256:/usr/local/bin/regctl=\
+            "arch=x86_64\nlibc=glibc 2.34\nuser=no\nenabled=\nactive=inactive\nsha256:/usr/local/bin/regctl-registry=\
              0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
         );
         assert_eq!(facts.glibc(), Some((2, 34)));
-        assert!(facts.sha256("/usr/local/bin/regctl").is_some());
+        assert!(facts.sha256("/usr/local/bin/regctl-registry").is_some());
         let binary =
             |arch, libc| LocalBinary { size: 1, sha256: String::new(), target: String::new(), arch, libc };
         assert!(binary(Some("x86_64"), Libc::Glibc(Some((2, 34)))).check_runs_on(&facts).is_ok());

@@ -31,9 +31,9 @@ impl Layout {
         format!("{}{path}", self.root)
     }
 
-    /// The registry server executable (the `regctl` binary).
+    /// The registry server executable (`regctl-registry`, or a `regctl` given as the server).
     pub fn binary(&self) -> String {
-        self.path("/usr/local/bin/regctl")
+        self.path("/usr/local/bin/regctl-registry")
     }
 
     /// Directory of the configuration, htpasswd file and certificate files.

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gc;

@@ -1,0 +1,179 @@
+//! The command line of the server: `serve`'s options (shared by `regctl serve` and the
+//! `regctl-registry` binary), how they combine with the config file and the environment, and
+//! log output.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ChallengeKind, Config, HtpasswdConfig, LogFormat, TlsConfig, default_realm};
+use crate::server;
+
+/// Options of `serve`. Precedence: flags, then `REGISTRY_*` variables, then the config
+/// file, then the defaults.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000; env REGISTRY_HTTP_ADDR].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Storage directory [default: ./registry-data; env
+    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// htpasswd file of bcrypt users; without one, no authentication [env
+    /// REGISTRY_AUTH_HTPASSWD_PATH].
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Realm of the Basic authentication challenge [default: regctl; env
+    /// REGISTRY_AUTH_HTPASSWD_REALM].
+    #[arg(long, value_name = "REALM", requires = "htpasswd")]
+    pub realm: Option<String>,
+    /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+/// HTTPS: certificate files (`--tls-cert`, `--tls-key`) or ACME (`--acme-host` …). Each flag
+/// overrides the config file and the `REGISTRY_HTTP_TLS_*` variables.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "HTTPS")]
+pub struct TlsArgs {
+    /// Certificate chain (PEM, leaf first) to serve HTTPS with; reloaded when it changes [env
+    /// REGISTRY_HTTP_TLS_CERTIFICATE].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert [env REGISTRY_HTTP_TLS_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Get the certificate by ACME (Let's Encrypt) for this name; repeat for more names [env
+    /// REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS, comma-separated].
+    #[arg(long = "acme-host", value_name = "HOST")]
+    pub acme_hosts: Vec<String>,
+    /// Contact e-mail for the ACME account (optional; expiry notices) [env
+    /// REGISTRY_HTTP_TLS_LETSENCRYPT_EMAIL].
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL [default: Let's Encrypt production; env
+    /// REGISTRY_HTTP_TLS_LETSENCRYPT_DIRECTORYURL].
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Use Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
+    #[arg(long, conflicts_with = "acme_directory")]
+    pub acme_staging: bool,
+    /// Extra root CA certificate (PEM) trusted for the ACME directory's own HTTPS, e.g. a
+    /// test CA; repeatable.
+    #[arg(long = "acme-ca-root", value_name = "FILE")]
+    pub acme_ca_roots: Vec<PathBuf>,
+    /// Directory caching the ACME account and certificates; keep it across restarts [default:
+    /// ./acme-cache; env REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE].
+    #[arg(long, value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+    /// ACME challenge type to use, in the order given; repeatable [default: tls-alpn-01, then
+    /// http-01].
+    #[arg(long = "acme-challenge", value_name = "TYPE", value_parser = parse_challenge)]
+    pub acme_challenges: Vec<ChallengeKind>,
+    /// Plain-HTTP listener answering ACME HTTP-01 challenges and redirecting the rest to
+    /// HTTPS; "" turns it off [default with ACME: 0.0.0.0:80; none with --tls-cert].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_addr: Option<String>,
+}
+
+fn parse_challenge(s: &str) -> Result<ChallengeKind, String> {
+    s.parse()
+}
+
+/// Builds the configuration: file, then environment, then flags.
+fn config(args: ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    if let Some(addr) = args.addr {
+        config.http.addr = addr;
+    }
+    if let Some(root) = args.root {
+        config.storage.filesystem.rootdirectory = root;
+    }
+    if let Some(path) = args.htpasswd {
+        let realm = config.auth.htpasswd.take().map_or_else(default_realm, |h| h.realm);
+        config.auth.htpasswd = Some(HtpasswdConfig { realm, path });
+    }
+    if let (Some(realm), Some(htpasswd)) = (args.realm, config.auth.htpasswd.as_mut()) {
+        htpasswd.realm = realm;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    apply_tls(args.tls, &mut config.http.tls);
+    Ok(config)
+}
+
+/// Applies the HTTPS flags over the file and the environment; an ACME flag creates the
+/// `letsencrypt` section.
+fn apply_tls(args: TlsArgs, tls: &mut TlsConfig) {
+    tls.certificate = args.tls_cert.or(tls.certificate.take());
+    tls.key = args.tls_key.or(tls.key.take());
+    tls.httpaddr = args.http_addr.or(tls.httpaddr.take());
+    if !args.acme_hosts.is_empty() {
+        tls.letsencrypt_mut().hosts = args.acme_hosts;
+    }
+    if let Some(email) = args.acme_email {
+        tls.letsencrypt_mut().email = Some(email);
+    }
+    if let Some(url) = args.acme_directory {
+        tls.letsencrypt_mut().directoryurl = Some(url);
+    }
+    if args.acme_staging {
+        let le = tls.letsencrypt_mut();
+        le.staging = true;
+        le.directoryurl = None;
+    }
+    if !args.acme_ca_roots.is_empty() {
+        tls.letsencrypt_mut().caroots = args.acme_ca_roots;
+    }
+    if let Some(dir) = args.acme_cache {
+        tls.letsencrypt_mut().cachefile = dir;
+    }
+    if !args.acme_challenges.is_empty() {
+        tls.letsencrypt_mut().challenges = args.acme_challenges;
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    init_logging(config.log.format, &config.log.level)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(server::serve(config, server::shutdown_signal()))?;
+    Ok(())
+}
+
+/// Installs the global log subscriber, on stderr. `RUST_LOG` overrides `level` when set.
+pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(level))?;
+    // Without `log_internal_errors(false)`, a failed log write is reported with `eprintln!`,
+    // which panics when stderr itself is what failed (a closed pipe): every logging request
+    // would then die. A log line that cannot be written is dropped instead.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
