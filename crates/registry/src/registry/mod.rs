@@ -2,6 +2,7 @@
 //! the catalog and referrers. Written once, for every backend; knows nothing of HTTP.
 
 mod blobs;
+mod blocks;
 mod listing;
 mod manifests;
 mod uploads;

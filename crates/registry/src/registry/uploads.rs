@@ -196,6 +196,7 @@ impl Registry {
             Some(max) => limited(data, session.size, max),
             None => data,
         };
+        let data = super::blocks::reblocked(data);
         let (data, hashed) = match session.hasher.clone() {
             Some(hasher) => {
                 let (data, hashed) = hashing(data, hasher);

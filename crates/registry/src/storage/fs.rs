@@ -18,8 +18,8 @@ use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
 const TEMP_PREFIX: &str = ".tmp-";
 /// Read buffer size: large enough that a 1 GiB layer is a few thousand syscalls.
 const IO_BUFFER: usize = 1 << 20;
-/// Received chunks waiting for an append's writer thread (each up to hyper's ~400 KiB read
-/// buffer); bounded, so a slow disk slows the client down instead of filling memory.
+/// Received chunks waiting for an append's writer thread; bounded, so a slow disk slows the
+/// client down instead of filling memory.
 const WRITE_QUEUE: usize = 8;
 
 /// Storage in a local directory, in CNCF distribution's layout (see [`crate::layout`]).
