@@ -32,6 +32,9 @@ use crate::phases::{Contender, LatencyLimits};
 use crate::report::Row;
 use crate::servers::{Common, S3Server, Server, Storage};
 
+/// Where the tmpfs run keeps its storage (skipped when the machine has no such directory).
+const TMPFS: &str = "/dev/shm";
+
 /// A file in the work directory that marks it as ours, so a rerun may wipe it.
 const MARKER: &str = ".regctl-bench";
 
@@ -39,8 +42,9 @@ const MARKER: &str = ".regctl-bench";
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The `regctl` binary (a release build).
-    #[arg(long, default_value = "target/release/regctl")]
+    /// Our server: the `regctl-registry` binary, or `regctl` (both run it with `serve`); a
+    /// release build.
+    #[arg(long, default_value = "target/release/regctl-registry")]
     regctl: PathBuf,
     /// distribution 2.8's binary.
     #[arg(long, default_value = "/usr/bin/docker-registry")]
@@ -114,14 +118,25 @@ fn run(args: Args) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("a tokio runtime")?;
     let mut rows = Vec::new();
+    // tmpfs: the single-blob push once more, with storage in memory: what the upload path
+    // does when the disk's write-back speed is out of the picture.
+    let tmpfs = Path::new(TMPFS)
+        .is_dir()
+        .then(|| Path::new(TMPFS).join(format!("regctl-bench-{}", std::process::id())));
     let mut kinds = vec!["fs"];
     if args.moto_server.is_some() {
         kinds.push("s3");
     }
+    if tmpfs.is_some() {
+        kinds.push("tmpfs");
+    }
     for kind in kinds {
         eprintln!("== {kind} storage");
         flush_filesystems();
-        let dir = work_dir.join(kind);
+        let dir = match (kind, &tmpfs) {
+            ("tmpfs", Some(tmpfs)) => tmpfs.clone(),
+            _ => work_dir.join(kind),
+        };
         let s3 = match (&args.moto_server, kind) {
             (Some(binary), "s3") => Some(S3Server::start(binary, &work_dir)?),
             _ => None,
@@ -145,7 +160,11 @@ fn run(args: Args) -> Result<()> {
         };
         let (mut ours, mut theirs) = (contender(ours), contender(theirs));
         runtime.block_on(check_auth(&[&ours, &theirs]))?;
-        rows.extend(runtime.block_on(phases::run(kind, &mut ours, &mut theirs, &work, limits))?);
+        if kind == "tmpfs" {
+            rows.extend(runtime.block_on(phases::single_blob(kind, &mut [&mut ours, &mut theirs], &work))?);
+        } else {
+            rows.extend(runtime.block_on(phases::run(kind, &mut ours, &mut theirs, &work, limits))?);
+        }
         drop((ours, theirs, s3));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -153,7 +172,7 @@ fn run(args: Args) -> Result<()> {
     }
     std::fs::remove_dir_all(&work_dir).with_context(|| format!("removing {}", work_dir.display()))?;
 
-    print_report(&rows, sha_rate, args.moto_server.is_some(), started.elapsed());
+    print_report(&rows, sha_rate, work.big_blob.len, args.moto_server.is_some(), started.elapsed());
     Ok(())
 }
 
@@ -186,7 +205,7 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     std::fs::write(dir.join(MARKER), "").with_context(|| format!("writing in {}", dir.display()))
 }
 
-fn print_report(rows: &[Row], sha_rate: f64, s3: bool, elapsed: Duration) {
+fn print_report(rows: &[Row], sha_rate: f64, big_blob_bytes: u64, s3: bool, elapsed: Duration) {
     println!();
     println!(
         "regctl serve vs distribution 2.8 (docker-registry), loopback, bcrypt htpasswd, Basic auth on every request"
@@ -196,7 +215,7 @@ fn print_report(rows: &[Row], sha_rate: f64, s3: bool, elapsed: Duration) {
     );
     if s3 {
         println!(
-            "s3 = both servers on one local moto server; distribution answers blob GETs with a redirect to it (its default)"
+            "s3 = both servers on one local moto server; both answer blob GETs with a redirect to it (distribution's default, regctl's `redirect = true`)"
         );
     }
     println!();
@@ -208,6 +227,23 @@ fn print_report(rows: &[Row], sha_rate: f64, s3: bool, elapsed: Duration) {
             "single-core SHA-256 rate: {sha_rate:.0} MB/s; regctl's single-blob push (fs): {:.0} MB/s = {:.0} % of it",
             row.ours,
             100.0 * row.ours / sha_rate
+        );
+    }
+    if let Some(row) = rows.iter().find(|r| r.what.starts_with("tmpfs push one ")) {
+        println!(
+            "regctl's single-blob push with storage on tmpfs (no disk write-back): {:.0} MB/s = {:.0} % of the SHA-256 rate",
+            row.ours,
+            100.0 * row.ours / sha_rate
+        );
+        let cpu = |what: &str| rows.iter().find(|r| r.what.starts_with(what)).map_or(f64::NAN, |r| r.ours);
+        let (server, client) = (cpu("tmpfs   server CPU"), cpu("tmpfs   client CPU"));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let wall = big_blob_bytes as f64 / 1e6 / row.ours;
+        println!(
+            "  that push: {wall:.2} s of wall time, {:.2} core-seconds on {cores} cores; regctl used {server:.2} s of CPU \
+             (SHA-256 alone needs {:.2} s), the client {client:.2} s",
+            wall * cores as f64,
+            big_blob_bytes as f64 / 1e6 / sha_rate,
         );
     }
     if let Some(row) = rows.iter().find(|r| r.what.starts_with("s3 peak RSS while pushing")) {

@@ -12,7 +12,7 @@ use regctl_bench::client::Registry;
 use regctl_bench::workload::{Blob, Image, Workload};
 
 use crate::report::{Better, Group, Row};
-use crate::servers::Server;
+use crate::servers::{self, Server};
 
 /// One server under test and the client pointed at it.
 pub struct Contender {
@@ -73,14 +73,7 @@ pub async fn run(
 
     // First, on the fresh process: one large blob alone, and the peak RSS it causes (the peak
     // since start, which was just read as idle).
-    let big = &work.big_blob;
-    let what = format!("{kind} push one {} MiB blob, MB/s", big.len >> 20);
-    rows.push(
-        pair(&what, Group::None, &mut both, async |c| {
-            timed_rate(big.len, c.client.push_blob("bench/big", big)).await
-        })
-        .await?,
-    );
+    rows.extend(single_blob(kind, &mut both, work).await?);
     let big_peak = [both[0].server.memory()?.hwm_kib, both[1].server.memory()?.hwm_kib];
     rows.push(
         Row::new(format!("{kind} peak RSS while pushing that blob, MiB"), mib(big_peak[0]), mib(big_peak[1]))
@@ -199,19 +192,47 @@ pub async fn run(
     Ok(rows)
 }
 
+/// The push of the one large blob, alone: the phase that shows how close a server's upload
+/// path comes to the rate at which it can verify bytes (SHA-256). Also the CPU time the server
+/// and the client spent on it: with both on one machine, they share its cores.
+pub async fn single_blob(kind: &str, both: &mut [&mut Contender; 2], work: &Workload) -> Result<Vec<Row>> {
+    let big = &work.big_blob;
+    let what = format!("{kind} push one {} MiB blob, MB/s", big.len >> 20);
+    let [ours, theirs] = each(&what, both, async |c| {
+        let (server, client) = (c.server.cpu_seconds()?, servers::own_cpu_seconds()?);
+        let rate = timed_rate(big.len, c.client.push_blob("bench/big", big)).await?;
+        Ok([rate, c.server.cpu_seconds()? - server, servers::own_cpu_seconds()? - client])
+    })
+    .await?;
+    Ok(vec![
+        Row::new(what, ours[0], theirs[0]),
+        Row::new(format!("{kind}   server CPU time for it, s"), ours[1], theirs[1]).better(Better::Lower),
+        Row::new(format!("{kind}   client CPU time for it, s"), ours[2], theirs[2]).better(Better::Lower),
+    ])
+}
+
 /// Runs `phase` on ours, then on theirs, and makes a higher-is-better row of the two figures.
 async fn pair<F>(what: &str, group: Group, both: &mut [&mut Contender; 2], phase: F) -> Result<Row>
 where
     F: AsyncFn(&Contender) -> Result<f64>,
 {
-    let mut figures = [0.0; 2];
+    let [ours, theirs] = each(what, both, phase).await?;
+    Ok(Row::new(what.to_string(), ours, theirs).group(group))
+}
+
+/// Runs `phase` on ours, then on theirs, checking after each that the server still runs.
+async fn each<T, F>(what: &str, both: &mut [&mut Contender; 2], phase: F) -> Result<[T; 2]>
+where
+    F: AsyncFn(&Contender) -> Result<T>,
+{
+    let mut figures = Vec::with_capacity(2);
     for (i, contender) in both.iter_mut().enumerate() {
         let who = if i == 0 { "regctl" } else { "distribution" };
         eprintln!("  {what}: {who}...");
-        figures[i] = phase(contender).await.with_context(|| format!("{what}: {who}"))?;
+        figures.push(phase(contender).await.with_context(|| format!("{what}: {who}"))?);
         contender.server.check_alive().with_context(|| format!("{what}: {who}"))?;
     }
-    Ok(Row::new(what.to_string(), figures[0], figures[1]).group(group))
+    figures.try_into().map_err(|_| anyhow::anyhow!("two figures"))
 }
 
 /// MB/s (10^6 bytes per second) of `bytes` moved by `work`.

@@ -80,6 +80,8 @@ impl Server {
                     ("REGISTRY_STORAGE_S3_REGIONENDPOINT", endpoint.as_str()),
                     ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
                     ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/registry"),
+                    // Like distribution by default: blob GETs redirect to S3.
+                    ("REGISTRY_STORAGE_S3_REDIRECT", "true"),
                     ("AWS_ACCESS_KEY_ID", S3_KEY.0),
                     ("AWS_SECRET_ACCESS_KEY", S3_KEY.1),
                     ("AWS_EC2_METADATA_DISABLED", "true"),
@@ -171,6 +173,11 @@ impl Server {
         })
     }
 
+    /// CPU time (user and system) the server has used since it started.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(&self.child.id().to_string())
+    }
+
     /// Whether the process is still running (a crash under load would otherwise look slow).
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -178,6 +185,29 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// CPU time (user and system) this process has used so far.
+pub fn own_cpu_seconds() -> Result<f64> {
+    cpu_seconds("self")
+}
+
+/// CPU time of process `pid` from `/proc/PID/stat`: every thread, ended ones included.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    /// `USER_HZ`: the unit of `/proc`'s times, 100 on every Linux architecture.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces: state
+    // is the first of them (field 3), utime and stime the 12th and 13th (fields 14 and 15).
+    let after_name =
+        stat.rsplit_once(')').map(|(_, rest)| rest).with_context(|| format!("parsing {path}"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        let field = fields.get(i).with_context(|| format!("field {} of {path}", i + 3))?;
+        Ok(field.parse::<u64>().with_context(|| format!("a number in {path}"))? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
 impl Drop for Server {
