@@ -348,6 +348,7 @@ fn deploy_users_and_host_keys_over_real_ssh() {
         std::fs::read_to_string(root.join("etc/systemd/system/regctl-registry.service")).expect("unit");
     for line in [
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "Environment=MALLOC_ARENA_MAX=2",
         "NoNewPrivileges=true",
         "ProtectSystem=strict",
         "Restart=on-failure",

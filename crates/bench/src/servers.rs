@@ -68,6 +68,7 @@ impl Server {
         cmd.arg("serve").arg("--addr").arg(addr.to_string()).arg("--htpasswd").arg(&common.htpasswd);
         clear_config_env(&mut cmd);
         cmd.env("RUST_LOG", "warn");
+        cmd.envs(unit_environment());
         match storage {
             Storage::Fs(root) => {
                 cmd.arg("--root").arg(root);
@@ -263,6 +264,15 @@ fn free_addr() -> Result<SocketAddr> {
 /// Both servers read `REGISTRY_*` variables as configuration, and their AWS SDKs `AWS_*` ones
 /// (distribution's refuses to start with `AWS_CA_BUNDLE` and a plain HTTP endpoint): none may
 /// leak in from outside.
+/// The `Environment=` settings of the systemd unit `regctl deploy` installs: our server runs
+/// here as it runs on the instance.
+fn unit_environment() -> Vec<(&'static str, &'static str)> {
+    include_str!("../../../templates/regctl-registry.service")
+        .lines()
+        .filter_map(|line| line.strip_prefix("Environment=")?.split_once('='))
+        .collect()
+}
+
 fn clear_config_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key_str = key.to_string_lossy();
@@ -274,4 +284,14 @@ fn clear_config_env(cmd: &mut Command) {
 
 fn path_str(path: &Path) -> Result<String> {
     path.to_str().map(str::to_string).with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_server_gets_the_units_environment() {
+        assert!(unit_environment().contains(&("MALLOC_ARENA_MAX", "2")), "{:?}", unit_environment());
+    }
 }
