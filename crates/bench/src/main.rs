@@ -120,9 +120,9 @@ fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     // tmpfs: the single-blob push once more, with storage in memory: what the upload path
     // does when the disk's write-back speed is out of the picture.
-    let tmpfs = Path::new(TMPFS)
-        .is_dir()
-        .then(|| Path::new(TMPFS).join(format!("regctl-bench-{}", std::process::id())));
+    // A fixed name with the marker file, like the work directory, so a run that failed
+    // half-way leaves nothing in memory past the next run.
+    let tmpfs = Path::new(TMPFS).is_dir().then(|| Path::new(TMPFS).join("regctl-bench"));
     let mut kinds = vec!["fs"];
     if args.moto_server.is_some() {
         kinds.push("s3");
@@ -134,7 +134,10 @@ fn run(args: Args) -> Result<()> {
         eprintln!("== {kind} storage");
         flush_filesystems();
         let dir = match (kind, &tmpfs) {
-            ("tmpfs", Some(tmpfs)) => tmpfs.clone(),
+            ("tmpfs", Some(tmpfs)) => {
+                fresh_dir(tmpfs)?;
+                tmpfs.clone()
+            }
             _ => work_dir.join(kind),
         };
         let s3 = match (&args.moto_server, kind) {
