@@ -9,7 +9,8 @@
 //! - [`auth`]: htpasswd users with a verification cache and failed-attempt throttling.
 //! - [`error`]: the spec's error codes and statuses.
 //! - [`config`]: the TOML file and `REGISTRY_*` variables.
-//! - [`server`]: binding, background tasks and graceful shutdown.
+//! - [`server`]: binding, background tasks and graceful shutdown; [`memory`] gives freed heap
+//!   memory back once the server goes quiet.
 //! - [`tls`]: HTTPS with rustls: certificate files (reloaded) or ACME (HTTP-01, TLS-ALPN-01).
 //! - [`ops`]: the request-observing middleware, `/metrics` and `/health`; with [`metrics`],
 //!   [`notify`] (webhooks in distribution's envelope), [`ui`] (the read-only web UI) and
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod layout;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod oci;

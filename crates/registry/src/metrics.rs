@@ -195,6 +195,7 @@ struct Gc {
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<HashMap<(Route, String, u16), u64>>,
+    requests_finished: AtomicU64,
     latency: Mutex<HashMap<(Route, String), Histogram>>,
     bytes_in: [AtomicU64; Route::ALL.len()],
     bytes_out: [AtomicU64; Route::ALL.len()],
@@ -216,8 +217,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Metrics {
     /// Records a finished request.
     pub fn request(&self, route: Route, method: &str, status: u16, elapsed: Duration) {
+        self.requests_finished.fetch_add(1, Ordering::Relaxed);
         *lock(&self.requests).entry((route, method.to_string(), status)).or_default() += 1;
         lock(&self.latency).entry((route, method.to_string())).or_default().observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests finished since start.
+    pub fn requests_finished(&self) -> u64 {
+        self.requests_finished.load(Ordering::Relaxed)
     }
 
     /// Counts bytes received in request bodies.

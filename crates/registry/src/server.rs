@@ -82,6 +82,7 @@ pub async fn serve(
     let ops = state.ops.clone();
     crate::gc::spawn_watch(state.registry.clone());
     crate::gc::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage);
+    crate::memory::spawn_idle_trim(ops.metrics.clone());
     if let Some(interval) = config.gc.interval {
         let options = crate::gc::GcOptions::from_config(&config.gc);
         crate::gc::spawn_scheduled(state.registry.clone(), options, interval, ops.metrics.clone());
