@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", regctl_registry::cli::error_report(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,6 @@
 //! The command line of the server: `serve`'s options (shared by `regctl serve` and the
 //! `regctl-registry` binary), how they combine with the config file and the environment, and
-//! log output.
+//! log output, and how a failure is reported.
 
 use std::path::PathBuf;
 
@@ -176,4 +176,39 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     }
     .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// `error` and its causes on one line, `error: cause: root cause`, each cause once: a cause
+/// whose text the line already holds is left out (error types here put their source in their
+/// own message, and `{:#}` would print it a second time).
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_reported_once() {
+        let in_use = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let bind =
+            anyhow::Error::new(server::ServeError::Bind { addr: "127.0.0.1:5000".into(), source: in_use });
+        assert_eq!(error_report(&bind), "cannot listen on 127.0.0.1:5000: Address already in use");
+        let full = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("cannot write the config")
+            .expect_err("an error");
+        assert_eq!(error_report(&full), "cannot write the config: disk full");
+    }
 }

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     match regctl_registry::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", regctl_registry::cli::error_report(&e));
             ExitCode::FAILURE
         }
     }

@@ -90,3 +90,22 @@ fn bad_options_fail_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/regctl.toml"), "{stderr}");
 }
+
+/// A port already taken is one line naming the address and the cause, once.
+#[test]
+fn a_port_in_use_is_one_clear_error() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_regctl-registry"))
+        .args(["serve", "--addr", &addr, "--root"])
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run regctl-registry");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr.lines().find(|line| line.starts_with("error: ")).expect("an error line");
+    assert!(error.starts_with(&format!("error: cannot listen on {addr}: ")), "{stderr}");
+    assert_eq!(error.matches("os error 98").count(), 1, "{stderr}");
+}
