@@ -39,11 +39,18 @@ struct Counters {
     verified: AtomicU64,
 }
 
+/// How long an idle pooled connection may be reused: well under our server's default
+/// `headertimeout` (30 s), after which it closes an idle connection. A connection idle for
+/// about as long races that close: the request goes out as the server hangs up, and fails
+/// with "connection closed before message completed" (it happened once in the S3 latency
+/// phase, between cells about 30 s apart).
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
 /// A client with its own pool of keep-alive connections.
 fn pool() -> Client<HttpConnector, Body> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector)
 }
 
 fn empty() -> Body {
