@@ -261,9 +261,6 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Both servers read `REGISTRY_*` variables as configuration, and their AWS SDKs `AWS_*` ones
-/// (distribution's refuses to start with `AWS_CA_BUNDLE` and a plain HTTP endpoint): none may
-/// leak in from outside.
 /// The `Environment=` settings of the systemd unit `regctl deploy` installs: our server runs
 /// here as it runs on the instance.
 fn unit_environment() -> Vec<(&'static str, &'static str)> {
@@ -273,6 +270,9 @@ fn unit_environment() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// Both servers read `REGISTRY_*` variables as configuration, and their AWS SDKs `AWS_*` ones
+/// (distribution's refuses to start with `AWS_CA_BUNDLE` and a plain HTTP endpoint): none may
+/// leak in from outside.
 fn clear_config_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key_str = key.to_string_lossy();
