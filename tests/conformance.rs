@@ -351,6 +351,9 @@ fn assert_error(resp: Response, statuses: &[u16], codes: &[&str]) -> String {
         assert!(SPEC_CODES.contains(&code), "{url}: code {code:?} is not one of the spec's codes: {body}");
         let message = &error["message"];
         assert!(message.is_null() || message.is_string(), "{url}: message is not a string: {body}");
+        // docker and containerd treat an error whose detail is null as unrecognised (docker
+        // retries it): every error carries a detail, `{}` at least.
+        assert!(!error["detail"].is_null(), "{url}: error with a null detail: {body}");
     }
     let codes_found: Vec<&str> = errors.iter().filter_map(|e| e["code"].as_str()).collect();
     let found = codes_found.iter().find(|c| codes.contains(c));
@@ -1183,7 +1186,7 @@ fn push_invalid_manifest_is_400() {
 /// other failure for a bad request; conformance "Error codes" expects 400 with a spec code). The
 /// legacy TAG_INVALID is allowed (spec "Legacy Docker support error codes").
 #[test]
-fn push_manifest_with_invalid_reference_is_400() {
+fn push_manifest_with_invalid_reference_is_400_and_a_read_is_404() {
     let reg = Registry::start();
     let image = reg.push_image("push/tags", None, "tags");
     let too_long = "t".repeat(129);
@@ -1197,6 +1200,16 @@ fn push_manifest_with_invalid_reference_is_400() {
     ] {
         let resp = reg.put_manifest("push/tags", reference, OCI_MANIFEST, &image.manifest);
         assert_error(resp, &[400], &["TAG_INVALID", "MANIFEST_INVALID", "DIGEST_INVALID"]);
+    }
+    // A read of a reference that cannot be a tag names no manifest: 404, the only failure the
+    // spec's endpoint table lists for a manifest GET or HEAD; and an invalid tag in a push is
+    // TAG_INVALID, the code that says so.
+    for reference in [".INVALID", "-leading-dash", too_long.as_str(), "has+plus"] {
+        assert_error(reg.get_manifest("push/tags", reference), &[404], &["MANIFEST_UNKNOWN"]);
+        let head = reg.send(reg.request(Method::HEAD, &format!("/v2/push/tags/manifests/{reference}")));
+        assert_eq!(head.status(), 404, "HEAD of {reference}");
+        let resp = reg.put_manifest("push/tags", reference, OCI_MANIFEST, &image.manifest);
+        assert_error(resp, &[400], &["TAG_INVALID"]);
     }
     let longest = "T".repeat(128);
     for reference in ["_Under.Score-1", longest.as_str(), "0", "a.b-c_d"] {

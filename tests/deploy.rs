@@ -555,6 +555,12 @@ fn first_user_needs_a_password_and_local_files_are_edited() {
     let remove = vec![arg("remove-user"), arg("carol"), arg("--file"), file.display().to_string()];
     assert!(ok(&remove, "").contains("removed"));
     assert_eq!(ok(&list, ""), "");
+    // bcrypt reads 72 bytes: a longer password is refused, not silently cut, and nothing is written.
+    let long = format!("{}\n", "p".repeat(73));
+    let out = regctl(&add, &long);
+    assert!(!out.status.success(), "a 73-byte password was accepted");
+    assert!(text(&out).contains("72 bytes"), "{}", text(&out));
+    assert_eq!(ok(&list, ""), "", "the refused user was not written");
     // Without a terminal, a prompt is impossible: the error says what to do.
     let prompt = vec![arg("add-user"), arg("dave"), arg("--file"), file.display().to_string()];
     let out = regctl(&prompt, "");

@@ -4,7 +4,7 @@
 //! timeouts. Requests go over raw TCP, since an HTTP client library would normalise `..` and
 //! refuse to send malformed or endless requests.
 //!
-//! Brute force against htpasswd is covered by `auth::failed_attempts_are_rate_limited_per_client`.
+//! Brute force against htpasswd is covered by `auth::failed_attempts_lock_out_the_failing_pair_only`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -408,4 +408,26 @@ fn slow_and_silent_clients_are_cut_off() {
     let answer = read_answer(&mut stalled);
     assert_eq!((answer.status, answer.code.as_deref()), (Some(400), Some("MANIFEST_INVALID")), "{answer:?}");
     assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
+}
+
+/// The request method is the client's text, seen before authentication: invented methods
+/// (HTTP allows any token) must not become metric labels or otherwise grow the server. Before
+/// the fix each one was a label of its own, kept forever: 300 methods of 100 kB grew the server
+/// by tens of MB and the next `/metrics` scrape by 60 MB.
+#[test]
+fn invented_methods_do_not_grow_the_metrics() {
+    let reg = Hostile::start();
+    let before = reg.peak_rss_kib();
+    let filler = "X".repeat(100 << 10);
+    for i in 0..300 {
+        let answer = reg.send(&format!("M{i:08}{filler} /v2/ HTTP/1.1"), b"");
+        assert!(answer.status.is_some(), "request {i}: no answer: {answer:?}");
+    }
+    let grown = reg.peak_rss_kib().saturating_sub(before);
+    let metrics = util::http().get(reg.server.url("/metrics")).send().expect("GET /metrics");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().expect("metrics text");
+    assert!(text.len() < 256 << 10, "a /metrics scrape of {} KiB", text.len() >> 10);
+    assert!(text.contains(r#"method="other""#), "invented methods are counted as other");
+    assert!(grown < 16 << 10, "peak memory grew by {grown} KiB for 300 invented methods");
 }

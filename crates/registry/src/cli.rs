@@ -2,6 +2,7 @@
 //! `regctl-registry` binary), how they combine with the config file and the environment, and
 //! log output, and how a failure is reported.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -170,12 +171,20 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_wanted(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR")))
         .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     }
     .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Whether log lines may carry colour codes: only on a terminal (journald and log files would
+/// keep the escape codes as text), and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>).
+fn colour_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// `error` and its causes on one line, `error: cause: root cause`, each cause once: a cause
@@ -199,6 +208,14 @@ pub fn error_report(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some("".into())));
+        assert!(!colour_wanted(true, Some("1".into())));
+        assert!(!colour_wanted(false, None));
+    }
 
     #[test]
     fn each_cause_is_reported_once() {

@@ -54,10 +54,14 @@ pub enum Error {
     #[error("content too large: {0}")]
     TooLarge(String),
     /// Authentication is required or failed.
-    #[error("authentication required")]
+    #[error("{}", if *.rejected { "authentication failed: wrong user name or password" } else { "authentication required" })]
     Unauthorized {
         /// The Basic realm to challenge with.
         realm: String,
+        /// Credentials were given and refused (rather than missing).
+        rejected: bool,
+        /// What the request asked for, as distribution reports it in the error's detail.
+        access: Vec<Access>,
     },
     /// The operation is not supported.
     #[error("the operation is unsupported: {0}")]
@@ -68,9 +72,12 @@ pub enum Error {
     /// The `n` pagination parameter is not a number.
     #[error("invalid number of results requested")]
     PaginationInvalid,
-    /// Too many failed attempts from this client.
-    #[error("too many requests")]
-    TooManyRequests,
+    /// Too many failed attempts from this client (for this user), or too many at once.
+    #[error("too many failed or concurrent login attempts: retry in {} s", retry_after_secs(*.retry_after))]
+    TooManyRequests {
+        /// When the client may try again (the `Retry-After` header).
+        retry_after: std::time::Duration,
+    },
     /// Storage failed; details are logged, not sent to the client.
     #[error("storage failure")]
     Storage(#[from] StorageError),
@@ -85,7 +92,8 @@ impl Error {
             Error::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             Error::DigestInvalid(_) => "DIGEST_INVALID",
             Error::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
-            Error::ManifestInvalid(_) | Error::TagInvalid => "MANIFEST_INVALID",
+            Error::ManifestInvalid(_) => "MANIFEST_INVALID",
+            Error::TagInvalid => "TAG_INVALID",
             Error::ManifestUnknown => "MANIFEST_UNKNOWN",
             Error::NameInvalid => "NAME_INVALID",
             Error::NameUnknown => "NAME_UNKNOWN",
@@ -94,7 +102,7 @@ impl Error {
             Error::Unsupported(_) | Error::RouteUnknown => "UNSUPPORTED",
             // The spec has no pagination code; UNSUPPORTED covers "an invalid set of parameters".
             Error::PaginationInvalid => "UNSUPPORTED",
-            Error::TooManyRequests => "TOOMANYREQUESTS",
+            Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
             Error::Storage(_) => "UNKNOWN",
         }
     }
@@ -111,13 +119,51 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(e) if e.is_not_found() => StatusCode::NOT_FOUND,
             Error::Storage(StorageError::Body(_)) => StatusCode::BAD_REQUEST,
             Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
+
+    /// The error's `detail`: never `null`, since Go clients (docker, containerd) only treat an
+    /// error with a detail as the registry's final word (with `null` docker retries a push
+    /// with wrong credentials for a minute). What a variant knows goes in; else `{}`.
+    pub fn detail(&self) -> serde_json::Value {
+        match self {
+            Error::Unauthorized { access, .. } => serde_json::json!(access),
+            Error::ManifestBlobUnknown(digest) => serde_json::json!(digest.to_string()),
+            Error::ChunkOutOfOrder { size } => serde_json::json!({ "size": size }),
+            Error::TooManyRequests { retry_after } => {
+                serde_json::json!({ "retryAfterSeconds": retry_after_secs(*retry_after) })
+            }
+            _ => serde_json::json!({}),
+        }
+    }
+}
+
+/// Whole seconds to wait, rounded up and at least 1 (`Retry-After` takes whole seconds).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+}
+
+/// One thing a request asked for, in distribution's shape (`Type`, `Class`, `Name`,
+/// `Action`): sent in the detail of a `401`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Access {
+    /// `repository` or `registry`.
+    #[serde(rename = "Type")]
+    pub kind: &'static str,
+    /// Always empty (distribution's resource class).
+    #[serde(rename = "Class")]
+    pub class: &'static str,
+    /// The repository name, or `catalog`.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// `pull`, `push`, `delete` or `*`.
+    #[serde(rename = "Action")]
+    pub action: &'static str,
 }
 
 impl From<DigestError> for Error {
@@ -151,14 +197,20 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
         }
         let body = serde_json::json!({
-            "errors": [{"code": self.code(), "message": self.to_string(), "detail": null}]
+            "errors": [{"code": self.code(), "message": self.to_string(), "detail": self.detail()}]
         });
         let mut response = (status, axum::Json(body)).into_response();
-        if let Error::Unauthorized { realm } = &self {
-            let challenge = format!("Basic realm=\"{}\"", realm.replace(['"', '\\'], ""));
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        match &self {
+            Error::Unauthorized { realm, .. } => {
+                let challenge = format!("Basic realm=\"{}\"", realm.replace(['"', '\\'], ""));
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                }
             }
+            Error::TooManyRequests { retry_after } => {
+                response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
+            }
+            _ => {}
         }
         response
     }

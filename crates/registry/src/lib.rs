@@ -90,8 +90,17 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     if let Some(auth) = &state.auth {
         let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        if let Err(e) = auth.check(authorization, client).await {
-            return e.into_response();
+        match auth.check(authorization, client).await {
+            Ok(()) => {}
+            Err(error::Error::Unauthorized { realm, rejected, .. }) => {
+                let access = routes::Endpoint::parse(request.uri().path())
+                    .ok()
+                    .map(|endpoint| endpoint.access(request.method()))
+                    .into_iter()
+                    .collect();
+                return error::Error::Unauthorized { realm, rejected, access }.into_response();
+            }
+            Err(e) => return e.into_response(),
         }
     }
     next.run(request).await

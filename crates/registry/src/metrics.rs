@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 
 use crate::routes::Endpoint;
@@ -107,6 +108,21 @@ impl Route {
     }
 }
 
+/// The metrics label of a request method: the methods the registry serves by name, every
+/// other (including invented ones, which HTTP allows) as `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// A latency histogram.
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -194,9 +210,9 @@ struct Gc {
 /// The registry's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(Route, String, u16), u64>>,
+    requests: Mutex<HashMap<(Route, &'static str, u16), u64>>,
     requests_finished: AtomicU64,
-    latency: Mutex<HashMap<(Route, String), Histogram>>,
+    latency: Mutex<HashMap<(Route, &'static str), Histogram>>,
     bytes_in: [AtomicU64; Route::ALL.len()],
     bytes_out: [AtomicU64; Route::ALL.len()],
     uploads_started: AtomicU64,
@@ -215,11 +231,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
-    /// Records a finished request.
-    pub fn request(&self, route: Route, method: &str, status: u16, elapsed: Duration) {
+    /// Records a finished request. Every label comes from a fixed set (the route, the method
+    /// as [`method_label`] names it, the status the server chose), so no client can add label
+    /// values: a request with an invented method, answered 401 before authentication, must not
+    /// grow the metrics.
+    pub fn request(&self, route: Route, method: &Method, status: StatusCode, elapsed: Duration) {
+        let method = method_label(method);
         self.requests_finished.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.requests).entry((route, method.to_string(), status)).or_default() += 1;
-        lock(&self.latency).entry((route, method.to_string())).or_default().observe(elapsed.as_secs_f64());
+        *lock(&self.requests).entry((route, method, status.as_u16())).or_default() += 1;
+        lock(&self.latency).entry((route, method)).or_default().observe(elapsed.as_secs_f64());
     }
 
     /// Requests finished since start.
@@ -308,28 +328,27 @@ impl Metrics {
         line(w, "regctl_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
 
         header(w, "regctl_http_requests_total", "counter", "HTTP requests by route, method and status.");
-        let mut requests: Vec<_> = lock(&self.requests).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut requests: Vec<_> = lock(&self.requests).iter().map(|(k, v)| (*k, *v)).collect();
         requests.sort();
         for ((route, method, status), n) in requests {
             let status = status.to_string();
-            let labels =
-                [("route", route.as_str()), ("method", method.as_str()), ("status", status.as_str())];
+            let labels = [("route", route.as_str()), ("method", method), ("status", status.as_str())];
             line(w, "regctl_http_requests_total", &labels, n);
         }
 
         let name = "regctl_http_request_duration_seconds";
         header(w, name, "histogram", "Time to answer HTTP requests (until the response head).");
-        let mut latency: Vec<_> = lock(&self.latency).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut latency: Vec<_> = lock(&self.latency).iter().map(|(k, v)| (*k, v.clone())).collect();
         latency.sort_by(|a, b| a.0.cmp(&b.0));
         for ((route, method), h) in latency {
             let mut cumulative = 0;
             for (i, count) in h.buckets.iter().enumerate() {
                 cumulative += count;
                 let le = LATENCY_BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-                let labels = [("route", route.as_str()), ("method", method.as_str()), ("le", le.as_str())];
+                let labels = [("route", route.as_str()), ("method", method), ("le", le.as_str())];
                 line(w, &format!("{name}_bucket"), &labels, cumulative);
             }
-            let labels = [("route", route.as_str()), ("method", method.as_str())];
+            let labels = [("route", route.as_str()), ("method", method)];
             let _ = writeln!(w, "{name}_sum{} {}", labels_text(&labels), h.sum);
             line(w, &format!("{name}_count"), &labels, h.count);
         }
@@ -561,8 +580,8 @@ mod tests {
     #[test]
     fn renders_parseable_text() {
         let m = Metrics::default();
-        m.request(Route::Manifest, "PUT", 201, Duration::from_millis(30));
-        m.request(Route::Manifest, "PUT", 201, Duration::from_secs(100));
+        m.request(Route::Manifest, &Method::PUT, StatusCode::CREATED, Duration::from_millis(30));
+        m.request(Route::Manifest, &Method::PUT, StatusCode::CREATED, Duration::from_secs(100));
         m.bytes_in(Route::BlobUpload, 1234);
         m.upload_started();
         m.auth(AuthOutcome::Invalid);
@@ -586,6 +605,23 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap_or("");
             assert!(value.parse::<f64>().is_ok(), "not a sample line: {l}");
         }
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            let method =
+                Method::from_bytes(format!("M{i:08}{}", "X".repeat(1000)).as_bytes()).expect("a token");
+            m.request(Route::Base, &method, StatusCode::UNAUTHORIZED, Duration::from_millis(1));
+        }
+        assert_eq!(lock(&m.requests).len(), 1);
+        assert_eq!(lock(&m.latency).len(), 1);
+        let text = m.render(None);
+        assert!(
+            text.contains("regctl_http_requests_total{route=\"base\",method=\"other\",status=\"401\"} 100")
+        );
+        assert!(!text.contains("XXXX"));
     }
 
     #[tokio::test]

@@ -211,7 +211,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if route == Route::Ui && status == StatusCode::UNAUTHORIZED {
         response = crate::ui::unauthorized(response);
     }
-    metrics.request(route, method.as_str(), status.as_u16(), started.elapsed());
+    metrics.request(route, &method, status, started.elapsed());
     match status {
         StatusCode::UNAUTHORIZED if had_credentials => metrics.auth(AuthOutcome::Invalid),
         StatusCode::UNAUTHORIZED => metrics.auth(AuthOutcome::Challenge),

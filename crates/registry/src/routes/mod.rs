@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::error::{Error, Result};
+use crate::error::{Access, Error, Result};
 use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::UploadId;
 use crate::storage::ByteStream;
@@ -86,11 +86,38 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// What a request with `method` asks of this endpoint, as a `401`'s detail names it.
+    pub fn access(&self, method: &Method) -> Access {
+        let action = match *method {
+            Method::GET | Method::HEAD => "pull",
+            Method::DELETE => "delete",
+            _ => "push",
+        };
+        let (kind, name, action) = match self {
+            Endpoint::Base => ("registry", String::new(), "*"),
+            Endpoint::Catalog => ("registry", "catalog".to_string(), "*"),
+            Endpoint::Tags(name)
+            | Endpoint::Manifest(name, _)
+            | Endpoint::Blob(name, _)
+            | Endpoint::UploadStart(name)
+            | Endpoint::Upload(name, _)
+            | Endpoint::Referrers(name, _) => ("repository", name.to_string(), action),
+        };
+        Access { kind, class: "", name, action }
+    }
+}
+
 /// Handles every `/v2` request: parse, then dispatch on endpoint and method.
 pub async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let endpoint = match Endpoint::parse(parts.uri.path()) {
         Ok(endpoint) => endpoint,
+        // A reference that cannot be a tag names no manifest: reading or deleting it is a 404
+        // (the spec lists no other answer for those); only a push of it is a bad request.
+        Err(Error::TagInvalid) if parts.method != Method::PUT => {
+            return Error::ManifestUnknown.into_response();
+        }
         Err(e) => return e.into_response(),
     };
     let query = Query::parse(parts.uri.query());

@@ -1,6 +1,8 @@
 //! htpasswd authentication: bcrypt entries (`$2y$`, `$2a$`, `$2b$`), a Basic challenge with a
 //! realm, the file re-read when it changes, a short-lived cache of successful verifications
-//! (so a pull is not one bcrypt per request), and a per-client limit on failed attempts.
+//! (so a pull is not one bcrypt per request), and [`limiter`]'s bounds on password guessing.
+
+pub mod limiter;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
+
+use limiter::{Limiter, Refused};
 
 use base64::Engine;
 use sha2::Digest as _;
@@ -19,10 +23,8 @@ use crate::error::Error;
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Most cached verifications kept; the cache is cleared when full.
 const CACHE_MAX: usize = 10_000;
-/// Failed attempts allowed per client address within [`FAILURE_WINDOW`].
-const MAX_FAILURES: u32 = 10;
-/// The window over which failed attempts are counted.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// The longest user name that is checked at all; a longer one is refused without bcrypt.
+const MAX_USER_LEN: usize = 256;
 /// How often the file is checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// A valid bcrypt hash of a random password, verified against when the user is unknown so that
@@ -86,14 +88,28 @@ fn stamp(path: &Path) -> std::io::Result<FileStamp> {
 #[derive(Debug)]
 struct Users {
     hashes: HashMap<String, String>,
+    /// Every hash, in a fixed order: an unknown user is checked against one of them.
+    decoys: Vec<String>,
     stamp: Option<FileStamp>,
 }
 
-/// A counter of failed attempts from one client.
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    since: Instant,
+impl Users {
+    fn new(hashes: HashMap<String, String>, stamp: Option<FileStamp>, path: &Path) -> Users {
+        let mut decoys: Vec<String> = hashes.values().cloned().collect();
+        decoys.sort();
+        let mut costs: Vec<&str> = decoys.iter().filter_map(|h| h.get(4..6)).collect();
+        costs.sort_unstable();
+        costs.dedup();
+        if costs.len() > 1 {
+            tracing::warn!(
+                path = %path.display(),
+                costs = %costs.join(", "),
+                "htpasswd entries use different bcrypt costs: how long a refusal takes can tell a \
+                 cheap entry's users apart; re-set those passwords with one cost (regctl add-user uses 10)"
+            );
+        }
+        Users { hashes, decoys, stamp }
+    }
 }
 
 /// A successful verification, remembered.
@@ -114,7 +130,7 @@ pub struct Htpasswd {
     /// process. Looked up by user name (not secret) and compared in constant time.
     cache: Mutex<HashMap<String, Cached>>,
     secret: [u8; 16],
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    limiter: Limiter,
     /// Verifications answered from the cache, and those that ran bcrypt (for `/metrics`).
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -134,10 +150,10 @@ impl Htpasswd {
         Ok(Htpasswd {
             path: path.to_path_buf(),
             realm: realm.to_string(),
-            users: RwLock::new(Users { hashes, stamp: Some(file_stamp) }),
+            users: RwLock::new(Users::new(hashes, Some(file_stamp), path)),
             cache: Mutex::new(HashMap::new()),
             secret: *uuid::Uuid::new_v4().as_bytes(),
-            failures: Mutex::new(HashMap::new()),
+            limiter: Limiter::default(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
         })
@@ -176,7 +192,7 @@ impl Htpasswd {
             Ok(hashes) => {
                 tracing::info!(path = %self.path.display(), users = hashes.len(), "htpasswd file reloaded");
                 let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-                *users = Users { hashes, stamp: current };
+                *users = Users::new(hashes, current, &self.path);
                 lock(&self.cache).clear();
             }
             Err(e) => {
@@ -187,51 +203,83 @@ impl Htpasswd {
     }
 
     /// Checks an `Authorization` header from `client`; `Ok` when it names a valid user.
+    ///
+    /// A verification remembered in the cache answers at once. Otherwise the attempt is
+    /// reserved against the (client, user) pair's failure limit, waits for a verification slot
+    /// ([`limiter`]), and runs bcrypt on a blocking thread that keeps the slot until it is done.
     pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<(), Error> {
-        let unauthorized = || Error::Unauthorized { realm: self.realm.clone() };
-        let (user, password) = authorization.and_then(basic_credentials).ok_or_else(unauthorized)?;
-        if self.throttled(client) {
-            return Err(Error::TooManyRequests);
-        }
+        let Some((user, password)) = authorization.and_then(basic_credentials) else {
+            return Err(self.unauthorized(false));
+        };
         let key = self.cache_key(&user, &password);
         let cached = lock(&self.cache).get(&user).copied();
         if cached.is_some_and(|c| c.at.elapsed() < CACHE_TTL && bool::from(c.key[..].ct_eq(&key[..]))) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        if user.len() > MAX_USER_LEN {
+            return Err(self.unauthorized(true));
+        }
+        let too_many = |r: Refused| Error::TooManyRequests { retry_after: r.retry_after };
+        let reservation = self.limiter.reserve(client, &user).map_err(too_many)?;
+        let slot = self.limiter.slot(client).await.map_err(too_many)?;
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
         let (known, hash) = self.hash_to_check(&user);
-        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-        if verified && known {
-            let mut cache = lock(&self.cache);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
+        let verified =
+            tokio::task::spawn_blocking(move || (bcrypt::verify(password, &hash).unwrap_or(false), slot))
+                .await
+                .ok();
+        match verified {
+            Some((true, _slot)) if known => {
+                reservation.succeeded();
+                let mut cache = lock(&self.cache);
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(user, Cached { key, at: Instant::now() });
+                Ok(())
             }
-            cache.insert(user, Cached { key, at: Instant::now() });
-            Ok(())
-        } else {
-            self.record_failure(client);
-            // Debug-formatted: a user name is the client's text and must not start a log line of its own.
-            tracing::warn!(user = ?user, client = ?client, "authentication failed");
-            Err(unauthorized())
+            _ => {
+                // Debug-formatted: a user name is the client's text and must not start a log line of its own.
+                tracing::warn!(user = ?user, client = ?client, "authentication failed");
+                if let Some(penalty) = reservation.failed() {
+                    // Past the client's failure budget: its slot stays taken a while longer.
+                    tokio::time::sleep(penalty).await;
+                }
+                drop(verified);
+                Err(self.unauthorized(true))
+            }
         }
     }
 
+    /// A `401` with the realm's challenge; `rejected` when credentials were given and refused.
+    fn unauthorized(&self, rejected: bool) -> Error {
+        Error::Unauthorized { realm: self.realm.clone(), rejected, access: Vec::new() }
+    }
+
     /// The hash to verify `user`'s password against, and whether `user` exists. An unknown
-    /// user is checked against another user's hash (the answer is discarded), so that it
-    /// costs the same bcrypt work as a known one: how long a refusal takes must not tell
-    /// which user names exist (a fixed dummy hash has a fixed cost, and `htpasswd -B` writes
-    /// cost 5 where `regctl add-user` writes 10).
+    /// user is checked against one of the file's hashes, chosen by a keyed hash of the name, so
+    /// that it costs the bcrypt work of a real entry: how long a refusal takes must not tell
+    /// which user names exist. With entries of different costs (`htpasswd -B` writes cost 5,
+    /// `regctl add-user` 10) unknown names spread over the costs as the users do; the same name
+    /// always gets the same cost.
     fn hash_to_check(&self, user: &str) -> (bool, String) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        match users.hashes.get(user) {
-            Some(hash) => (true, hash.clone()),
-            None => {
-                (false, users.hashes.values().next().map_or_else(|| DUMMY_HASH.to_string(), Clone::clone))
-            }
+        if let Some(hash) = users.hashes.get(user) {
+            return (true, hash.clone());
         }
+        if users.decoys.is_empty() {
+            return (false, DUMMY_HASH.to_string());
+        }
+        let key = self.cache_key(user, "");
+        let pick = u64::from_le_bytes(key[..8].try_into().unwrap_or_default());
+        let index = usize::try_from(pick % users.decoys.len() as u64).unwrap_or(0);
+        (false, users.decoys[index].clone())
+    }
+
+    #[cfg(test)]
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        lock(&self.cache)
     }
 
     fn cache_key(&self, user: &str, password: &str) -> [u8; 32] {
@@ -241,20 +289,6 @@ impl Htpasswd {
         h.update([0]);
         h.update(password.as_bytes());
         h.finalize().into()
-    }
-
-    fn throttled(&self, client: Option<IpAddr>) -> bool {
-        let Some(ip) = client else { return false };
-        let failures = lock(&self.failures);
-        failures.get(&ip).is_some_and(|f| f.count >= MAX_FAILURES && f.since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn record_failure(&self, client: Option<IpAddr>) {
-        let Some(ip) = client else { return };
-        let mut failures = lock(&self.failures);
-        failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
-        let entry = failures.entry(ip).or_insert(Failures { count: 0, since: Instant::now() });
-        entry.count += 1;
     }
 }
 
@@ -272,6 +306,8 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn basic(user: &str, password: &str) -> String {
@@ -300,37 +336,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verifies_caches_and_throttles() {
-        let file = file_with(&[("alice", "s3cret")]);
+    async fn verifies_caches_and_throttles_the_failing_pair_only() {
+        let file = file_with(&[("alice", "s3cret"), ("bob", "b0b")]);
         let auth = Htpasswd::load(file.path(), "test").expect("load");
         let ip = Some(IpAddr::from([127, 0, 0, 9]));
         assert!(auth.check(Some(&basic("alice", "s3cret")), ip).await.is_ok());
         assert!(auth.check(Some(&basic("alice", "s3cret")), ip).await.is_ok(), "cached");
-        assert!(matches!(auth.check(None, ip).await, Err(Error::Unauthorized { .. })));
-        for _ in 0..MAX_FAILURES {
+        assert_eq!(auth.cache_stats(), (1, 1));
+        assert!(matches!(auth.check(None, ip).await, Err(Error::Unauthorized { rejected: false, .. })));
+        for _ in 0..limiter::MAX_FAILURES {
             assert!(matches!(
-                auth.check(Some(&basic("alice", "nope")), ip).await,
-                Err(Error::Unauthorized { .. })
+                auth.check(Some(&basic("bob", "nope")), ip).await,
+                Err(Error::Unauthorized { rejected: true, .. })
             ));
         }
-        assert!(matches!(auth.check(Some(&basic("alice", "s3cret")), ip).await, Err(Error::TooManyRequests)));
+        let refused = auth.check(Some(&basic("bob", "b0b")), ip).await;
+        assert!(
+            matches!(refused, Err(Error::TooManyRequests { .. })),
+            "bob from here is locked: {refused:?}"
+        );
+        // Neither another user from that address nor bob from elsewhere is refused.
+        auth.lock_cache().clear();
+        assert!(auth.check(Some(&basic("alice", "s3cret")), ip).await.is_ok(), "alice is not locked out");
         let other = Some(IpAddr::from([127, 0, 0, 10]));
-        assert!(auth.check(Some(&basic("bob", "x")), other).await.is_err(), "unknown user");
-        assert!(auth.check(Some(&basic("alice", "s3cret")), other).await.is_ok());
+        assert!(auth.check(Some(&basic("bob", "b0b")), other).await.is_ok());
+        assert!(auth.check(Some(&basic("mallory", "x")), other).await.is_err(), "unknown user");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_guesses_get_no_more_tries_than_sequential_ones() {
+        let file = file_with(&[("alice", "s3cret")]);
+        let auth = Arc::new(Htpasswd::load(file.path(), "test").expect("load"));
+        let ip = Some(IpAddr::from([127, 0, 0, 12]));
+        let guesses: Vec<_> = (0..200)
+            .map(|i| {
+                let auth = auth.clone();
+                let password = if i == 150 { "s3cret".to_string() } else { format!("guess{i}") };
+                tokio::spawn(async move { auth.check(Some(&basic("alice", &password)), ip).await })
+            })
+            .collect();
+        let mut verified = 0;
+        for guess in guesses {
+            if guess.await.expect("join").is_ok() {
+                verified += 1;
+            }
+        }
+        let (_, bcrypt_runs) = auth.cache_stats();
+        assert!(
+            bcrypt_runs <= u64::from(limiter::MAX_FAILURES),
+            "{bcrypt_runs} passwords were checked for one user from one address"
+        );
+        assert!(verified <= 1);
     }
 
     #[tokio::test]
     async fn unknown_users_cost_the_bcrypt_work_of_known_ones() {
-        let file = file_with(&[("alice", "s3cret")]);
+        let cheap = bcrypt::hash("a", 4).expect("hash");
+        let dear = bcrypt::hash("b", 5).expect("hash");
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), format!("cheap:{cheap}\ndear:{dear}\n")).expect("write");
         let auth = Htpasswd::load(file.path(), "test").expect("load");
-        let (known, alice) = auth.hash_to_check("alice");
-        let (unknown, checked) = auth.hash_to_check("mallory");
-        assert!(known && !unknown);
-        // Same algorithm and cost ("$2b$04$"), so the same work, whatever the file's cost.
-        assert_eq!(checked[..7], alice[..7]);
-        // And alice's password under another name is still refused.
+        let (known, checked) = auth.hash_to_check("cheap");
+        assert!(known && checked == cheap);
+        // Unknown names are checked against the file's own hashes, spread over both costs, and
+        // each name always against the same one.
+        let mut costs = std::collections::BTreeSet::new();
+        for i in 0..64 {
+            let name = format!("nobody{i}");
+            let (known, checked) = auth.hash_to_check(&name);
+            assert!(!known && (checked == cheap || checked == dear));
+            assert_eq!(auth.hash_to_check(&name).1, checked, "the same name, the same hash");
+            costs.insert(checked[..7].to_string());
+        }
+        assert_eq!(costs.len(), 2, "unknown names cost like the users do: {costs:?}");
+        // And a user's password under another name is still refused.
         let ip = Some(IpAddr::from([127, 0, 0, 11]));
-        assert!(auth.check(Some(&basic("mallory", "s3cret")), ip).await.is_err());
+        assert!(auth.check(Some(&basic("mallory", "a")), ip).await.is_err());
     }
 
     #[tokio::test]
