@@ -1074,6 +1074,31 @@ mod tests {
         );
     }
 
+    /// A manifest storage fails to read (here a directory where its bytes belong) is no
+    /// reason to think it names nothing.
+    #[tokio::test]
+    async fn a_storage_error_during_the_mark_deletes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Registry::new(storage.clone());
+        let name = RepoName::parse("gc/fault").expect("name");
+        let garbage = blob(&registry, &name, b"nothing names this").await;
+        let config = blob(&registry, &name, b"{\"config\":2}").await;
+        let body = manifest(&config, &[]);
+        let tag = Reference::parse("t").expect("tag");
+        let pushed = registry.put_manifest(&name, &tag, Some(OCI_MANIFEST), body).await.expect("push");
+        let data = dir.path().join(layout::blob_data(&pushed.digest).as_str());
+        std::fs::remove_file(&data).expect("remove the bytes");
+        std::fs::create_dir(&data).expect("a directory in their place");
+        for (dry_run, delete_untagged) in [(true, false), (false, true)] {
+            let result = collect(storage.as_ref(), &quick(dry_run, delete_untagged)).await;
+            assert!(matches!(result, Err(GcError::Storage(_))), "{result:?}");
+            for kept in [&garbage.0, &config.0] {
+                assert!(exists(storage.as_ref(), kept).await, "{kept} deleted");
+            }
+        }
+    }
+
     /// Docker schema 1 manifests (pushes are refused, older registries stored them) keep the
     /// layers they name.
     #[tokio::test]
