@@ -3,7 +3,10 @@
 //!
 //! **Mark.** From every tag (or, without `delete_untagged`, every manifest revision) of every
 //! repository: the manifest, its config and layers, the child manifests of an index, and the
-//! referrers of every kept manifest. **Sweep.** Blobs nothing marked, untagged manifests (when
+//! referrers of every kept manifest. Every manifest revision is read, reachable or not, with
+//! the parser pushes are validated with ([`References::of_stored`]); if one cannot be read, what
+//! it keeps in use is unknown and the collection stops before deleting anything
+//! ([`GcError::Unreadable`]). **Sweep.** Blobs nothing marked, untagged manifests (when
 //! asked), the `_layers` links of deleted blobs, and upload sessions idle for longer than
 //! `upload_max_age`.
 //!
