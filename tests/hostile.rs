@@ -431,3 +431,47 @@ fn invented_methods_do_not_grow_the_metrics() {
     assert!(text.contains(r#"method="other""#), "invented methods are counted as other");
     assert!(grown < 16 << 10, "peak memory grew by {grown} KiB for 300 invented methods");
 }
+
+/// Issue 23: a manifest whose unknown field holds what only a lenient parser skips (a lone
+/// surrogate, a raw `0xff` byte, a number beyond `f64`, nesting deeper than the parser's
+/// limit) was accepted, then garbage collection could not read it and deleted its blobs.
+/// The push is refused now, with the parser garbage collection reads manifests with.
+#[test]
+fn manifests_garbage_collection_could_not_read_are_refused() {
+    let reg = Hostile::start();
+    let config = b"{\"architecture\":\"hostile\"}";
+    let digest = util::sha256(config);
+    let up = reg.send(&format!("POST /v2/odd/blobs/uploads/?digest={digest} HTTP/1.1"), config);
+    assert_eq!(up.status, Some(201), "{up:?}");
+    let sane = manifest(config);
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let cases: [(&str, &[u8]); 6] = [
+        ("a lone surrogate", br#""\ud800""#),
+        ("a lone low surrogate in a key", br#"{"\udc00":1}"#),
+        ("a raw 0xff byte", b"\"\xff\""),
+        ("1e400", b"1e400"),
+        ("-1e400", b"-1e400"),
+        ("nesting 200 deep", deep.as_bytes()),
+    ];
+    let head = |tag: &str| {
+        format!(
+            "PUT /v2/odd/manifests/{tag} HTTP/1.1\r\nContent-Type: application/vnd.oci.image.manifest.v1+json"
+        )
+    };
+    for (i, (what, value)) in cases.iter().enumerate() {
+        // The sane manifest with one more field: `{...,"x":<value>}`.
+        let mut body = sane[..sane.len() - 1].to_vec();
+        body.extend_from_slice(b",\"x\":");
+        body.extend_from_slice(value);
+        body.push(b'}');
+        let answer = reg.send(&head(&format!("hostile{i}")), &body);
+        assert_eq!(
+            (answer.status, answer.code.as_deref()),
+            (Some(400), Some("MANIFEST_INVALID")),
+            "{what}: {answer:?}"
+        );
+        let tag = reg.send(&format!("GET /v2/odd/manifests/hostile{i} HTTP/1.1"), b"");
+        assert_eq!(tag.status, Some(404), "{what}: the refused manifest is not tagged");
+    }
+    assert_eq!(reg.send(&head("sane"), &sane).status, Some(201), "the same manifest without the field");
+}

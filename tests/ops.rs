@@ -460,16 +460,21 @@ fn web_ui_in_headless_chromium_lists_repositories_shows_tags_and_asks_for_a_pass
 // ---------------------------------------------------------------------------------------------
 // Garbage collection.
 
-/// Runs `regctl gc --output json` with `args` and returns its report.
-fn gc(root: &Path, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_regctl"))
+/// Runs `regctl gc --output json` with `args`.
+fn run_gc(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regctl"))
         .args(["gc", "--root", root.to_str().expect("UTF-8 path"), "--output", "json"])
         .args(args)
         .env_remove("REGISTRY_STORAGE")
         .env_remove("REGISTRY_STORAGE_S3_BUCKET")
         .stdin(Stdio::null())
         .output()
-        .expect("run regctl gc");
+        .expect("run regctl gc")
+}
+
+/// Runs `regctl gc --output json` with `args` and returns its report.
+fn gc(root: &Path, args: &[&str]) -> Value {
+    let out = run_gc(root, args);
     assert!(out.status.success(), "regctl gc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!("regctl gc printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
@@ -574,6 +579,101 @@ fn gc_racing_a_push_keeps_what_is_used_and_matches_its_dry_run() {
     let real = gc(&root, &[&["--settle", "0s"][..], &grace].concat());
     assert_eq!((swept(&dry), swept(&real)), (BTreeSet::new(), BTreeSet::new()));
     assert_eq!(dry["blobs_in_use"], real["blobs_in_use"]);
+}
+
+/// Issue 23: a manifest in storage that garbage collection cannot read (written by an older
+/// server or another tool) made it keep only the manifest's own bytes and delete its config and
+/// layers. Now a collection (dry run or real, with or without `--delete-untagged`) deletes
+/// nothing, names the manifests and fails; once they are deleted, it collects again.
+#[test]
+fn gc_deletes_nothing_while_a_stored_manifest_cannot_be_read() {
+    let server = Server::start();
+    let root = server.root.clone();
+    let upload = |content: &[u8]| {
+        let digest = crate::util::sha256(content);
+        let url = server.url(&format!("/v2/gc/odd/blobs/uploads/?digest={digest}"));
+        let resp = http().post(url).body(content.to_vec()).send().expect("POST a blob");
+        assert_eq!(resp.status(), 201, "upload {digest}");
+        (digest, content.len())
+    };
+    let storage = root.join("docker/registry/v2");
+    let link = |path: PathBuf, digest: &str| {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create the link's directory");
+        std::fs::write(path, digest).expect("write a link");
+    };
+    let (orphan, _) = upload(b"a blob nothing names");
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let hostile: [&[u8]; 4] = [br#""\ud800""#, b"\"\xff\"", b"1e400", deep.as_bytes()];
+    let mut manifests = Vec::new();
+    let mut blobs = vec![orphan.clone()];
+    for (i, value) in hostile.iter().enumerate() {
+        let config = upload(format!("{{\"config\":{i}}}").as_bytes());
+        let layer = upload(format!("layer {i}").as_bytes());
+        let descriptor = |(digest, size): &(String, usize), mt: &str| serde_json::json!({"mediaType": mt, "digest": digest, "size": size});
+        let mut body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": descriptor(&config, "application/vnd.oci.image.config.v1+json"),
+            "layers": [descriptor(&layer, "application/vnd.oci.image.layer.v1.tar")],
+        }))
+        .expect("JSON");
+        body.pop();
+        body.extend_from_slice(b",\"x\":");
+        body.extend_from_slice(value);
+        body.push(b'}');
+        let digest = crate::util::sha256(&body);
+        let hex = digest.strip_prefix("sha256:").expect("sha256").to_string();
+        let data = blob_file(&root, &digest);
+        std::fs::create_dir_all(data.parent().expect("a parent")).expect("create the blob's directory");
+        std::fs::write(&data, &body).expect("write the manifest's bytes");
+        let repo = storage.join("repositories/gc/odd/_manifests");
+        link(repo.join(format!("revisions/sha256/{hex}/link")), &digest);
+        // The last one is untagged: it is read too, as what it names is unknown.
+        if i + 1 < hostile.len() {
+            link(repo.join(format!("tags/t{i}/current/link")), &digest);
+            link(repo.join(format!("tags/t{i}/index/sha256/{hex}/link")), &digest);
+        }
+        blobs.extend([config.0, layer.0, digest.clone()]);
+        manifests.push(digest);
+    }
+    std::thread::sleep(Duration::from_secs(2)); // everything is past the grace period
+
+    let grace = ["--grace-period", "1s", "--settle", "0s"];
+    for extra in [&["--dry-run"][..], &[], &["--delete-untagged"]] {
+        let out = run_gc(&root, &[&grace[..], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "regctl gc {extra:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for digest in &manifests {
+            assert!(stderr.contains(digest.as_str()), "regctl gc {extra:?} does not name {digest}: {stderr}");
+        }
+        assert!(stderr.contains("nothing"), "regctl gc {extra:?} does not say nothing was deleted: {stderr}");
+        for blob in &blobs {
+            assert!(blob_file(&root, blob).exists(), "regctl gc {extra:?} deleted {blob}");
+        }
+    }
+    for i in 0..hostile.len() - 1 {
+        let resp = http().get(server.url(&format!("/v2/gc/odd/manifests/t{i}"))).send().expect("GET");
+        assert_eq!(resp.status(), 200, "tag t{i} resolves");
+    }
+    for blob in &blobs {
+        let status =
+            http().head(server.url(&format!("/v2/gc/odd/blobs/{blob}"))).send().expect("HEAD").status();
+        assert_eq!(status, 200, "{blob} is served");
+    }
+
+    // Once the operator deletes them, the collection runs again.
+    for digest in &manifests {
+        let resp =
+            http().delete(server.url(&format!("/v2/gc/odd/manifests/{digest}"))).send().expect("DELETE");
+        assert_eq!(resp.status(), 202, "DELETE {digest}");
+    }
+    // The server pins what it confirmed to clients within the grace period (the HEADs above).
+    std::thread::sleep(Duration::from_secs(2));
+    let report = gc(&root, &grace);
+    assert_eq!(swept(&report), blobs.iter().cloned().collect::<BTreeSet<_>>(), "{report:#}");
 }
 
 #[test]

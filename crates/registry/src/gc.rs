@@ -3,7 +3,10 @@
 //!
 //! **Mark.** From every tag (or, without `delete_untagged`, every manifest revision) of every
 //! repository: the manifest, its config and layers, the child manifests of an index, and the
-//! referrers of every kept manifest. **Sweep.** Blobs nothing marked, untagged manifests (when
+//! referrers of every kept manifest. Every manifest revision is read, reachable or not, with
+//! the parser pushes are validated with ([`References::of_stored`]); if one cannot be read, what
+//! it keeps in use is unknown and the collection stops before deleting anything
+//! ([`GcError::Unreadable`]). **Sweep.** Blobs nothing marked, untagged manifests (when
 //! asked), the `_layers` links of deleted blobs, and upload sessions idle for longer than
 //! `upload_max_age`.
 //!
@@ -38,6 +41,7 @@ use serde::Serialize;
 
 use crate::layout;
 use crate::oci::Digest;
+use crate::oci::manifest::References;
 use crate::storage::{Storage, StorageError, StoragePath};
 
 /// An announcement older than this is left over from a collection that died.
@@ -149,7 +153,8 @@ pub struct GcReport {
     /// Incomplete writes that only the backend sees (S3 multipart uploads whose session is
     /// gone), begun before the upload age, removed.
     pub incomplete_writes: u64,
-    /// Manifests that could not be read or parsed (their content is kept).
+    /// Manifests named by a link whose bytes are gone (what they named cannot be known; a
+    /// manifest whose bytes cannot be read stops the collection instead: [`GcError::Unreadable`]).
     pub warnings: Vec<String>,
     /// How long it took, in seconds.
     pub seconds: f64,
@@ -169,9 +174,37 @@ pub enum GcError {
         /// The announcement's storage path.
         path: String,
     },
+    /// Something the mark could not read, so what it keeps in use is unknown: nothing was
+    /// deleted.
+    #[error(
+        "nothing was deleted: what {} keep{} in use cannot be known: {}. Repair or delete {} (a manifest: DELETE \
+         /v2/<name>/manifests/<digest>), then collect again",
+        if .0.len() == 1 { "this" } else { "these" },
+        if .0.len() == 1 { "s" } else { "" },
+        .0.iter().map(Unreadable::to_string).collect::<Vec<_>>().join("; "),
+        if .0.len() == 1 { "it" } else { "them" }
+    )]
+    Unreadable(Vec<Unreadable>),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// A manifest (or link) a collection could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The repository it was found in.
+    pub repository: String,
+    /// What it is: `manifest <digest>`, `tag <name>`, `revision <alg>/<hex>`.
+    pub item: String,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {} ({})", self.item, self.repository, self.reason)
+    }
 }
 
 /// What a collection learns from one walk of the repositories.
@@ -191,6 +224,8 @@ struct Repo {
     referrers: HashMap<Digest, Vec<(Digest, StoragePath)>>,
     /// Upload sessions: id -> latest modification time of anything in them.
     uploads: BTreeMap<String, Option<SystemTime>>,
+    /// Revision links whose path names no digest: what their manifest keeps is unknown.
+    unreadable: Vec<Unreadable>,
 }
 
 /// Joins `base` and a relative path whose last components are dropped.
@@ -223,11 +258,16 @@ async fn scan_repositories(
         let repo = repos.entry(name).or_default();
         let at = |n: usize| dir_of(&base, &parts[..split + n]);
         match rest {
-            ["_manifests", "revisions", _, _, "link"] => {
-                if let Some(d) = digest_at(rest, 2) {
+            ["_manifests", "revisions", _, _, "link"] => match digest_at(rest, 2) {
+                Some(d) => {
                     repo.revisions.insert(d, (at(4), recent(meta.modified)));
                 }
-            }
+                None => repo.unreadable.push(Unreadable {
+                    repository: parts[..split].join("/"),
+                    item: format!("revision {}", rest[2..4].join("/")),
+                    reason: "its path names no digest this registry reads".into(),
+                }),
+            },
             ["_manifests", "tags", tag, "current", "link"] => {
                 repo.tags.insert((*tag).to_string(), at(4));
             }
@@ -266,68 +306,75 @@ async fn scan_repositories(
 
 /// What a pushed manifest relies on: itself, its config and layers, and its children.
 pub fn named_by(digest: &Digest, manifest: &crate::oci::Manifest) -> Vec<Digest> {
-    let descriptors = manifest.config.iter().chain(&manifest.layers).chain(&manifest.manifests);
-    std::iter::once(digest.clone()).chain(descriptors.map(|d| d.digest.clone())).collect()
+    let References { blobs, children } = manifest.references();
+    std::iter::once(digest.clone()).chain(blobs).chain(children).collect()
 }
 
-/// Digests a manifest's bytes name: blobs (config, layers, Docker schema 1 `fsLayers`) and
-/// child manifests (index entries). `None` when it is not JSON.
-fn references(body: &[u8]) -> Option<References> {
-    use serde_json::Value;
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let digest_in = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).and_then(|s| s.parse().ok());
-    let list = |key: &str| value.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut blobs: Vec<Digest> =
-        value.get("config").and_then(|c| digest_in(c, "digest")).into_iter().collect();
-    blobs.extend(list("layers").iter().filter_map(|l| digest_in(l, "digest")));
-    blobs.extend(list("fsLayers").iter().filter_map(|l| digest_in(l, "blobSum")));
-    let children = list("manifests").iter().filter_map(|m| digest_in(m, "digest")).collect();
-    Some((blobs, children))
-}
-
-/// The blobs and the child manifests a manifest names.
-type References = (Vec<Digest>, Vec<Digest>);
-
-/// Manifests read so far, by digest (a manifest in many repositories is read once).
+/// Manifests read so far, by digest (a manifest in many repositories is read once), and the
+/// ones that could not be read.
 #[derive(Default)]
-struct ManifestCache(HashMap<Digest, Option<References>>);
+struct ManifestCache {
+    /// What each manifest names; `None` when its bytes are gone or cannot be read.
+    read: HashMap<Digest, Option<References>>,
+    /// Manifests (and links) whose content cannot be read: what they keep alive is unknown.
+    unreadable: Vec<Unreadable>,
+    /// Manifests whose bytes are gone.
+    missing: Vec<String>,
+}
 
 impl ManifestCache {
-    /// The references of manifest `digest`; `None` when its bytes are missing or not JSON.
+    /// The references of manifest `digest`, found in `repository`; `None` (and recorded) when
+    /// its bytes are gone or cannot be read.
     async fn get(
         &mut self,
         storage: &dyn Storage,
+        repository: &str,
         digest: &Digest,
-        warnings: &mut Vec<String>,
     ) -> Result<Option<References>, StorageError> {
-        if let Some(found) = self.0.get(digest) {
+        if let Some(found) = self.read.get(digest) {
             return Ok(found.clone());
         }
         let found = match storage.get(&layout::blob_data(digest)).await {
-            Ok(body) => {
-                let refs = references(&body);
-                if refs.is_none() {
-                    warnings.push(format!("manifest {digest} is not JSON; only its own bytes are kept"));
+            Ok(body) => match References::of_stored(&body) {
+                Ok(refs) => Some(refs),
+                Err(e) => {
+                    self.unreadable.push(Unreadable {
+                        repository: repository.to_string(),
+                        item: format!("manifest {digest}"),
+                        reason: e.to_string(),
+                    });
+                    None
                 }
-                refs
+            },
+            Err(e) if e.is_not_found() => {
+                // No pull can reach what it named any more, and the bytes cannot come back but
+                // by a push that uploads what it names again.
+                self.missing.push(format!("manifest {digest} in {repository} has no bytes in storage"));
+                None
             }
-            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        self.0.insert(digest.clone(), found.clone());
+        self.read.insert(digest.clone(), found.clone());
         Ok(found)
+    }
+
+    /// Stops the collection before it deletes anything if a manifest could not be read.
+    fn refuse_on_doubt(&mut self) -> Result<(), GcError> {
+        if self.unreadable.is_empty() {
+            return Ok(());
+        }
+        Err(GcError::Unreadable(std::mem::take(&mut self.unreadable)))
     }
 }
 
 /// Marks everything `roots` reach in one repository; returns the manifests kept.
 async fn mark_repository(
     storage: &dyn Storage,
-    repo: &Repo,
+    (name, repo): (&str, &Repo),
     roots: Vec<Digest>,
     follow_referrers: bool,
     marked: &mut HashSet<Digest>,
     cache: &mut ManifestCache,
-    warnings: &mut Vec<String>,
 ) -> Result<HashSet<Digest>, StorageError> {
     let mut kept = HashSet::new();
     let mut work = roots;
@@ -336,7 +383,7 @@ async fn mark_repository(
             continue;
         }
         marked.insert(digest.clone());
-        if let Some((blobs, children)) = cache.get(storage, &digest, warnings).await? {
+        if let Some(References { blobs, children }) = cache.get(storage, name, &digest).await? {
             marked.extend(blobs);
             work.extend(children);
         }
@@ -436,10 +483,18 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
     let mut recently_linked: HashSet<Digest> = HashSet::new();
     for (name, repo) in &repos {
         recently_linked.extend(repo.recent_layers.iter().cloned());
+        cache.unreadable.extend(repo.unreadable.iter().cloned());
         let mut roots = Vec::new();
-        for link in repo.tags.values() {
+        for (tag, link) in &repo.tags {
             match storage.get(&link.join("link")).await {
-                Ok(text) => roots.extend(String::from_utf8_lossy(&text).trim().parse::<Digest>().ok()),
+                Ok(text) => match String::from_utf8_lossy(&text).trim().parse::<Digest>() {
+                    Ok(digest) => roots.push(digest),
+                    Err(e) => cache.unreadable.push(Unreadable {
+                        repository: name.clone(),
+                        item: format!("tag {tag}"),
+                        reason: format!("its link does not name a digest: {e}"),
+                    }),
+                },
                 Err(e) if e.is_not_found() => {} // the tag was deleted since the walk
                 Err(e) => return Err(e.into()),
             }
@@ -447,18 +502,15 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
         for (digest, (_, recent)) in &repo.revisions {
             if !options.delete_untagged || *recent {
                 roots.push(digest.clone());
+            } else {
+                // Read even if nothing reaches it: unreadable bytes are a sign of something
+                // wrong (another tool's format, corruption) that the operator must see.
+                cache.get(storage, name, digest).await?;
             }
         }
-        let kept = mark_repository(
-            storage,
-            repo,
-            roots,
-            options.delete_untagged,
-            &mut marked,
-            &mut cache,
-            &mut report.warnings,
-        )
-        .await?;
+        let kept =
+            mark_repository(storage, (name, repo), roots, options.delete_untagged, &mut marked, &mut cache)
+                .await?;
         report.manifests_kept += repo.revisions.keys().filter(|d| kept.contains(*d)).count();
         if options.delete_untagged {
             untagged.extend(
@@ -466,6 +518,8 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
             );
         }
     }
+
+    cache.refuse_on_doubt()?;
 
     // Candidates.
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
@@ -494,14 +548,15 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
                 untagged.iter().filter(|(_, d)| pinned.contains(d)).map(|(_, d)| d.clone()).collect();
             untagged.retain(|(_, d)| !pinned.contains(d));
             let mut keep = pinned.clone();
-            for (_, repo) in repos.iter() {
+            for (name, repo) in repos.iter() {
                 let roots: Vec<Digest> =
                     spared.iter().filter(|d| repo.revisions.contains_key(*d)).cloned().collect();
                 if !roots.is_empty() {
-                    mark_repository(storage, repo, roots, true, &mut keep, &mut cache, &mut report.warnings)
-                        .await?;
+                    mark_repository(storage, (name, repo), roots, true, &mut keep, &mut cache).await?;
                 }
             }
+            // The children of a spared manifest were not all read by the mark.
+            cache.refuse_on_doubt()?;
             let before = blobs.len();
             blobs.retain(|d, _| !keep.contains(d));
             report.blobs_spared_pinned = before - blobs.len();
@@ -561,6 +616,7 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
     }
     report.manifests.sort();
     report.uploads.sort();
+    report.warnings = cache.missing;
     Ok(report)
 }
 
@@ -862,21 +918,6 @@ mod tests {
         Bytes::from(serde_json::to_vec(&m).expect("json"))
     }
 
-    #[test]
-    fn references_cover_images_indexes_and_schema1() {
-        let d = format!("sha256:{}", "a".repeat(64));
-        let e = format!("sha256:{}", "b".repeat(64));
-        let image = format!(r#"{{"config":{{"digest":"{d}"}},"layers":[{{"digest":"{e}"}}]}}"#);
-        let (blobs, children) = references(image.as_bytes()).expect("json");
-        assert_eq!((blobs.len(), children.len()), (2, 0));
-        let index = format!(r#"{{"manifests":[{{"digest":"{d}"}}]}}"#);
-        assert_eq!(references(index.as_bytes()).expect("json").1.len(), 1);
-        let schema1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{e}"}}]}}"#);
-        assert_eq!(references(schema1.as_bytes()).expect("json").0.len(), 1);
-        assert!(references(b"not json").is_none());
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-    }
-
     /// A client was told a blob exists just before a collection started, and pushes the
     /// manifest naming it after the mark: the server's pin keeps the blob.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -934,6 +975,147 @@ mod tests {
         for path in [active_path(), doomed_path()] {
             assert!(storage.stat(&path).await.is_err_and(|e| e.is_not_found()), "{path} left behind");
         }
+    }
+
+    fn quick(dry_run: bool, delete_untagged: bool) -> GcOptions {
+        GcOptions {
+            dry_run,
+            delete_untagged,
+            grace: Duration::ZERO,
+            upload_max_age: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+        }
+    }
+
+    /// Writes `body` as a manifest of `name` straight into storage, as an older server or
+    /// another tool could have; tagged `tag` when given.
+    async fn store_manifest(
+        storage: &dyn Storage,
+        name: &RepoName,
+        body: &[u8],
+        tag: Option<&str>,
+    ) -> Digest {
+        let digest = Digest::of(crate::oci::Algorithm::Sha256, body);
+        let link = Bytes::from(digest.to_string());
+        storage.put(&layout::blob_data(&digest), Bytes::copy_from_slice(body)).await.expect("bytes");
+        storage.put(&layout::revision_link(name, &digest), link.clone()).await.expect("revision");
+        if let Some(tag) = tag {
+            let tag = crate::oci::Tag::parse(tag).expect("tag");
+            storage.put(&layout::tag_current_link(name, &tag), link).await.expect("tag");
+        }
+        digest
+    }
+
+    async fn exists(storage: &dyn Storage, digest: &Digest) -> bool {
+        storage.stat(&layout::blob_data(digest)).await.is_ok()
+    }
+
+    /// Issue 23: a manifest whose bytes garbage collection cannot read had its config and
+    /// layers deleted. Now the collection (the one `regctl gc` and the server's schedule run)
+    /// deletes nothing and names it, whether a tag reaches it or not.
+    #[tokio::test]
+    async fn an_unreadable_manifest_stops_the_collection_before_it_deletes_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Registry::new(storage.clone());
+        let name = RepoName::parse("gc/odd").expect("name");
+        let garbage = blob(&registry, &name, b"nothing names this").await;
+        let config = blob(&registry, &name, b"{\"config\":1}").await;
+        let layer = blob(&registry, &name, b"a layer").await;
+        let sane = manifest(&config, &[&layer]);
+        let mut body = sane[..sane.len() - 1].to_vec();
+        body.extend_from_slice(br#","x":"\ud800"}"#);
+        for tag in [Some("t"), None] {
+            let hostile = store_manifest(storage.as_ref(), &name, &body, tag).await;
+            for (dry_run, delete_untagged) in [(true, false), (false, false), (false, true)] {
+                let result = collect(storage.as_ref(), &quick(dry_run, delete_untagged)).await;
+                let Err(GcError::Unreadable(items)) = &result else {
+                    panic!("tag {tag:?}, dry run {dry_run}, untagged {delete_untagged}: {result:?}");
+                };
+                assert_eq!(items.len(), 1, "{items:?}");
+                assert_eq!(
+                    (items[0].repository.as_str(), items[0].item.clone()),
+                    ("gc/odd", format!("manifest {hostile}"))
+                );
+                let message = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+                assert!(
+                    message.starts_with("nothing was deleted") && message.contains(&hostile.to_string()),
+                    "{message}"
+                );
+                for kept in [&garbage.0, &config.0, &layer.0, &hostile] {
+                    assert!(exists(storage.as_ref(), kept).await, "{kept} deleted");
+                }
+            }
+            // Untagged, it still stops the collection.
+            if let Some(tag) = tag {
+                registry.delete_manifest(&name, &Reference::parse(tag).expect("tag")).await.expect("untag");
+            }
+        }
+        // Once it is deleted, the collection runs.
+        let hostile = Digest::of(crate::oci::Algorithm::Sha256, &body);
+        registry.delete_manifest(&name, &Reference::Digest(hostile.clone())).await.expect("delete");
+        let report = collect(storage.as_ref(), &quick(false, false)).await.expect("collect");
+        assert_eq!(report.blobs.len(), 4, "{report:?}");
+        assert!(!exists(storage.as_ref(), &garbage.0).await);
+    }
+
+    /// A tag whose link names no digest hides which manifest it keeps.
+    #[tokio::test]
+    async fn a_tag_link_that_names_no_digest_stops_the_collection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = FsStorage::new(dir.path());
+        let name = RepoName::parse("gc/tag").expect("name");
+        let tag = crate::oci::Tag::parse("broken").expect("tag");
+        storage
+            .put(&layout::tag_current_link(&name, &tag), Bytes::from_static(b"sha256:zz"))
+            .await
+            .expect("put");
+        let result = collect(&storage, &quick(true, true)).await;
+        assert!(
+            matches!(&result, Err(GcError::Unreadable(items)) if items[0].item == "tag broken"),
+            "{result:?}"
+        );
+    }
+
+    /// A manifest storage fails to read (here a directory where its bytes belong) is no
+    /// reason to think it names nothing.
+    #[tokio::test]
+    async fn a_storage_error_during_the_mark_deletes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Registry::new(storage.clone());
+        let name = RepoName::parse("gc/fault").expect("name");
+        let garbage = blob(&registry, &name, b"nothing names this").await;
+        let config = blob(&registry, &name, b"{\"config\":2}").await;
+        let body = manifest(&config, &[]);
+        let tag = Reference::parse("t").expect("tag");
+        let pushed = registry.put_manifest(&name, &tag, Some(OCI_MANIFEST), body).await.expect("push");
+        let data = dir.path().join(layout::blob_data(&pushed.digest).as_str());
+        std::fs::remove_file(&data).expect("remove the bytes");
+        std::fs::create_dir(&data).expect("a directory in their place");
+        for (dry_run, delete_untagged) in [(true, false), (false, true)] {
+            let result = collect(storage.as_ref(), &quick(dry_run, delete_untagged)).await;
+            assert!(matches!(result, Err(GcError::Storage(_))), "{result:?}");
+            for kept in [&garbage.0, &config.0] {
+                assert!(exists(storage.as_ref(), kept).await, "{kept} deleted");
+            }
+        }
+    }
+
+    /// Docker schema 1 manifests (pushes are refused, older registries stored them) keep the
+    /// layers they name.
+    #[tokio::test]
+    async fn stored_schema1_manifests_keep_their_layers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Registry::new(storage.clone());
+        let name = RepoName::parse("gc/old").expect("name");
+        let layer = blob(&registry, &name, b"an old layer").await;
+        let body = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}]}}"#, layer.0);
+        store_manifest(storage.as_ref(), &name, body.as_bytes(), Some("old")).await;
+        let report = collect(storage.as_ref(), &quick(false, true)).await.expect("collect");
+        assert_eq!((report.blobs.len(), report.blobs_in_use), (0, 2), "{report:?}");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 
     /// A second collection is refused while one is announced.

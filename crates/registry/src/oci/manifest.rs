@@ -1,6 +1,9 @@
 //! Manifest media types, parsing and validation (OCI image manifest and index, Docker schema 2
 //! manifest and manifest list, artifacts).
 
+use std::fmt;
+
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -137,12 +140,10 @@ fn invalid(msg: impl Into<String>) -> ManifestError {
 impl Manifest {
     /// Parses and validates `body` pushed with the `Content-Type` header `content_type`.
     ///
-    /// The media type comes from the body's `mediaType`, which must agree with the header when
-    /// both name a manifest type; without either, the shape decides (index if it has
-    /// `manifests`).
+    /// The manifest is read as [`Manifest::read`] reads it back from storage (so nothing is
+    /// accepted that garbage collection could not read), then the header, when it names a type,
+    /// must be the type the bytes name or (without `mediaType`) the one their shape implies.
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
-        let raw: Raw = serde_json::from_slice(body)
-            .map_err(|e| invalid(format!("manifest is not valid JSON of the expected shape: {e}")))?;
         let header = content_type
             .map(|ct| ct.split(';').next().unwrap_or(ct).trim())
             .filter(|ct| !ct.is_empty() && *ct != "application/json");
@@ -151,25 +152,46 @@ impl Manifest {
         {
             return Err(ManifestError::Unsupported("Docker schema 1 manifests are not supported".into()));
         }
+        let (manifest, named) = Manifest::from_body(body)?;
+        match header {
+            Some(ct) if ct != manifest.media_type => Err(invalid(if named {
+                format!("Content-Type {ct} does not match the manifest's mediaType {}", manifest.media_type)
+            } else if ct == DOCKER_MANIFEST || ct == DOCKER_MANIFEST_LIST {
+                // A manifest is served later with the type its bytes name (`stored_media_type`);
+                // Docker's types are not the default, so the bytes must name them (as
+                // distribution requires), or the manifest would come back as an OCI one.
+                format!("a {ct} manifest must name its mediaType")
+            } else {
+                format!(
+                    "Content-Type {ct} does not match the manifest, which names no mediaType and has the \
+                     shape of a {}",
+                    manifest.media_type
+                )
+            })),
+            _ => Ok(manifest),
+        }
+    }
+
+    /// Parses and validates a manifest from its bytes alone, as stored: the media type is the
+    /// body's `mediaType`, else the shape decides (index if it has `manifests`). Garbage
+    /// collection reads manifests with this, and a push is validated with it.
+    pub fn read(body: &[u8]) -> Result<Manifest, ManifestError> {
+        Manifest::from_body(body).map(|(manifest, _)| manifest)
+    }
+
+    /// [`Manifest::read`], and whether the body names its media type.
+    fn from_body(body: &[u8]) -> Result<(Manifest, bool), ManifestError> {
+        check_json(body)?;
+        let raw: Raw = serde_json::from_slice(body)
+            .map_err(|e| invalid(format!("manifest is not of the expected shape: {e}")))?;
         if raw.schema_version != Some(2) {
             return Err(invalid("schemaVersion must be 2"));
         }
-        let media_type = match (&raw.media_type, header) {
-            (Some(body), Some(ct)) if body != ct => {
-                return Err(invalid(format!(
-                    "Content-Type {ct} does not match the manifest's mediaType {body}"
-                )));
-            }
-            (Some(body), _) => body.clone(),
-            // A manifest is served later with the type its bytes name (`stored_media_type`);
-            // Docker's types are not the default, so the bytes must name them (as distribution
-            // requires), or the manifest would come back as an OCI one.
-            (None, Some(ct)) if ct == DOCKER_MANIFEST || ct == DOCKER_MANIFEST_LIST => {
-                return Err(invalid(format!("a {ct} manifest must name its mediaType")));
-            }
-            (None, Some(ct)) => ct.to_string(),
-            (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
-            (None, None) => OCI_MANIFEST.to_string(),
+        let named = raw.media_type.is_some();
+        let media_type = match raw.media_type {
+            Some(body) => body,
+            None if raw.manifests.is_some() => OCI_INDEX.to_string(),
+            None => OCI_MANIFEST.to_string(),
         };
         let kind = kind_of(&media_type)
             .ok_or_else(|| invalid(format!("unsupported manifest media type {media_type}")))?;
@@ -194,7 +216,7 @@ impl Manifest {
                 }
             }
         }
-        Ok(Manifest {
+        let manifest = Manifest {
             media_type,
             kind,
             config: raw.config,
@@ -203,7 +225,16 @@ impl Manifest {
             subject: raw.subject,
             artifact_type: raw.artifact_type,
             annotations: raw.annotations,
-        })
+        };
+        Ok((manifest, named))
+    }
+
+    /// The digests this manifest names.
+    pub fn references(&self) -> References {
+        References {
+            blobs: self.config.iter().chain(&self.layers).map(|d| d.digest.clone()).collect(),
+            children: self.manifests.iter().map(|d| d.digest.clone()).collect(),
+        }
     }
 
     /// Blobs that must exist in the repository for this manifest to be accepted.
@@ -214,6 +245,109 @@ impl Manifest {
     /// The artifact type the referrers API reports: `artifactType`, else the config's type.
     pub fn referrer_artifact_type(&self) -> Option<String> {
         self.artifact_type.clone().or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
+    }
+}
+
+/// The digests a manifest names: what must stay while the manifest is kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct References {
+    /// Blobs: the config and the layers.
+    pub blobs: Vec<Digest>,
+    /// Child manifests (an index's entries).
+    pub children: Vec<Digest>,
+}
+
+impl References {
+    /// What a stored manifest names, read with the parser a push is validated with
+    /// ([`Manifest::read`]); a Docker schema 1 manifest, which pushes are refused but older
+    /// registries stored, names its layers in `fsLayers`. An error means the manifest cannot
+    /// be read, so what it names is unknown.
+    pub fn of_stored(body: &[u8]) -> Result<References, ManifestError> {
+        match Manifest::read(body) {
+            Ok(manifest) => Ok(manifest.references()),
+            Err(e) => schema1_layers(body).map(|blobs| References { blobs, children: Vec::new() }).ok_or(e),
+        }
+    }
+}
+
+/// The layers of a Docker schema 1 manifest, if `body` is one.
+fn schema1_layers(body: &[u8]) -> Option<Vec<Digest>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Schema1 {
+        schema_version: i64,
+        fs_layers: Vec<FsLayer>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct FsLayer {
+        #[serde(with = "digest_string")]
+        blob_sum: Digest,
+    }
+    check_json(body).ok()?;
+    let schema1: Schema1 = serde_json::from_slice(body).ok()?;
+    (schema1.schema_version == 1).then(|| schema1.fs_layers.into_iter().map(|l| l.blob_sum).collect())
+}
+
+/// Refuses bytes that are not strict JSON: invalid UTF-8, a lone surrogate escape, a number
+/// beyond `f64`, nesting deeper than serde_json's limit (128), trailing bytes. The typed parse
+/// skips the values of unknown fields without these checks, so without this a manifest could be
+/// accepted that no full JSON parser (or client) reads.
+fn check_json(body: &[u8]) -> Result<(), ManifestError> {
+    serde_json::from_slice::<StrictJson>(body)
+        .map(|_| ())
+        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))
+}
+
+/// Any JSON value, visited entirely (so the parser checks every string, number and nesting
+/// level, as a full parse does) without being built.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
+        d.deserialize_any(StrictJson)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictJson {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        while map.next_entry::<StrictJson, StrictJson>()?.is_some() {}
+        Ok(self)
     }
 }
 
@@ -301,6 +435,77 @@ mod tests {
         let mut m = Manifest::parse(&image(None), None).expect("ok");
         m.layers[0].media_type = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
         assert_eq!(m.required_blobs().count(), 1);
+    }
+
+    /// Issue 23: a value only a lenient parser skips, in a field the typed parse ignores, made
+    /// a manifest that was accepted and that garbage collection could not read.
+    #[test]
+    fn bytes_that_are_not_strict_json_are_refused_everywhere() {
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        let cases: [(&[u8], &str); 6] = [
+            (br#""\ud800""#, "escape"),
+            (br#""\udc00\ud800""#, "escape"),
+            (b"\"\xff\"", "invalid unicode"),
+            (b"1e400", "number out of range"),
+            (b"-1e400", "number out of range"),
+            (deep.as_bytes(), "recursion limit"),
+        ];
+        let sane = image(Some(OCI_MANIFEST));
+        for (value, why) in cases {
+            let mut body = sane[..sane.len() - 1].to_vec();
+            body.extend_from_slice(b",\"x\":");
+            body.extend_from_slice(value);
+            body.push(b'}');
+            let shown = String::from_utf8_lossy(value);
+            let Err(ManifestError::Invalid(message)) = Manifest::parse(&body, Some(OCI_MANIFEST)) else {
+                panic!("{shown} was accepted");
+            };
+            assert!(message.starts_with("manifest is not valid JSON") && message.contains(why), "{message}");
+            assert_eq!(Manifest::read(&body).map(|_| ()), Err(ManifestError::Invalid(message.clone())));
+            assert!(References::of_stored(&body).is_err(), "{shown}");
+        }
+        let mut body = sane.clone();
+        body.extend_from_slice(b" x");
+        assert!(Manifest::parse(&body, None).is_err(), "trailing bytes");
+        let deepest = format!("{}{}", "[".repeat(126), "]".repeat(126));
+        let mut body = sane[..sane.len() - 1].to_vec();
+        body.extend_from_slice(format!(",\"x\":{deepest},\"y\":1e300,\"z\":\"\\ud83d\\ude00\"}}").as_bytes());
+        assert!(Manifest::parse(&body, None).is_ok(), "within the limits");
+    }
+
+    /// What a push accepts, garbage collection reads back the same: the media type and the
+    /// digests named.
+    #[test]
+    fn what_a_push_accepts_reads_back_the_same() {
+        let list = br#"{"schemaVersion":2,"manifests":[]}"#.to_vec();
+        let cases = [
+            (image(Some(DOCKER_MANIFEST)), Some(DOCKER_MANIFEST)),
+            (image(Some(OCI_MANIFEST)), None),
+            (image(None), Some(OCI_MANIFEST)),
+            (image(None), Some("application/json")),
+            (list.clone(), Some(OCI_INDEX)),
+            (list, None),
+        ];
+        for (body, ct) in cases {
+            let pushed = Manifest::parse(&body, ct).expect("accepted");
+            let read = Manifest::read(&body).expect("read back");
+            assert_eq!((&read.media_type, read.kind), (&pushed.media_type, pushed.kind));
+            assert_eq!(References::of_stored(&body), Ok(pushed.references()));
+        }
+        assert!(Manifest::parse(&image(None), Some(OCI_INDEX)).is_err());
+        assert!(Manifest::parse(&image(None), Some("text/plain")).is_err());
+    }
+
+    #[test]
+    fn stored_schema1_manifests_name_their_layers() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let schema1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{d}"}}],"history":[]}}"#);
+        let refs = References::of_stored(schema1.as_bytes()).expect("schema 1");
+        assert_eq!((refs.blobs.len(), refs.children.len()), (1, 0));
+        assert!(Manifest::parse(schema1.as_bytes(), None).is_err(), "pushes are still refused");
+        let bad = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{d}"}}],"x":1e400}}"#);
+        assert!(References::of_stored(bad.as_bytes()).is_err());
+        assert!(References::of_stored(b"not json").is_err());
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Registry {
                         self.storage.delete(&layout::tag(name, &tag)).await?;
                     }
                 }
-                if let Ok(parsed) = Manifest::parse(&stored.body, None)
+                if let Ok(parsed) = Manifest::read(&stored.body)
                     && let Some(subject) = parsed.subject
                 {
                     let link = layout::referrer_link(name, &subject.digest, digest);
