@@ -44,7 +44,7 @@ pub enum Command {
     Teardown(TeardownArgs),
     /// Install or update the registry server on the instance over SSH (binary, config, systemd
     /// unit, first user) and wait until it answers over HTTPS. Changes only what differs.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Add a registry user, or set a new password (prompted twice, or --password-stdin); the
     /// running server picks it up without a restart.
     AddUser(AddUserArgs),

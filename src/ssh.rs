@@ -46,6 +46,8 @@ pub struct SshOptions {
     /// SHA-256 fingerprints (`SHA256:…`) a key seen for the first time must match; empty means
     /// trust on first use.
     pub expected_fingerprints: Vec<String>,
+    /// How long to keep retrying while the server is not up yet (see [`not_up_yet`]).
+    pub connect_wait: Duration,
 }
 
 /// How the server's host key was judged.
@@ -107,17 +109,43 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, verifies the host key and authenticates.
+    /// Connects, verifies the host key and authenticates. While the server is not up yet (a
+    /// fresh instance's sshd refuses, resets or drops connections for a while after the
+    /// instance is "running"), tries again with backoff for up to `opts.connect_wait`.
     pub async fn connect(opts: &SshOptions) -> anyhow::Result<Session> {
         let target = display_target(&opts.host, opts.port);
-        tokio::time::timeout(CONNECT_TIMEOUT, Session::connect_inner(opts, &target)).await.map_err(|_| {
-            anyhow!(
-                "no SSH connection to {target} within {} s: check the address, that the instance \
-                     is running and that its security group lets your address reach port {}",
-                CONNECT_TIMEOUT.as_secs(),
-                opts.port
-            )
-        })?
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(500);
+        let mut told = false;
+        loop {
+            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Session::connect_inner(opts, &target))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::TimedOut)).context(
+                        format!(
+                            "no SSH connection to {target} within {} s: check the address, that the instance \
+                         is running and that its security group lets your address reach port {}",
+                            CONNECT_TIMEOUT.as_secs(),
+                            opts.port
+                        ),
+                    ))
+                });
+            match attempt {
+                Err(e) if not_up_yet(&e) && started.elapsed() + pause < opts.connect_wait => {
+                    if !told {
+                        eprintln!(
+                            "SSH on {target} is not answering yet ({}); trying again for up to {} s.",
+                            e.root_cause(),
+                            opts.connect_wait.as_secs()
+                        );
+                        told = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn connect_inner(opts: &SshOptions, target: &str) -> anyhow::Result<Session> {
@@ -281,6 +309,32 @@ impl Session {
     pub async fn close(self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     }
+}
+
+/// Whether a failed connection looks like an SSH server that is not up yet: refused, reset,
+/// closed before the SSH handshake finished, or no answer in time. A refused host key or
+/// login is not: retrying those changes nothing.
+fn not_up_yet(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    let transient = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::TimedOut
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+        )
+    };
+    // russh's I/O errors are `transparent`: the io::Error is inside, not a cause of its own.
+    error.chain().any(|cause| match cause.downcast_ref::<russh::Error>() {
+        Some(russh::Error::IO(io)) => transient(io),
+        Some(russh::Error::Disconnect | russh::Error::ConnectionTimeout) => true,
+        Some(_) => false,
+        None => cause.downcast_ref::<std::io::Error>().is_some_and(transient),
+    })
 }
 
 /// `host` for port 22, `[host]:port` otherwise: the form known_hosts uses.

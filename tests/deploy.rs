@@ -57,7 +57,7 @@ impl Drop for Service {
 /// Fields drop in order: the service and sshd are stopped before the directory goes.
 struct Instance {
     service: Service,
-    _sshd: Proc,
+    sshd: Proc,
     dir: tempfile::TempDir,
     port: u16,
     user: String,
@@ -163,22 +163,28 @@ impl Instance {
         std::fs::write(p("sshd_config"), config).expect("sshd_config");
         // sshd running as root needs its privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let log = std::fs::File::create(p("sshd.log")).expect("sshd.log");
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(p("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd");
-        let sshd = Proc(child);
+        let sshd = spawn_sshd(dir.path());
         wait_for_port(addr, Duration::from_secs(20));
         let service = Service { pidfile: p("standin/regctl-registry.pid") };
-        Some(Instance { service, _sshd: sshd, dir, port: addr.port(), user })
+        Some(Instance { service, sshd, dir, port: addr.port(), user })
     }
+}
+
+/// Runs sshd with the configuration in `dir`, logging to `dir/sshd.log`.
+fn spawn_sshd(dir: &Path) -> Proc {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("sshd.log")).expect("sshd.log");
+    let child = Command::new(SSHD)
+        .arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(dir.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sshd");
+    Proc(child)
 }
 
 fn keygen(path: &Path) {
@@ -580,4 +586,35 @@ fn bcrypt_verify(password: &str, hash: &str) -> bool {
         .send()
         .map_or(0, |r| r.status().as_u16());
     status == 200
+}
+
+/// A fresh instance's sshd refuses connections for a while after EC2 says "running": the SSH
+/// commands try again (up to `--connect-wait`) instead of failing on the first refusal. Here
+/// sshd is stopped and started again on its port 3 s after the command begins.
+#[test]
+fn ssh_commands_wait_for_an_sshd_that_is_still_starting() {
+    let Some(mut instance) = Instance::start(&[]) else { return };
+    let _ = instance.sshd.0.kill();
+    let _ = instance.sshd.0.wait();
+    let dir = instance.dir.path().to_path_buf();
+    let later = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        spawn_sshd(&dir)
+    });
+    let args = [strings(&["list-users"]), instance.ssh_args()].concat();
+    let out = regctl(&args, "");
+    instance.sshd = later.join().expect("sshd restarted");
+    let said = text(&out);
+    assert!(said.contains("not answering yet"), "the wait is reported:\n{said}");
+    assert!(out.status.success(), "list-users failed although sshd came up within the wait:\n{said}");
+
+    // A wait that ends before sshd is back fails with the connection error, promptly.
+    let _ = instance.sshd.0.kill();
+    let _ = instance.sshd.0.wait();
+    let args = [strings(&["list-users", "--connect-wait", "2"]), instance.ssh_args()].concat();
+    let started = std::time::Instant::now();
+    let out = regctl(&args, "");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("cannot connect"), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "gave up after {:?}", started.elapsed());
 }

@@ -38,6 +38,10 @@ pub struct SshArgs {
     /// first use (shown and recorded).
     #[arg(long = "host-key-fingerprint", value_name = "SHA256:...")]
     pub host_key_fingerprints: Vec<String>,
+    /// How long to keep trying while the instance refuses or drops SSH connections (its sshd is
+    /// still starting after a launch or reboot); other failures are reported at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub connect_wait: u64,
     /// Directory on the instance that regctl's paths (/usr/local/bin/regctl-registry, /etc/regctl,
     /// /var/lib/regctl, /etc/systemd/system) are placed under.
     #[arg(long, value_name = "DIR", default_value = "/")]

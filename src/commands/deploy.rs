@@ -77,6 +77,7 @@ pub fn remote_options(
             identity: ssh.identity.clone(),
             known_hosts,
             expected_fingerprints,
+            connect_wait: Duration::from_secs(ssh.connect_wait),
         },
         layout: Layout::new(&ssh.remote_root)?,
         sudo: !ssh.no_sudo,

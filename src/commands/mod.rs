@@ -19,7 +19,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Provision(args) => provision::run(&cli.global, args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::Teardown(args) => teardown::run(&cli.global, args),
-        Command::Deploy(args) => deploy::run(&cli.global, args),
+        Command::Deploy(args) => deploy::run(&cli.global, *args),
         Command::AddUser(args) => users::add(&cli.global, args),
         Command::RemoveUser(args) => users::remove(&cli.global, args),
         Command::ListUsers(args) => users::list(&cli.global, args),
