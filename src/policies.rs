@@ -51,6 +51,83 @@ mod tests {
         statement["Action"].as_array().expect("Action is a list").iter().filter_map(Value::as_str).collect()
     }
 
+    /// The least-privilege policy an operator needs to run `provision`, `deploy`, `status` and
+    /// `teardown`: shipped for users to attach, never applied by regctl itself.
+    const OPERATOR: &str = include_str!("../policies/operator.json");
+
+    /// Every `service:Action` label an AWS call reports its errors under, in the code outside
+    /// its tests: the actions regctl calls.
+    fn actions_called() -> std::collections::BTreeSet<String> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        for dir in ["aws", "ops", "commands"] {
+            for entry in std::fs::read_dir(src.join(dir)).expect("a source directory") {
+                files.push(entry.expect("an entry").path());
+            }
+        }
+        let mut called = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a source file");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for service in ["ec2", "iam", "route53", "s3", "sts"] {
+                for (at, _) in code.match_indices(&format!("\"{service}:")) {
+                    let action: String = code[at + service.len() + 2..]
+                        .chars()
+                        .take_while(char::is_ascii_alphanumeric)
+                        .collect();
+                    let label = format!("{service}:{action}");
+                    // Labels that are not IAM actions: HeadBucket is authorised by ListBucket;
+                    // TagResource names a local failure to build a tag; GetCallerIdentity
+                    // needs no permission.
+                    match label.as_str() {
+                        "s3:HeadBucket" => called.insert("s3:ListBucket".to_string()),
+                        "iam:TagResource" | "sts:GetCallerIdentity" => false,
+                        _ => called.insert(label),
+                    };
+                }
+            }
+        }
+        called
+    }
+
+    #[test]
+    fn the_operator_policy_grants_exactly_the_actions_regctl_calls() {
+        let doc: Value = serde_json::from_str(OPERATOR).expect("valid JSON");
+        let mut granted = std::collections::BTreeSet::new();
+        for s in statements(&doc) {
+            assert_eq!(s["Effect"], "Allow");
+            assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none());
+            let list = match &s["Action"] {
+                Value::String(one) => vec![one.as_str()],
+                _ => actions(s),
+            };
+            for action in list {
+                assert!(!action.contains('*'), "a wildcard action: {action}");
+                granted.insert(action.to_string());
+            }
+            if s["Resource"] == "*" {
+                let unscoped = ["Describe", "Get", "List"];
+                let mutating = s["Sid"] == "ManageTheInstanceItsGroupAndAddress";
+                for action in actions(s) {
+                    let verb = action.split(':').nth(1).unwrap_or_default();
+                    assert!(
+                        mutating || unscoped.iter().any(|v| verb.starts_with(v)),
+                        "{action} on every resource"
+                    );
+                    assert!(!action.starts_with("iam:") && !action.starts_with("s3:Put"), "{action} on *");
+                }
+            }
+        }
+        // iam:PassRole is not an API call of its own: RunInstances and
+        // AssociateIamInstanceProfile need it for the instance role.
+        assert!(granted.remove("iam:PassRole"));
+        let called = actions_called();
+        let missing: Vec<_> = called.difference(&granted).collect();
+        let unused: Vec<_> = granted.difference(&called).collect();
+        assert!(missing.is_empty(), "called but not in policies/operator.json: {missing:?}");
+        assert!(unused.is_empty(), "in policies/operator.json but never called: {unused:?}");
+    }
+
     #[test]
     fn s3_policy_is_valid_json_scoped_to_the_bucket_with_exactly_the_needed_actions() {
         let doc: Value =

@@ -49,8 +49,9 @@ impl AwsError {
                 | "UnauthorizedAccess"
                 | "AuthorizationError",
             ) => format!(
-                "the credentials in use lack the `{}` permission: grant it to the IAM user or role, \
-                 or pick other credentials with --profile",
+                "the credentials in use lack the `{}` permission: grant it to the IAM user or role \
+                 (policies/operator.json lists every permission regctl needs), or pick other \
+                 credentials with --profile",
                 self.action
             ),
             Some("ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired") => {
