@@ -4,8 +4,8 @@
 //! the test panics).
 //!
 //! Docker exempts 127.0.0.0/8 from TLS verification (it is an "insecure registry" by default,
-//! and `insecure-registries` cannot take it out), and docker CLIs from 27 on exempt `::1` too.
-//! So a registry on loopback would never have its certificate checked by docker. Instead, the
+//! and `insecure-registries` cannot take it out); newer releases exempt `::1` too (the docker
+//! 28 CLI here does, for `docker manifest`). So a registry on loopback would never have its certificate checked by docker. Instead, the
 //! test's thread moves into a network namespace of its own ([`PrivateNetwork`]) where
 //! [`REGISTRY_IP`], a documentation address (RFC 5737) that nothing routes, sits on the
 //! namespace's loopback device; every process the test starts (the registry, the daemons, the
@@ -16,8 +16,8 @@
 //! Docker reads those certificates from `/etc/docker/certs.d` (daemon and CLI alike, with no
 //! option for another directory), and dockerd also writes `/etc/docker/key.json`. Each
 //! dockerd and docker CLI therefore runs in a private mount namespace (`unshare --mount`) where
-//! a directory of the test is bind-mounted on `/etc/docker`; the host's `/etc/docker` is never
-//! written.
+//! a directory of the test is bind-mounted on `/etc/docker`; on the host, `/etc/docker` is at
+//! most created, empty, as the mount point.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
