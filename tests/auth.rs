@@ -18,13 +18,13 @@ use crate::util::layout::ImageBuilder;
 use crate::util::{self, Server, skopeo};
 
 /// Whether Apache's `htpasswd` is installed.
-fn htpasswd_available() -> bool {
+pub(crate) fn htpasswd_available() -> bool {
     util::require_tool("htpasswd", "apt-get install apache2-utils")
 }
 
 /// Sets `user`'s password in the htpasswd `file` with bcrypt (`htpasswd -B`), creating the file
 /// when `create`. The password goes through stdin (`-i`), never through argv.
-fn htpasswd_set(file: &Path, user: &str, password: &str, create: bool) {
+pub(crate) fn htpasswd_set(file: &Path, user: &str, password: &str, create: bool) {
     let mut cmd = Command::new("htpasswd");
     cmd.args(if create { ["-B", "-i", "-c"].as_slice() } else { ["-B", "-i"].as_slice() })
         .arg(file)
@@ -120,7 +120,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// Writes a containers-auth.json for `host` with `user:password` and returns its path.
-fn write_authfile(dir: &Path, name: &str, host: &str, user: &str, password: &str) -> String {
+pub(crate) fn write_authfile(dir: &Path, name: &str, host: &str, user: &str, password: &str) -> String {
     let auth =
         serde_json::json!({ "auths": { host: { "auth": base64(format!("{user}:{password}").as_bytes()) } } });
     let path = dir.join(name);

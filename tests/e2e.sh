@@ -2,6 +2,7 @@
 # The whole journey of a regctl user, end to end, on one machine with only loopback:
 #
 #   provision -> deploy (ACME) -> add-user -> push / list / pull over verified HTTPS
+#   -> docker login / push / pull
 #   -> a second user added, used and removed -> status -> teardown
 #
 # The parts are real, started here on free 127.0.0.1 ports: moto server is AWS (EC2, IAM, S3,
@@ -39,7 +40,8 @@ fail() {
   exit 1
 }
 
-for tool in moto_server pebble "$SSHD" ssh-keygen skopeo curl openssl python3 setsid timeout unshare mount getent; do
+for tool in moto_server pebble "$SSHD" ssh-keygen skopeo curl openssl python3 setsid timeout unshare mount getent \
+  dockerd docker containerd tar; do
   command -v "$tool" >/dev/null 2>&1 ||
     fail "$tool is not installed: run \`bash tests/run-all --no-run\` (it installs what the tests need)"
 done
@@ -54,7 +56,9 @@ if [ -z "${REGCTL_E2E_WORK:-}" ]; then
   unshare_args=(--mount)
   if [ "$(id -u)" -ne 0 ]; then unshare_args=(--map-root-user --mount); fi
   status=0
-  REGCTL_E2E_WORK=$work unshare "${unshare_args[@]}" \
+  real_root=
+  if [ "$(id -u)" -eq 0 ]; then real_root=1; fi
+  REGCTL_E2E_WORK=$work REGCTL_E2E_REAL_ROOT=$real_root unshare "${unshare_args[@]}" \
     sh -c 'mount --bind "$1" /etc/hosts && exec bash "$2"' sh "$work/hosts" "$repo/tests/e2e.sh" || status=$?
   if [ "$status" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$work"; fi
   exit "$status"
@@ -413,6 +417,54 @@ pull_and_compare() {
 
 stage "pull back (bit-identical)"
 pull_and_compare alice back-alice
+
+stage "docker: login, push, rmi, pull"
+# A real docker engine (Debian's dockerd on its own containerd, state in the scratch directory)
+# pushes a small imported image to the deployed registry and pulls it back. Caveat: the
+# registry's name resolves to 127.0.0.1 here, and docker exempts 127.0.0.0/8 from certificate
+# checks whatever certs.d says, so docker's HTTPS is not verified in this stage (skopeo's and
+# curl's are, above; tests/clients.rs verifies docker's in a network namespace).
+if [ -z "${REGCTL_E2E_REAL_ROOT:-}" ]; then
+  echo "  skipped: dockerd needs real root (not a user namespace's)"
+else
+  dk=$work/docker
+  mkdir -p "$dk/etc-docker/certs.d/$registry" "$dk/config" "$dk/rootfs/etc" /etc/docker
+  cp "$pki/pebble-root.pem" "$dk/etc-docker/certs.d/$registry/ca.crt"
+  # dockerd and the CLI read /etc/docker (certs.d) and dockerd writes key.json there: a private
+  # one, in this script's mount namespace.
+  mount --bind "$dk/etc-docker" /etc/docker
+  printf 'version = 2\nroot = "%s/ctd-root"\nstate = "%s/ctd-state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/containerd.sock"\n[ttrpc]\n  address = "%s/containerd.sock.ttrpc"\n[plugins."io.containerd.internal.v1.opt"]\n  path = "%s/ctd-opt"\n' \
+    "$dk" "$dk" "$dk" "$dk" "$dk" >"$dk/containerd.toml"
+  start containerd containerd --config "$dk/containerd.toml"
+  containerd_pid=$started
+  echo '{}' >"$dk/daemon.json"
+  start dockerd dockerd --config-file "$dk/daemon.json" --storage-driver vfs --iptables=false --ip-masq=false \
+    --bridge=none --containerd "$dk/containerd.sock" --data-root "$dk/data" --exec-root "$dk/exec" \
+    --pidfile "$dk/docker.pid" --host "unix://$dk/docker.sock"
+  dockerd_pid=$started
+  export DOCKER_HOST="unix://$dk/docker.sock" DOCKER_CONFIG="$dk/config" DOCKER_BUILDKIT=0
+  deadline=$((SECONDS + 60))
+  until docker version >/dev/null 2>&1; do
+    kill -0 "$containerd_pid" 2>/dev/null || fail "containerd exited"
+    kill -0 "$dockerd_pid" 2>/dev/null || fail "dockerd exited"
+    [ "$SECONDS" -lt "$deadline" ] || fail "dockerd did not answer within 60 s"
+    sleep 0.5
+  done
+  step docker-login --stdin "$ALICE_PASSWORD" docker login --username alice --password-stdin "$registry"
+  echo "e2e docker image" >"$dk/rootfs/etc/greeting"
+  head -c 65536 /dev/urandom >"$dk/rootfs/data.bin"
+  tar -C "$dk/rootfs" -cf "$dk/rootfs.tar" .
+  image="$registry/e2e/docker:v1"
+  step docker-import docker import "$dk/rootfs.tar" "$image"
+  image_id=$(docker image inspect --format '{{.Id}}' "$image")
+  step docker-push docker push "$image"
+  step docker-rmi docker rmi "$image"
+  step docker-pull docker pull "$image"
+  [ "$(docker image inspect --format '{{.Id}}' "$image")" = "$image_id" ] ||
+    fail "docker pulled another image than it pushed"
+  echo "  docker pushed and pulled $image ($image_id)"
+  unset DOCKER_HOST DOCKER_CONFIG DOCKER_BUILDKIT
+fi
 
 stage "second user: add, pull, remove -> 401"
 step add-bob --stdin "$BOB_PASSWORD" "$regctl" add-user bob --password-stdin "${ssh_args[@]}"

@@ -1,9 +1,11 @@
 //! The integration tests: one binary that drives the real `regctl` executable and real clients
-//! (skopeo, oras, Apache htpasswd, Debian's docker-registry) on loopback.
+//! (skopeo, oras, Apache htpasswd, Debian's docker-registry, docker, podman, containerd's ctr)
+//! on loopback; the container engines in network namespaces of their own (tests/clients.rs).
 
 mod util;
 
 mod auth;
+mod clients;
 mod compat;
 mod conformance;
 mod deploy;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod distribution;
+pub mod engines;
 pub mod layout;
 pub mod moto;
 pub mod skopeo;
@@ -250,7 +251,16 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 /// GETs a Prometheus endpoint and parses every sample line into `name{labels}` -> value.
 /// Returns the status too.
 pub fn scrape(url: &str, creds: Option<(&str, &str)>) -> (u16, HashMap<String, f64>) {
-    let mut request = http().get(url);
+    scrape_with(&http(), url, creds)
+}
+
+/// [`scrape`] with a given client (e.g. one that trusts a test CA, for HTTPS).
+pub fn scrape_with(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    creds: Option<(&str, &str)>,
+) -> (u16, HashMap<String, f64>) {
+    let mut request = client.get(url);
     if let Some((user, password)) = creds {
         request = request.basic_auth(user, Some(password));
     }
