@@ -4,9 +4,9 @@
 //! - Failed attempts are counted per (client, user) pair: [`MAX_FAILURES`] a
 //!   [`FAILURE_WINDOW`], then that pair alone is answered `429` with `Retry-After` until the
 //!   window ends. Other users behind the same address (a NAT, a CI runner) and the same user
-//!   from elsewhere are not affected. An attempt is *reserved* before bcrypt runs and counts as a
-//!   failure unless it verifies, so a burst of concurrent guesses (or guesses whose connection
-//!   is closed mid-check) gets no more tries than sequential ones.
+//!   from elsewhere are not affected. An attempt being verified counts as a failure until it
+//!   verifies, so a burst of concurrent guesses (or guesses whose connection is closed
+//!   mid-check) gets no more tries than sequential ones.
 //! - bcrypt runs at most [`SLOTS_PER_CLIENT`] at a time per client address and at most one per
 //!   core in all, on a task that keeps its slot until bcrypt is done even if the request is
 //!   abandoned: a flood of guesses costs the server bounded CPU, and requests answered from the
@@ -37,8 +37,10 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// bcrypt verifications one client may run at once: fewer than the server's (at least 2), so
 /// one address cannot take all of them.
 pub const SLOTS_PER_CLIENT: usize = 1;
-/// Attempts of one client that may wait for a verification slot.
-pub const QUEUE_PER_CLIENT: usize = 32;
+/// Attempts of one client that may wait for a verification slot. Generous: a burst of correct
+/// first logins (64 CI jobs behind one address) waits for one verification, then each finds
+/// it in the cache.
+pub const QUEUE_PER_CLIENT: usize = 512;
 /// Failures from one client, all users together, after which each failure is slowed down.
 pub const CLIENT_FAILURE_BUDGET: u32 = 30;
 /// How long a failure past the client's budget keeps its slot before it is answered.
@@ -62,8 +64,10 @@ type PairKey = (ClientKey, [u8; 16]);
 struct Attempts {
     /// Failed attempts since `since`.
     failures: u32,
-    /// Attempts reserved and not yet decided.
-    in_flight: u32,
+    /// Attempts reserved and not yet decided (waiting for a slot, or verifying).
+    pending: u32,
+    /// Attempts whose password is being verified now: each may still be a failure.
+    verifying: u32,
     since: Instant,
 }
 
@@ -73,6 +77,12 @@ struct Client {
     waiting: usize,
     failures: u32,
     since: Instant,
+}
+
+impl Attempts {
+    fn refused(&self) -> Refused {
+        Refused { retry_after: FAILURE_WINDOW.saturating_sub(self.since.elapsed()) }
+    }
 }
 
 /// The limiter shared by every request of one server.
@@ -123,27 +133,33 @@ impl Limiter {
     /// called.
     pub fn reserve(&self, client: Option<IpAddr>, user: &str) -> Result<Reservation<'_>, Refused> {
         let Some(client) = client.map(client_key) else {
-            return Ok(Reservation { limiter: self, pair: None, client: None });
+            return Ok(Reservation { limiter: self, pair: None, client: None, verifying: false });
         };
         let pair = (client, self.user_key(user));
         let mut pairs = lock(&self.pairs);
         let now = Instant::now();
         if pairs.len() >= TRACKED_MAX && !pairs.contains_key(&pair) {
-            pairs.retain(|_, a| a.in_flight > 0 || a.since.elapsed() < FAILURE_WINDOW);
+            pairs.retain(|_, a| a.pending > 0 || a.since.elapsed() < FAILURE_WINDOW);
         }
         let tracked = pairs.len() < TRACKED_MAX || pairs.contains_key(&pair);
         if tracked {
-            let attempts = pairs.entry(pair).or_insert(Attempts { failures: 0, in_flight: 0, since: now });
+            let attempts =
+                pairs.entry(pair).or_insert(Attempts { failures: 0, pending: 0, verifying: 0, since: now });
             if attempts.since.elapsed() >= FAILURE_WINDOW {
                 attempts.failures = 0;
                 attempts.since = now;
             }
-            if attempts.failures + attempts.in_flight >= MAX_FAILURES {
-                return Err(Refused { retry_after: FAILURE_WINDOW.saturating_sub(attempts.since.elapsed()) });
+            if attempts.failures >= MAX_FAILURES {
+                return Err(attempts.refused());
             }
-            attempts.in_flight += 1;
+            attempts.pending += 1;
         }
-        Ok(Reservation { limiter: self, pair: tracked.then_some(pair), client: Some(client) })
+        Ok(Reservation {
+            limiter: self,
+            pair: tracked.then_some(pair),
+            client: Some(client),
+            verifying: false,
+        })
     }
 
     /// Waits for a verification slot for `client` (and one of the server's), or refuses when
@@ -245,9 +261,27 @@ pub struct Reservation<'a> {
     limiter: &'a Limiter,
     pair: Option<PairKey>,
     client: Option<ClientKey>,
+    /// [`Reservation::begin`] was called: the password is being verified.
+    verifying: bool,
 }
 
 impl Reservation<'_> {
+    /// Starts verifying, once the attempt has its slot: refused when the pair's failures, with
+    /// the verifications of it still running (each may fail), reach the limit. Attempts that
+    /// waited for the slot see what the ones before them decided, so concurrent guesses get
+    /// no more tries than sequential ones, while concurrent correct logins are not refused.
+    pub fn begin(&mut self) -> Result<(), Refused> {
+        let Some(pair) = self.pair else { return Ok(()) };
+        let mut pairs = lock(&self.limiter.pairs);
+        let Some(a) = pairs.get_mut(&pair) else { return Ok(()) };
+        if a.failures + a.verifying >= MAX_FAILURES {
+            return Err(a.refused());
+        }
+        a.verifying += 1;
+        self.verifying = true;
+        Ok(())
+    }
+
     /// The password verified: the attempt is not a failure.
     pub fn succeeded(mut self) {
         self.release(false);
@@ -265,7 +299,10 @@ impl Reservation<'_> {
         let Some(pair) = self.pair.take() else { return };
         let mut pairs = lock(&self.limiter.pairs);
         if let Some(a) = pairs.get_mut(&pair) {
-            a.in_flight = a.in_flight.saturating_sub(1);
+            a.pending = a.pending.saturating_sub(1);
+            if self.verifying {
+                a.verifying = a.verifying.saturating_sub(1);
+            }
             if failed {
                 a.failures += 1;
             }
@@ -274,10 +311,12 @@ impl Reservation<'_> {
 }
 
 impl Drop for Reservation<'_> {
-    /// An attempt abandoned before it was decided counts as a failure: closing the connection
-    /// mid-check must not be a way around the limit.
+    /// An attempt abandoned while its password was being verified counts as a failure: closing
+    /// the connection mid-check must not be a way around the limit. One abandoned while it
+    /// waited for its turn was never checked, and does not count.
     fn drop(&mut self) {
-        self.release(true);
+        let verifying = self.verifying;
+        self.release(verifying);
     }
 }
 
@@ -289,31 +328,53 @@ mod tests {
         Some(IpAddr::from([192, 0, 2, last]))
     }
 
+    /// Reserves and begins an attempt, as a request does once it has its slot.
+    fn attempt<'a>(
+        limiter: &'a Limiter,
+        client: Option<IpAddr>,
+        user: &str,
+    ) -> Result<Reservation<'a>, Refused> {
+        let mut reservation = limiter.reserve(client, user)?;
+        reservation.begin()?;
+        Ok(reservation)
+    }
+
     #[test]
     fn a_pair_is_refused_after_its_failures_and_only_that_pair() {
         let limiter = Limiter::default();
         for _ in 0..MAX_FAILURES {
-            let _ = limiter.reserve(ip(1), "alice").expect("under the limit").failed();
+            let _ = attempt(&limiter, ip(1), "alice").expect("under the limit").failed();
         }
         let refused = limiter.reserve(ip(1), "alice").expect_err("over the limit");
         assert!(refused.retry_after > Duration::from_secs(50) && refused.retry_after <= FAILURE_WINDOW);
         // Another user behind the same address, and alice from elsewhere, are not affected.
-        limiter.reserve(ip(1), "bob").expect("bob").succeeded();
-        limiter.reserve(ip(2), "alice").expect("alice elsewhere").succeeded();
+        attempt(&limiter, ip(1), "bob").expect("bob").succeeded();
+        attempt(&limiter, ip(2), "alice").expect("alice elsewhere").succeeded();
     }
 
     #[test]
-    fn reservations_in_flight_count_against_the_limit() {
+    fn verifications_in_progress_count_against_the_limit_and_waiting_ones_do_not() {
         let limiter = Limiter::default();
-        let held: Vec<_> =
-            (0..MAX_FAILURES).map(|_| limiter.reserve(ip(3), "alice").expect("under the limit")).collect();
-        assert!(limiter.reserve(ip(3), "alice").is_err(), "concurrent attempts beyond the limit");
-        // Successes give their reservation back; an abandoned attempt counts as a failure.
-        let mut held = held.into_iter();
-        held.next().expect("one").succeeded();
-        drop(held);
-        assert!(limiter.reserve(ip(3), "alice").is_ok(), "one success freed one attempt");
-        assert!(limiter.reserve(ip(3), "alice").is_err(), "the 9 abandoned ones counted as failures");
+        // Reserved and waiting for a slot: not counted, however many.
+        let waiting: Vec<_> = (0..50).map(|_| limiter.reserve(ip(3), "alice").expect("reserved")).collect();
+        drop(waiting);
+        let verifying: Vec<_> =
+            (0..MAX_FAILURES).map(|_| attempt(&limiter, ip(3), "alice").expect("under the limit")).collect();
+        let mut extra = limiter.reserve(ip(3), "alice").expect("failures are still under the limit");
+        assert!(extra.begin().is_err(), "a verification beyond the limit while 10 may still fail");
+        drop(extra);
+        // A success gives its attempt back; one abandoned while verifying counts as a failure.
+        let mut verifying = verifying.into_iter();
+        verifying.next().expect("one").succeeded();
+        drop(verifying);
+        // 9 failures: one more attempt may be verified, and while it runs no other.
+        let last = attempt(&limiter, ip(3), "alice").expect("the tenth attempt");
+        assert!(
+            attempt(&limiter, ip(3), "alice").is_err(),
+            "the 9 abandoned verifications counted as failures"
+        );
+        let _ = last.failed();
+        assert!(limiter.reserve(ip(3), "alice").is_err(), "10 failures: refused before waiting");
     }
 
     #[test]
@@ -349,7 +410,7 @@ mod tests {
         });
         let mut penalties = Vec::new();
         for i in 0..CLIENT_FAILURE_BUDGET + 2 {
-            penalties.push(limiter.reserve(ip(6), &format!("user{i}")).expect("a new pair").failed());
+            penalties.push(attempt(&limiter, ip(6), &format!("user{i}")).expect("a new pair").failed());
         }
         assert!(penalties[..CLIENT_FAILURE_BUDGET as usize].iter().all(Option::is_none));
         assert_eq!(penalties.last().copied().flatten(), Some(FAILURE_PENALTY));

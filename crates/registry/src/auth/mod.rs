@@ -212,17 +212,21 @@ impl Htpasswd {
             return Err(self.unauthorized(false));
         };
         let key = self.cache_key(&user, &password);
-        let cached = lock(&self.cache).get(&user).copied();
-        if cached.is_some_and(|c| c.at.elapsed() < CACHE_TTL && bool::from(c.key[..].ct_eq(&key[..]))) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        if self.cached(&user, &key) {
             return Ok(());
         }
         if user.len() > MAX_USER_LEN {
             return Err(self.unauthorized(true));
         }
         let too_many = |r: Refused| Error::TooManyRequests { retry_after: r.retry_after };
-        let reservation = self.limiter.reserve(client, &user).map_err(too_many)?;
+        let mut reservation = self.limiter.reserve(client, &user).map_err(too_many)?;
         let slot = self.limiter.slot(client).await.map_err(too_many)?;
+        // While this attempt waited, the one before it may have verified these credentials.
+        if self.cached(&user, &key) {
+            reservation.succeeded();
+            return Ok(());
+        }
+        reservation.begin().map_err(too_many)?;
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
         let (known, hash) = self.hash_to_check(&user);
         let verified =
@@ -250,6 +254,17 @@ impl Htpasswd {
                 Err(self.unauthorized(true))
             }
         }
+    }
+
+    /// Whether `user`'s credentials with cache key `key` were verified recently (counted as a
+    /// cache hit when they were).
+    fn cached(&self, user: &str, key: &[u8; 32]) -> bool {
+        let cached = lock(&self.cache).get(user).copied();
+        let hit = cached.is_some_and(|c| c.at.elapsed() < CACHE_TTL && bool::from(c.key[..].ct_eq(&key[..])));
+        if hit {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
     }
 
     /// A `401` with the realm's challenge; `rejected` when credentials were given and refused.
@@ -387,6 +402,24 @@ mod tests {
             "{bcrypt_runs} passwords were checked for one user from one address"
         );
         assert!(verified <= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_correct_logins_costs_one_verification_and_is_never_refused() {
+        let file = file_with(&[("ci", "s3cret")]);
+        let auth = Arc::new(Htpasswd::load(file.path(), "test").expect("load"));
+        let ip = Some(IpAddr::from([127, 0, 0, 13]));
+        let logins: Vec<_> = (0..64)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.check(Some(&basic("ci", "s3cret")), ip).await })
+            })
+            .collect();
+        for login in logins {
+            let result = login.await.expect("join");
+            assert!(result.is_ok(), "a correct login in a burst of 64 was refused: {result:?}");
+        }
+        assert_eq!(auth.cache_stats(), (63, 1));
     }
 
     #[tokio::test]
