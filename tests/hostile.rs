@@ -77,13 +77,25 @@ impl Hostile {
 
     /// Peak resident memory of the server process, in KiB.
     fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// Resets the server's peak resident memory to its current one (Linux `clear_refs` 5), so
+    /// that each step of a test is measured on its own; returns that current one, in KiB.
+    fn reset_peak_rss_kib(&self) -> u64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.server.pid()), "5").expect("reset VmHWM");
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// A `kB` field of the server's `/proc/<pid>/status`.
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.server.pid())).expect("proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/<pid>/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
     }
 }
 
@@ -474,4 +486,117 @@ fn manifests_garbage_collection_could_not_read_are_refused() {
         assert_eq!(tag.status, Some(404), "{what}: the refused manifest is not tagged");
     }
     assert_eq!(reg.send(&head("sane"), &sane).status, Some(201), "the same manifest without the field");
+}
+
+/// Issue 23, item 5: 60 referrers each carrying an annotation of nearly the manifest cap. The
+/// referrers answer (one client, four at once, a filter matching nothing) and the subject's UI
+/// page must not hold every referrer's annotations at once: the server's peak memory, measured
+/// from outside, grows by a bound independent of the number of referrers.
+#[test]
+fn referrers_with_huge_annotations_keep_memory_flat() {
+    const REFERRERS: usize = 60;
+    /// Growth allowed per step: each request holds one referrer manifest (at most 4 MiB) and
+    /// its parsed annotations at a time, four requests at once and the allocator's arenas
+    /// measured 57 MiB; the 60 x 4 MiB of annotations (before the fix: 726 MiB for one request)
+    /// must not show.
+    const BOUND_KIB: u64 = 96 << 10;
+    let reg = Hostile::start();
+    let http = util::http();
+    let config = b"{}";
+    let resp = http
+        .post(reg.server.url(&format!("/v2/big/blobs/uploads/?digest={}", util::sha256(config))))
+        .body(config.to_vec())
+        .send()
+        .expect("POST the config");
+    assert_eq!(resp.status(), 201);
+    let subject = manifest(config);
+    let subject_digest = util::sha256(&subject);
+    let put = |reference: &str, body: Vec<u8>| {
+        let resp = http
+            .put(reg.server.url(&format!("/v2/big/manifests/{reference}")))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+            .expect("PUT a manifest");
+        assert_eq!(resp.status(), 201, "PUT {reference}");
+    };
+    put("v1", subject.clone());
+    let big = "a".repeat(MAX_MANIFEST - 4096);
+    for i in 0..REFERRERS {
+        let referrer = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.big",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": util::sha256(config), "size": config.len()},
+            "layers": [],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": subject_digest, "size": subject.len()},
+            "annotations": {"big": big, "index": i.to_string()},
+        });
+        let body = serde_json::to_vec(&referrer).expect("JSON");
+        put(&util::sha256(&body), body);
+    }
+    drop(big);
+
+    // Every page of the referrers list, following `Link`; returns the descriptors.
+    let list = |query: &str| -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut next = Some(format!("/v2/big/referrers/{subject_digest}{query}"));
+        for _ in 0..=REFERRERS {
+            let Some(target) = next.take() else { break };
+            let resp = util::http().get(reg.server.url(&target)).send().expect("GET referrers");
+            assert_eq!(resp.status(), 200, "{target}");
+            if !query.is_empty() {
+                assert_eq!(resp.headers()["oci-filters-applied"], "artifactType");
+            }
+            next = resp.headers().get("link").map(|link| {
+                let link = link.to_str().expect("ASCII Link");
+                assert!(link.ends_with("rel=\"next\""), "{link}");
+                link[1..link.find('>').expect("<target>")].to_string()
+            });
+            let body: Value = resp.json().expect("an index");
+            all.extend(body["manifests"].as_array().expect("manifests").iter().cloned());
+        }
+        assert!(next.is_none(), "the Link chain does not end");
+        all
+    };
+    // Each step's peak is measured against the memory before the first, so that what one step
+    // keeps counts against the next.
+    let baseline = reg.reset_peak_rss_kib();
+    let mut figures = Vec::new();
+    let mut step = |what: &str, f: &dyn Fn()| {
+        reg.reset_peak_rss_kib();
+        f();
+        let grown = reg.peak_rss_kib().saturating_sub(baseline);
+        eprintln!("{what}: peak RSS {} MiB above the {} MiB baseline", grown >> 10, baseline >> 10);
+        figures.push((what.to_string(), grown));
+    };
+    step("one referrers request", &|| {
+        let all = list("");
+        assert_eq!(all.len(), REFERRERS, "every referrer is listed");
+        for d in &all {
+            assert_eq!(d["artifactType"], "application/vnd.example.big", "{d}");
+            assert_eq!(d["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{d}");
+        }
+    });
+    step("four referrers requests at once", &|| {
+        std::thread::scope(|s| {
+            let clients: Vec<_> = (0..4).map(|_| s.spawn(|| list("").len())).collect();
+            for client in clients {
+                assert_eq!(client.join().expect("a client"), REFERRERS);
+            }
+        });
+    });
+    step("a filter matching nothing", &|| {
+        assert!(list("?artifactType=application/vnd.example.none").is_empty());
+    });
+    step("the subject's UI page", &|| {
+        let url = reg.server.url(&format!("/ui/repositories/big/-/manifests/{subject_digest}"));
+        let resp = util::http().get(url).send().expect("GET the UI page");
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().expect("HTML").contains("id=\"referrers\""), "the page lists referrers");
+    });
+    for (what, grown) in figures {
+        assert!(grown < BOUND_KIB, "{what}: peak memory grew by {} MiB", grown >> 10);
+    }
 }

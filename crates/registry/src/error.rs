@@ -72,9 +72,11 @@ pub enum Error {
     /// The `n` pagination parameter is not a number.
     #[error("invalid number of results requested")]
     PaginationInvalid,
-    /// Too many failed attempts from this client (for this user), or too many at once.
-    #[error("too many failed or concurrent login attempts: retry in {} s", retry_after_secs(*.retry_after))]
+    /// Too many requests of a kind: failed logins of this client and user, or upload sessions.
+    #[error("{reason}: retry in {} s", retry_after_secs(*.retry_after))]
     TooManyRequests {
+        /// What there is too much of.
+        reason: &'static str,
         /// When the client may try again (the `Retry-After` header).
         retry_after: std::time::Duration,
     },
@@ -135,7 +137,7 @@ impl Error {
             Error::Unauthorized { access, .. } => serde_json::json!(access),
             Error::ManifestBlobUnknown(digest) => serde_json::json!(digest.to_string()),
             Error::ChunkOutOfOrder { size } => serde_json::json!({ "size": size }),
-            Error::TooManyRequests { retry_after } => {
+            Error::TooManyRequests { retry_after, .. } => {
                 serde_json::json!({ "retryAfterSeconds": retry_after_secs(*retry_after) })
             }
             _ => serde_json::json!({}),
@@ -207,7 +209,7 @@ impl IntoResponse for Error {
                     response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            Error::TooManyRequests { retry_after } => {
+            Error::TooManyRequests { retry_after, .. } => {
                 response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
             }
             _ => {}

@@ -812,7 +812,8 @@ pub fn spawn_watch(registry: std::sync::Arc<crate::Registry>) {
 const TIDY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Lets the storage backend tidy up every [`TIDY_INTERVAL`], with `upload_max_age` as the age
-/// past which incomplete writes are abandoned, whether or not collections are scheduled.
+/// past which incomplete writes are abandoned, whether or not collections are scheduled; upload
+/// sessions idle for that long are forgotten from memory at the same time.
 pub fn spawn_tidy(registry: std::sync::Arc<crate::Registry>, upload_max_age: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
@@ -823,6 +824,10 @@ pub fn spawn_tidy(registry: std::sync::Arc<crate::Registry>, upload_max_age: Dur
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
                 Err(e) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
+            }
+            let forgotten = registry.expire_upload_sessions(upload_max_age);
+            if forgotten > 0 {
+                tracing::info!(forgotten, "forgot upload sessions idle for longer than the upload age");
             }
         }
     });

@@ -218,7 +218,10 @@ impl Htpasswd {
         if user.len() > MAX_USER_LEN {
             return Err(self.unauthorized(true));
         }
-        let too_many = |r: Refused| Error::TooManyRequests { retry_after: r.retry_after };
+        let too_many = |r: Refused| Error::TooManyRequests {
+            reason: "too many failed or concurrent login attempts",
+            retry_after: r.retry_after,
+        };
         let mut reservation = self.limiter.reserve(client, &user).map_err(too_many)?;
         let slot = self.limiter.slot(client).await.map_err(too_many)?;
         // While this attempt waited, the one before it may have verified these credentials.

@@ -1,10 +1,10 @@
-//! Content discovery: tags of a repository, the catalog of repositories, referrers.
+//! Content discovery: tags of a repository, the catalog of repositories (referrers: see
+//! [`super::referrers`]).
 
 use super::Registry;
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::oci::manifest::{Descriptor, Manifest};
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{RepoName, Tag};
 use crate::storage::StoragePath;
 
 impl Registry {
@@ -40,47 +40,5 @@ impl Registry {
         }
         found.sort();
         Ok(found)
-    }
-
-    /// Descriptors of the manifests in `name` whose subject is `subject`, optionally only those
-    /// of one artifact type, sorted by digest.
-    pub async fn referrers(
-        &self,
-        name: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>> {
-        let dir = layout::referrers(name, subject);
-        let mut digests = Vec::new();
-        for algorithm in self.storage.list(&dir).await? {
-            for hex in self.storage.list(&dir.join(&algorithm)).await? {
-                if let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() {
-                    digests.push(digest);
-                }
-            }
-        }
-        digests.sort();
-        let mut descriptors = Vec::new();
-        for digest in digests {
-            let stored = match self.get_manifest(name, &crate::oci::Reference::Digest(digest)).await {
-                Ok(stored) => stored,
-                Err(Error::ManifestUnknown) => continue, // deleted since it was linked
-                Err(e) => return Err(e),
-            };
-            let Ok(parsed) = Manifest::parse(&stored.body, None) else { continue };
-            let descriptor = Descriptor {
-                media_type: parsed.media_type.clone(),
-                digest: stored.digest,
-                size: stored.body.len() as u64,
-                urls: Vec::new(),
-                artifact_type: parsed.referrer_artifact_type(),
-                annotations: parsed.annotations.clone(),
-                platform: None,
-            };
-            if artifact_type.is_none_or(|wanted| descriptor.artifact_type.as_deref() == Some(wanted)) {
-                descriptors.push(descriptor);
-            }
-        }
-        Ok(descriptors)
     }
 }

@@ -5,6 +5,7 @@ mod blobs;
 mod blocks;
 mod listing;
 mod manifests;
+mod referrers;
 mod uploads;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::storage::{Storage, StorageError, StoragePath};
 
 pub use blobs::BlobRange;
 pub use manifests::{PutManifest, StoredManifest};
+pub use referrers::{MAX_PAGE as MAX_REFERRERS_PAGE, ReferrersPage, ReferrersQuery};
 pub use uploads::UploadId;
 
 /// A registry: its storage and the state of the upload sessions this process has seen.

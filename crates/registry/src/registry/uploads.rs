@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -52,28 +53,97 @@ struct Session {
 /// unknown there.
 type SessionKey = (RepoName, UploadId);
 
+/// A session's lock, shared by the requests working on it.
+type SessionLock = Arc<tokio::sync::Mutex<Session>>;
+
+/// Most sessions kept in memory. Forgetting one loses nothing: its size and running hash are in
+/// storage, and its next request loads it again (see [`Registry::session`]).
+const MAX_SESSIONS: usize = 4096;
+
+/// A session in memory, and when a request last asked for it.
+#[derive(Debug)]
+struct Entry {
+    session: SessionLock,
+    used: Instant,
+}
+
+impl Entry {
+    /// True while a request holds the session: forgetting it then would let a second copy of
+    /// it be loaded beside the first.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.session) > 1
+    }
+}
+
 /// Sessions, each behind its own lock so that chunks of one upload are serialized while
-/// different uploads proceed in parallel.
-#[derive(Debug, Default)]
-pub(super) struct Sessions(Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<Session>>>>);
+/// different uploads proceed in parallel. At most `max` are kept: at the bound the least
+/// recently used one not in use is forgotten, and when every one is in use a new one is
+/// refused (`429 TOOMANYREQUESTS`).
+#[derive(Debug)]
+pub(super) struct Sessions {
+    map: Mutex<HashMap<SessionKey, Entry>>,
+    max: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions::with_max(MAX_SESSIONS)
+    }
+}
 
 impl Sessions {
-    fn get(&self, name: &RepoName, id: &UploadId) -> Option<Arc<tokio::sync::Mutex<Session>>> {
-        self.lock().get(&(name.clone(), id.clone())).cloned()
+    fn with_max(max: usize) -> Sessions {
+        Sessions { map: Mutex::default(), max }
     }
 
-    fn insert(&self, name: &RepoName, id: &UploadId, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
+    fn get(&self, name: &RepoName, id: &UploadId) -> Option<SessionLock> {
+        let mut map = self.lock();
+        let entry = map.get_mut(&(name.clone(), id.clone()))?;
+        entry.used = Instant::now();
+        Some(entry.session.clone())
+    }
+
+    fn insert(&self, name: &RepoName, id: &UploadId, session: Session) -> Result<SessionLock> {
+        let mut map = self.lock();
+        let key = (name.clone(), id.clone());
+        if let Some(entry) = map.get_mut(&key) {
+            entry.used = Instant::now();
+            return Ok(entry.session.clone());
+        }
+        if map.len() >= self.max {
+            let idlest = map.iter().filter(|(_, e)| !e.in_use()).min_by_key(|(_, e)| e.used);
+            let Some(idlest) = idlest.map(|(k, _)| k.clone()) else {
+                tracing::warn!(
+                    sessions = map.len(),
+                    "every upload session in memory is in use; refusing another"
+                );
+                return Err(Error::TooManyRequests {
+                    reason: "too many upload sessions in progress",
+                    retry_after: std::time::Duration::from_secs(1),
+                });
+            };
+            map.remove(&idlest);
+        }
         let session = Arc::new(tokio::sync::Mutex::new(session));
-        self.lock().entry((name.clone(), id.clone())).or_insert(session).clone()
+        map.insert(key, Entry { session: session.clone(), used: Instant::now() });
+        Ok(session)
     }
 
     fn remove(&self, name: &RepoName, id: &UploadId) {
         self.lock().remove(&(name.clone(), id.clone()));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Session>>>> {
+    /// Forgets the sessions not used since `idle_since` (and not in use); returns how many.
+    fn expire(&self, idle_since: Instant) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, e| e.in_use() || e.used >= idle_since);
+        before - map.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -130,14 +200,26 @@ impl Registry {
     /// Starts an upload session in `name`.
     pub async fn start_upload(&self, name: &RepoName) -> Result<UploadId> {
         let id = UploadId::new();
+        // In memory first: a session refused at the bound leaves nothing in storage.
+        self.uploads.insert(name, &id, Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) })?;
         let started = Bytes::from(now_rfc3339());
-        self.storage.put(&layout::upload_started_at(name, id.as_str()), started).await?;
-        self.uploads.insert(name, &id, Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
+        if let Err(e) = self.storage.put(&layout::upload_started_at(name, id.as_str()), started).await {
+            self.uploads.remove(name, &id);
+            return Err(e.into());
+        }
         Ok(id)
     }
 
-    /// The session's lock, loading it from storage when this process has not seen it.
-    async fn session(&self, name: &RepoName, id: &UploadId) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    /// Forgets the upload sessions no request has used for `max_age` (storage keeps them, until
+    /// garbage collection purges those idle for as long); returns how many.
+    pub fn expire_upload_sessions(&self, max_age: Duration) -> usize {
+        // No instant that far back: nothing can have been idle that long.
+        Instant::now().checked_sub(max_age).map_or(0, |idle_since| self.uploads.expire(idle_since))
+    }
+
+    /// The session's lock, loading it from storage when this process has not seen it (or has
+    /// forgotten it).
+    async fn session(&self, name: &RepoName, id: &UploadId) -> Result<SessionLock> {
         if let Some(session) = self.uploads.get(name, id) {
             return Ok(session);
         }
@@ -159,7 +241,7 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(self.uploads.insert(name, id, Session { size, hasher }))
+        self.uploads.insert(name, id, Session { size, hasher })
     }
 
     /// Bytes received so far by a session.
@@ -366,6 +448,72 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_819), (2027, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    fn registry(dir: &tempfile::TempDir, max: usize) -> Registry {
+        let storage = std::sync::Arc::new(crate::storage::FsStorage::new(dir.path()));
+        Registry { uploads: Sessions::with_max(max), ..Registry::new(storage) }
+    }
+
+    fn chunk(bytes: &'static [u8]) -> ByteStream {
+        futures_util::stream::iter(vec![Ok(Bytes::from_static(bytes))]).boxed()
+    }
+
+    fn in_memory(registry: &Registry) -> usize {
+        registry.uploads.lock().len()
+    }
+
+    /// Issue 23, item 9: sessions abandoned by their clients stayed in memory for good.
+    #[tokio::test]
+    async fn abandoned_sessions_are_forgotten_when_tidy_expires_them_and_continue_from_storage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = registry(&dir, MAX_SESSIONS);
+        let name = RepoName::parse("idle/uploads").expect("a name");
+        let abandoned = registry.start_upload(&name).await.expect("start");
+        registry.append_upload(&name, &abandoned, Some(0), chunk(b"abc")).await.expect("append");
+        let idle_since = Instant::now();
+        let busy = registry.start_upload(&name).await.expect("start");
+        assert_eq!(registry.uploads.expire(idle_since), 1, "the one idle since then is forgotten");
+        assert!(registry.uploads.get(&name, &busy).is_some() && in_memory(&registry) == 1);
+        // What the tidy task calls, with its upload age: a session a request holds is kept.
+        let held = registry.session(&name, &busy).await.expect("the session");
+        assert_eq!(registry.expire_upload_sessions(Duration::ZERO), 0);
+        drop(held);
+        assert_eq!(registry.expire_upload_sessions(Duration::ZERO), 1);
+        assert_eq!(registry.expire_upload_sessions(Duration::from_secs(3600)), 0);
+        assert_eq!(in_memory(&registry), 0);
+        // Forgotten is not lost: the client that comes back continues from storage.
+        assert_eq!(registry.upload_size(&name, &abandoned).await.expect("size"), 3);
+        registry.append_upload(&name, &abandoned, Some(3), chunk(b"def")).await.expect("append");
+        let digest = Digest::of(Algorithm::Sha256, b"abcdef");
+        registry.finish_upload(&name, &abandoned, &digest, None, None).await.expect("finish");
+    }
+
+    /// Issue 23, item 9: the map of sessions is bounded; at the bound the idlest is forgotten,
+    /// and when every one is in use a new session is refused with 429 and leaves nothing.
+    #[tokio::test]
+    async fn the_sessions_in_memory_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = registry(&dir, 2);
+        let name = RepoName::parse("many/uploads").expect("a name");
+        let first = registry.start_upload(&name).await.expect("start");
+        registry.append_upload(&name, &first, Some(0), chunk(b"first")).await.expect("append");
+        let second = registry.start_upload(&name).await.expect("start");
+        let third = registry.start_upload(&name).await.expect("start");
+        assert_eq!(in_memory(&registry), 2);
+        assert!(registry.uploads.get(&name, &first).is_none(), "the idlest is forgotten");
+        // ...and loaded again from storage when its client comes back, in place of the idlest.
+        assert_eq!(registry.upload_size(&name, &first).await.expect("size"), 5);
+        assert!(registry.uploads.get(&name, &second).is_none());
+        assert_eq!(in_memory(&registry), 2);
+
+        let held = [registry.session(&name, &first).await, registry.session(&name, &third).await];
+        let refused = registry.start_upload(&name).await.err().map(|e| (e.code(), e.status().as_u16()));
+        assert_eq!(refused, Some(("TOOMANYREQUESTS", 429)), "a new session at the bound is refused");
+        let stored = registry.storage.list(&layout::repository(&name).join("_uploads")).await.expect("list");
+        assert_eq!(stored.len(), 3, "the refused session left nothing in storage");
+        drop(held);
+        assert!(registry.start_upload(&name).await.is_ok(), "room again once a session is released");
     }
 
     #[test]

@@ -1,21 +1,20 @@
-//! Content discovery: tags list and catalog (paginated with `n`, `last` and `Link`), and the
-//! referrers API.
+//! Content discovery: tags list, catalog and the referrers API, all paginated with `n`, `last`
+//! and `Link`.
 
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
 
 use super::Req;
 use crate::error::{Error, Result};
-use crate::oci::manifest::OCI_INDEX;
+use crate::oci::manifest::{Descriptor, OCI_INDEX};
 use crate::oci::{Digest, RepoName};
+use crate::registry::{MAX_REFERRERS_PAGE, ReferrersQuery};
 
 /// One page of a sorted list: entries after `last`, at most `n`, and whether more follow.
 fn paginate(items: Vec<String>, req: &Req<'_>) -> Result<(Vec<String>, Option<usize>, bool)> {
-    let n = match req.query.get("n") {
-        Some(n) => Some(n.parse::<usize>().map_err(|_| Error::PaginationInvalid)?),
-        None => None,
-    };
+    let n = page_size(req)?;
     let last = req.query.get("last");
     let mut page: Vec<String> = items.into_iter().filter(|i| last.is_none_or(|l| i.as_str() > l)).collect();
     let more = n.is_some_and(|n| page.len() > n);
@@ -23,6 +22,11 @@ fn paginate(items: Vec<String>, req: &Req<'_>) -> Result<(Vec<String>, Option<us
         page.truncate(n);
     }
     Ok((page, n, more))
+}
+
+/// The `n` parameter: the most entries a page may hold, if asked.
+fn page_size(req: &Req<'_>) -> Result<Option<usize>> {
+    req.query.get("n").map(|n| n.parse::<usize>().map_err(|_| Error::PaginationInvalid)).transpose()
 }
 
 /// Adds `Link: <path?n=N&last=X>; rel="next"` when another page follows.
@@ -57,10 +61,18 @@ pub(super) async fn catalog(req: Req<'_>) -> Result<Response> {
     Ok(with_next_link(response, "/v2/_catalog", &page, n, more))
 }
 
+/// The referrers index, one page at a time: at most `n` descriptors (and see
+/// [`crate::registry::ReferrersQuery`] for the other bounds), after the digest `last`, with a
+/// `Link` to the next page that carries the filter along.
 pub(super) async fn referrers(req: Req<'_>, name: &RepoName, subject: &Digest) -> Result<Response> {
     let artifact_type = req.query.get("artifactType");
-    let manifests = req.state.registry.referrers(name, subject, artifact_type).await?;
-    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+    let n = page_size(&req)?;
+    let last = req.query.get("last").map(|l| l.parse::<Digest>().map_err(|_| Error::PaginationInvalid));
+    let last = last.transpose()?;
+    let query =
+        ReferrersQuery { artifact_type, after: last.as_ref(), limit: n.unwrap_or(MAX_REFERRERS_PAGE) };
+    let page = req.state.registry.referrers(name, subject, query).await?;
+    let index = ReferrersIndex { schema_version: 2, media_type: OCI_INDEX, manifests: &page.descriptors };
     let mut response = axum::Json(index).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
@@ -68,5 +80,25 @@ pub(super) async fn referrers(req: Req<'_>, name: &RepoName, subject: &Digest) -
         headers
             .insert(HeaderName::from_static("oci-filters-applied"), HeaderValue::from_static("artifactType"));
     }
+    if let (true, Some(last)) = (page.more, page.descriptors.last()) {
+        let mut query = vec![("last", last.digest.to_string())];
+        query.extend(n.map(|n| ("n", n.to_string())));
+        query.extend(artifact_type.map(|t| ("artifactType", t.to_string())));
+        let query = serde_urlencoded::to_string(query).unwrap_or_default();
+        if let Ok(link) =
+            HeaderValue::from_str(&format!("</v2/{name}/referrers/{subject}?{query}>; rel=\"next\""))
+        {
+            headers.insert(header::LINK, link);
+        }
+    }
     Ok(response)
+}
+
+/// The referrers response: an image index, serialized straight from the page's descriptors.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrersIndex<'a> {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: &'a [Descriptor],
 }

@@ -26,7 +26,7 @@ use crate::AppState;
 use crate::error::Error;
 use crate::oci::manifest::{Descriptor, Kind, Manifest};
 use crate::oci::{Digest, Reference, RepoName, Tag};
-use crate::registry::Registry;
+use crate::registry::{ReferrersPage, ReferrersQuery, Registry};
 
 const STYLE: &str = include_str!("style.css");
 const SCRIPT: &str = include_str!("app.js");
@@ -285,6 +285,10 @@ fn platform_text(platform: &Value) -> Option<String> {
     Some(text)
 }
 
+/// The referrers a manifest page lists: the first ones by digest, so that a page costs the same
+/// whatever the number of referrers (the API lists them all, page by page).
+const UI_REFERRERS: ReferrersQuery<'static> = ReferrersQuery { artifact_type: None, after: None, limit: 100 };
+
 /// Everything the manifest page shows.
 #[derive(Debug)]
 pub(crate) struct ManifestView {
@@ -299,7 +303,7 @@ pub(crate) struct ManifestView {
     pub(crate) config: Option<Descriptor>,
     pub(crate) config_json: Option<Value>,
     pub(crate) layers: Vec<Descriptor>,
-    pub(crate) referrers: Vec<Descriptor>,
+    pub(crate) referrers: ReferrersPage,
     pub(crate) subject: Option<Descriptor>,
     pub(crate) tags: Vec<String>,
 }
@@ -328,7 +332,7 @@ async fn manifest_page(
         config: None,
         config_json: None,
         layers: Vec::new(),
-        referrers: registry.referrers(name, &stored.digest, None).await.unwrap_or_default(),
+        referrers: registry.referrers(name, &stored.digest, UI_REFERRERS).await.unwrap_or_default(),
         subject: None,
         tags: Vec::new(),
     };

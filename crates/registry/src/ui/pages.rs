@@ -347,9 +347,9 @@ pub(crate) fn manifest(view: &ManifestView, host: &str) -> String {
         descriptor_rows(&mut body, name, &view.layers, false);
         body.push_str("</tbody></table>");
     }
-    if !view.referrers.is_empty() {
+    if !view.referrers.descriptors.is_empty() {
         body.push_str("<h2>Referrers</h2><table class=\"list\" id=\"referrers\"><thead><tr><th>Digest</th><th>Artifact type</th><th>Size</th></tr></thead><tbody>");
-        for r in &view.referrers {
+        for r in &view.referrers.descriptors {
             let digest = r.digest.to_string();
             let _ = write!(
                 body,
@@ -361,6 +361,13 @@ pub(crate) fn manifest(view: &ManifestView, host: &str) -> String {
             );
         }
         body.push_str("</tbody></table>");
+        if view.referrers.more {
+            let _ = write!(
+                body,
+                "<p class=\"empty\">Only the first {} referrers by digest are shown; the referrers API lists them all.</p>",
+                view.referrers.descriptors.len()
+            );
+        }
     }
     let _ =
         write!(body, "<h2>Manifest</h2><pre class=\"json\" id=\"manifest-json\">{}</pre>", esc(&view.raw));
