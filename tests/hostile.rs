@@ -600,3 +600,94 @@ fn referrers_with_huge_annotations_keep_memory_flat() {
         assert!(grown < BOUND_KIB, "{what}: peak memory grew by {} MiB", grown >> 10);
     }
 }
+
+/// Sends a request head with `Content-Length: length` and no body yet, on a new connection.
+fn open_body(addr: std::net::SocketAddr, head: &str, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect to the registry");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+    let head = format!("{head}\r\nHost: registry\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("send the request head");
+    stream
+}
+
+/// GETs a blob; its status and bytes.
+fn pull(server: &Server, name: &str, digest: &str) -> (u16, Vec<u8>) {
+    let resp = util::http().get(server.url(&format!("/v2/{name}/blobs/{digest}"))).send().expect("GET blob");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().expect("blob body").to_vec())
+}
+
+#[test]
+fn a_hanging_append_from_another_server_cannot_alter_a_committed_blob() {
+    // Two servers on one storage root, as behind a load balancer on shared storage.
+    let reg = Hostile::start();
+    let config = reg.tmp.path().join("config.toml");
+    let config = config.to_str().expect("a UTF-8 path");
+    let other = Server::start_on(&reg.tmp.path().join("data"), &["--config", config]);
+    let real = vec![b'D'; 100 << 10];
+    let digest = util::sha256(&real);
+    let location = start_upload(&reg, "victim");
+    let pause = || std::thread::sleep(Duration::from_millis(500));
+
+    // Server 1 begins the session's final PUT and holds its body back.
+    let mut finish =
+        open_body(reg.server.addr, &format!("PUT {location}?digest={digest} HTTP/1.1"), real.len());
+    pause();
+    // Server 2 appends other bytes to the same session, then begins another append and hangs.
+    let other_bytes = vec![b'E'; 512 << 10];
+    let mut patch = open_body(other.addr, &format!("PATCH {location} HTTP/1.1"), other_bytes.len());
+    patch.write_all(&other_bytes).expect("send the other bytes");
+    let first = read_answer(&mut patch);
+    let mut hanging = open_body(other.addr, &format!("PATCH {location} HTTP/1.1"), 1000);
+    let _ = hanging.write_all(b"stall");
+    pause();
+    // Server 1 finishes with the real content.
+    finish.write_all(&real).expect("send the real content");
+    let finished = read_answer(&mut finish);
+    eprintln!("other server's append: {first:?}; the real PUT: {finished:?}");
+    // The hanging append is cut off by the body timeout, and rolled back.
+    wait_for_close(&mut hanging, b"");
+
+    let (status, pulled) = pull(&reg.server, "victim", &digest);
+    if finished.status == Some(201) {
+        assert_eq!(status, 200, "a blob acknowledged with 201 is readable");
+    }
+    assert!(
+        status == 404 || pulled == real,
+        "GET {digest} answered {status} with {} other bytes",
+        pulled.len()
+    );
+
+    // A genuine push of the same content is stored and read back whole, from either server.
+    let resp = util::http()
+        .post(reg.server.url(&format!("/v2/victim/blobs/uploads/?digest={digest}")))
+        .body(real.clone())
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status(), 201);
+    for server in [&reg.server, &other] {
+        let (status, pulled) = pull(server, "victim", &digest);
+        assert_eq!((status, pulled.len()), (200, real.len()));
+        assert!(pulled == real, "a pull of {digest} returns other bytes");
+    }
+}
+
+#[test]
+fn a_stored_blob_of_the_wrong_size_is_replaced_by_a_genuine_push() {
+    let reg = Hostile::start();
+    let real = vec![b'D'; 100 << 10];
+    let digest = util::sha256(&real);
+    let push = || {
+        let url = reg.server.url(&format!("/v2/victim/blobs/uploads/?digest={digest}"));
+        util::http().post(url).body(real.clone()).send().expect("POST").status().as_u16()
+    };
+    assert_eq!(push(), 201);
+    // What the attack above left behind before it was fixed: other bytes under the digest.
+    let hex = digest.trim_start_matches("sha256:");
+    let file = reg.server.root.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    std::fs::write(&file, vec![b'E'; 512 << 10]).expect("corrupt the stored blob");
+    assert_eq!(push(), 201, "a genuine push of the digest");
+    let (status, pulled) = pull(&reg.server, "victim", &digest);
+    assert_eq!((status, pulled.len()), (200, real.len()));
+    assert!(pulled == real, "a pull of {digest} returns other bytes");
+}

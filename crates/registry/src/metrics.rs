@@ -552,8 +552,8 @@ impl Storage for InstrumentedStorage {
         self.record("append", self.inner.append(path, offset, data).await)
     }
 
-    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
-        self.record("rename", self.inner.rename(from, to).await)
+    async fn rename(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), StorageError> {
+        self.record("rename", self.inner.rename(from, to, size).await)
     }
 
     async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {

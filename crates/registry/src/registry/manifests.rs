@@ -203,8 +203,8 @@ mod tests {
         ) -> Result<u64, StorageError> {
             self.0.append(path, offset, data).await
         }
-        async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
-            self.0.rename(from, to).await
+        async fn rename(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), StorageError> {
+            self.0.rename(from, to, size).await
         }
         async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {
             self.0.delete(path).await

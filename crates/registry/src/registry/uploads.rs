@@ -364,7 +364,7 @@ impl Registry {
                 // read appended bytes after a rename), then hash them.
                 let staged = layout::upload_staged(name, id.as_str());
                 if session.size > 0 {
-                    self.storage.rename(&data_path, &staged).await?;
+                    self.commit(&mut session, &data_path, &staged).await?;
                 }
                 data_path = staged;
                 self.rehash(&data_path, session.size, digest.algorithm()).await?
@@ -377,16 +377,45 @@ impl Registry {
         }
         self.gc.protect(self.storage.as_ref(), std::slice::from_ref(digest)).await?;
         let blob = layout::blob_data(digest);
-        if self.exists(&blob).await? {
-            // Already stored: content-addressed, so the bytes are the same.
-        } else if session.size == 0 {
-            self.storage.put(&blob, Bytes::new()).await?;
-        } else {
-            self.storage.rename(&data_path, &blob).await?;
+        let stored = match self.storage.stat(&blob).await {
+            Ok(meta) => Some(meta.size),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        match stored {
+            // Already stored: content-addressed, so the bytes are the same. Only the size is
+            // compared (reading the stored blob again would cost a push its length).
+            Some(size) if size == session.size => {}
+            _ if session.size == 0 => self.storage.put(&blob, Bytes::new()).await?,
+            _ => {
+                if let Some(size) = stored {
+                    // Bytes that cannot have this digest: replaced by the verified ones.
+                    tracing::warn!(%digest, size, expected = session.size, "replacing a stored blob of the wrong size");
+                }
+                self.commit(&mut session, &data_path, &blob).await?;
+            }
         }
         self.link_blob(name, digest).await?;
         drop(session);
         self.cancel_upload(name, id).await
+    }
+
+    /// Moves a session's bytes from `from` to `to`, provided they are still the `session.size`
+    /// bytes it verified; when another server's append got in, the client learns the size now.
+    async fn commit(
+        &self,
+        session: &mut Session,
+        from: &crate::storage::StoragePath,
+        to: &crate::storage::StoragePath,
+    ) -> Result<()> {
+        match self.storage.rename(from, to, session.size).await {
+            Err(StorageError::OffsetMismatch { actual, .. }) => {
+                session.size = actual;
+                session.hasher = None;
+                Err(Error::ChunkOutOfOrder { size: actual })
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Recomputes the digest of stored upload bytes with `algorithm`.

@@ -75,6 +75,51 @@ fn temp_beside(file: &Path) -> PathBuf {
     file.with_file_name(name)
 }
 
+/// How many times an append or a rename opens a file again that was renamed away between
+/// its open and its lock.
+const LOCK_ATTEMPTS: usize = 3;
+
+/// An object opened for a change that must not interleave with another process's.
+enum Locked {
+    /// Opened with its exclusive lock held; the path still names it.
+    Held(std::fs::File),
+    /// Another append or rename holds the lock; the object's size now.
+    Busy(u64),
+}
+
+/// Opens the object at `file` (creating it when `create`) for appending, with its exclusive
+/// `flock` held. Appends and renames of an upload take this lock, so that two servers on one
+/// root never interleave their writes, and a rename never moves a file that an append is
+/// writing to (or about to truncate back). A busy lock is not waited for: an append holding
+/// it may wait long for its client, and this process's own appends to one upload are already
+/// serialised by the upload's session.
+fn open_locked(file: &Path, create: bool) -> io::Result<Locked> {
+    for _ in 0..LOCK_ATTEMPTS {
+        let handle = std::fs::OpenOptions::new().create(create).append(true).open(file)?;
+        match handle.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(Locked::Busy(handle.metadata()?.len())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        // The file may have been renamed (committed) between the open and the lock.
+        if names(file, &handle)? {
+            return Ok(Locked::Held(handle));
+        }
+    }
+    Err(io::Error::other(format!("{} kept being replaced while it was opened", file.display())))
+}
+
+/// Whether `path` still names the file open as `handle` (same device and inode).
+fn names(path: &Path, handle: &std::fs::File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = handle.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[async_trait]
 impl Storage for FsStorage {
     async fn get(&self, path: &StoragePath) -> Result<Bytes, StorageError> {
@@ -146,21 +191,27 @@ impl Storage for FsStorage {
         let file = self.file(path);
         let backend = |source| StorageError::Backend { path: path.clone(), source };
         create_parent(&file).await.map_err(backend)?;
-        let out = fs::OpenOptions::new()
-            .create(offset == 0)
-            .append(true)
-            .open(&file)
+        let opened = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || -> io::Result<Result<std::fs::File, u64>> {
+                match open_locked(&file, offset == 0)? {
+                    Locked::Held(out) => {
+                        let actual = out.metadata()?.len();
+                        Ok(if actual == offset { Ok(out) } else { Err(actual) })
+                    }
+                    Locked::Busy(actual) => Ok(Err(actual)),
+                }
+            })
             .await
-            .map_err(map_err(path))?;
-        let actual = out.metadata().await.map_err(backend)?.len();
-        if actual != offset {
-            return Err(StorageError::OffsetMismatch { path: path.clone(), actual });
-        }
+        };
+        let out = opened
+            .map_err(|e| backend(io::Error::other(e)))?
+            .map_err(map_err(path))?
+            .map_err(|actual| StorageError::OffsetMismatch { path: path.clone(), actual })?;
         // The bytes are written by a blocking thread of its own, straight from the received
         // buffers: no copy into a write buffer, and the disk write overlaps with receiving
         // (and hashing) the next chunks.
         let (chunks, queue) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let out = out.into_std().await;
         let writer = tokio::task::spawn_blocking(move || write_chunks(out, queue));
         let mut size = offset;
         let mut received = Ok(());
@@ -181,19 +232,47 @@ impl Storage for FsStorage {
         drop(chunks);
         let (out, written) = writer.await.map_err(|e| backend(io::Error::other(e)))?;
         if let Err(e) = written.map_err(backend).and(received) {
-            // All or nothing: drop what this call wrote so the upload stays at `offset`.
-            let _ = tokio::task::spawn_blocking(move || out.set_len(offset)).await;
+            // All or nothing: drop what this call wrote so the upload stays at `offset`. The
+            // lock is still held, so no rename has moved the file; the identity check is for
+            // a process that renames without locking (an older regctl on the same root).
+            let _ =
+                tokio::task::spawn_blocking(
+                    move || {
+                        if names(&file, &out)? { out.set_len(offset) } else { Ok(()) }
+                    },
+                )
+                .await;
             return Err(e);
         }
         Ok(size)
     }
 
-    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
+    async fn rename(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), StorageError> {
         let (src, dst) = (self.file(from), self.file(to));
-        // Make the content durable before it becomes visible under its final name.
-        fs::File::open(&src).await.map_err(map_err(from))?.sync_all().await.map_err(map_err(from))?;
         create_parent(&dst).await.map_err(map_err(to))?;
-        fs::rename(&src, &dst).await.map_err(map_err(from))
+        let moved = tokio::task::spawn_blocking(move || -> io::Result<Result<(), u64>> {
+            let file = match open_locked(&src, false)? {
+                Locked::Held(file) => file,
+                Locked::Busy(actual) => return Ok(Err(actual)),
+            };
+            let actual = file.metadata()?.len();
+            if actual != size {
+                return Ok(Err(actual));
+            }
+            // Make the content durable before it becomes visible under its final name.
+            file.sync_all()?;
+            // Renamed while locked: an append that opened the file before cannot add to it
+            // once it is the object at `to` (it checks the path still names its file).
+            std::fs::rename(&src, &dst).map(Ok)
+        });
+        match moved
+            .await
+            .map_err(|e| StorageError::Backend { path: from.clone(), source: io::Error::other(e) })?
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(actual)) => Err(StorageError::OffsetMismatch { path: from.clone(), actual }),
+            Err(e) => Err(map_err(from)(e)),
+        }
     }
 
     async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {

@@ -29,7 +29,8 @@ pub enum StorageError {
     /// No object at that path.
     #[error("not found: {0}")]
     NotFound(StoragePath),
-    /// An append's offset did not match the object's current size.
+    /// An append's offset, or the size a rename expected, did not match the object's current
+    /// size; or another append to the object was under way.
     #[error("offset mismatch at {path}: object has {actual} bytes")]
     OffsetMismatch {
         /// The object appended to.
@@ -148,10 +149,17 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Appends a stream to the object at `path`, which must hold exactly `offset` bytes (a
     /// missing object holds 0). All or nothing: if the stream fails, the object is left as it
     /// was. Returns the new size.
+    ///
+    /// Appends to one object from any number of processes sharing the storage are serialised:
+    /// of two appends at one offset at most one succeeds, the other fails with
+    /// `OffsetMismatch`, and no append changes an object once it has been renamed away.
     async fn append(&self, path: &StoragePath, offset: u64, data: ByteStream) -> Result<u64, StorageError>;
 
-    /// Atomically moves an object, replacing any object at `to`.
-    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError>;
+    /// Atomically moves an object that holds exactly `size` bytes, replacing any object at `to`.
+    /// An object of another size, or one an append is still writing to, is left where it is:
+    /// `OffsetMismatch` with its size. What is moved is what `to` then holds: an append begun
+    /// before the move cannot add to it or cut it short.
+    async fn rename(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), StorageError>;
 
     /// Deletes an object or a whole directory tree. Deleting nothing is `NotFound`.
     async fn delete(&self, path: &StoragePath) -> Result<(), StorageError>;

@@ -231,12 +231,21 @@ impl S3Storage {
     }
 
     async fn put_key(&self, path: &StoragePath, key: &str, data: Bytes) -> Result<(), StorageError> {
-        let mut put = self.client.put_object().bucket(&self.bucket).key(key).body(S3Body::from(data));
-        if let Some((sse, key_id)) = &self.encryption {
-            put = put.server_side_encryption(sse.clone()).set_ssekms_key_id(key_id.clone());
-        }
-        put.send().await.map_err(Self::sdk_err(path))?;
+        self.put_request(key, data).send().await.map_err(Self::sdk_err(path))?;
         Ok(())
+    }
+
+    /// A `PutObject` of `data` at `key`, encrypted as configured.
+    fn put_request(
+        &self,
+        key: &str,
+        data: Bytes,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let put = self.client.put_object().bucket(&self.bucket).key(key).body(S3Body::from(data));
+        match &self.encryption {
+            Some((sse, key_id)) => put.server_side_encryption(sse.clone()).set_ssekms_key_id(key_id.clone()),
+            None => put,
+        }
     }
 
     async fn get_key(&self, path: &StoragePath, key: &str) -> Result<Bytes, StorageError> {
@@ -381,11 +390,64 @@ impl S3Storage {
     }
 
     async fn load_state(&self, path: &StoragePath) -> Result<Option<UploadState>, StorageError> {
-        self.get_json(path, &format!("{}{STATE_SUFFIX}", self.key(path))).await
+        Ok(self.load_state_tagged(path).await?.map(|(state, _)| state))
     }
 
-    async fn save_state(&self, path: &StoragePath, state: &UploadState) -> Result<(), StorageError> {
-        self.put_json(path, &format!("{}{STATE_SUFFIX}", self.key(path)), state).await
+    /// An upload's state with the ETag of the object holding it, for [`S3Storage::save_state`].
+    async fn load_state_tagged(
+        &self,
+        path: &StoragePath,
+    ) -> Result<Option<(UploadState, String)>, StorageError> {
+        let key = format!("{}{STATE_SUFFIX}", self.key(path));
+        let out = match self.get_object(path, &key, None).await {
+            Ok(out) => out,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(Self::backend(path))?.into_bytes();
+        let state = serde_json::from_slice(&body).map_err(Self::backend(path))?;
+        Ok(Some((state, etag)))
+    }
+
+    /// Saves an upload's state only if the stored one is still the one loaded (`loaded`: its
+    /// ETag, or `None` for no state at all): a conditional write, so that of two servers
+    /// appending to one upload at once only one commits its append. Returns whether it did.
+    async fn save_state(
+        &self,
+        path: &StoragePath,
+        state: &UploadState,
+        loaded: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let key = format!("{}{STATE_SUFFIX}", self.key(path));
+        let json = Bytes::from(serde_json::to_vec(state).map_err(Self::backend(path))?);
+        let put = self.put_request(&key, json.clone());
+        let put = match loaded {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        let refused = match put.send().await {
+            Ok(_) => return Ok(true),
+            Err(e) => {
+                let code = e.code();
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let refused = is_not_found(&e)
+                    || matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict"))
+                    || matches!(status, Some(409 | 412));
+                if !refused {
+                    return Err(Self::sdk_err(path)(e));
+                }
+                e
+            }
+        };
+        // A retry of a write that took effect the first time is refused too: then the stored
+        // state is ours, byte for byte (its tail key is unique, its parts' ETags ours).
+        match self.get_key(path, &key).await {
+            Ok(stored) if stored == json => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(_) => Err(Self::sdk_err(path)(refused)),
+        }
     }
 
     async fn upload_part(
@@ -793,9 +855,9 @@ impl Storage for S3Storage {
         mut data: ByteStream,
     ) -> Result<u64, StorageError> {
         let key = self.key(path);
-        let mut state = match self.load_state(path).await? {
-            Some(state) => state,
-            None if offset == 0 => UploadState::default(),
+        let (mut state, loaded) = match self.load_state_tagged(path).await? {
+            Some((state, etag)) => (state, Some(etag)),
+            None if offset == 0 => (UploadState::default(), None),
             None => {
                 let actual = match self.stat(path).await {
                     Ok(meta) => meta.size,
@@ -810,6 +872,7 @@ impl Storage for S3Storage {
             return Err(StorageError::OffsetMismatch { path: path.clone(), actual });
         }
         let old_tail = state.tail.take();
+        let had_upload = state.upload_id.is_some();
         let mut buffer = PartBuffer::new(path, self.part_size)?;
         if let Some((tail_key, _)) = &old_tail {
             buffer.fill(&mut self.get_key(path, tail_key).await?);
@@ -865,12 +928,27 @@ impl Storage for S3Storage {
         state.parts.extend(uploaded);
         let size = state.size() + buffer.len as u64;
         if buffer.len > 0 {
-            let tail_key = format!("{key}{TAIL_INFIX}{size}");
+            // Unique: an append from another server that ends at the same size must not
+            // replace the bytes this state names.
+            let tail_key = format!("{key}{TAIL_INFIX}{size}-{}", uuid::Uuid::new_v4().simple());
             let len = buffer.len as u64;
             self.put_key(path, &tail_key, buffer.freeze(path)?).await?;
             state.tail = Some((tail_key, len));
         }
-        self.save_state(path, &state).await?;
+        if !self.save_state(path, &state, loaded.as_deref()).await? {
+            // Another append (or a commit) got in first: this one never happened. Its parts, if
+            // it uploaded any to a shared multipart upload, fail that upload's completion (their
+            // ETags are not the recorded ones) rather than end up in an object.
+            let orphans = state.tail.iter().map(|(k, _)| k.clone()).collect();
+            if let Err(e) = self.delete_keys(path, orphans).await {
+                tracing::warn!(error = %e, "could not remove the tail of an append that lost a race");
+            }
+            if let (false, Some(id), Some(data_key)) = (had_upload, &state.upload_id, &state.data_key) {
+                self.abort(id, data_key).await;
+            }
+            let actual = self.load_state(path).await?.map_or(0, |s| s.size());
+            return Err(StorageError::OffsetMismatch { path: path.clone(), actual });
+        }
         if let Some((old_key, _)) = old_tail
             && state.tail.as_ref().is_none_or(|(k, _)| *k != old_key)
             && let Err(e) = self.delete_keys(path, vec![old_key]).await
@@ -880,16 +958,23 @@ impl Storage for S3Storage {
         Ok(size)
     }
 
-    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> Result<(), StorageError> {
+    async fn rename(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), StorageError> {
         let (from_key, to_key) = (self.key(from), self.key(to));
+        let mismatch = |actual| StorageError::OffsetMismatch { path: from.clone(), actual };
         let Some(mut state) = self.load_state(from).await? else {
             // A whole object (rare: uploads are renamed from their state below): copy it.
             let (source, meta) = self.locate(from, &from_key).await?;
+            if meta.size != size {
+                return Err(mismatch(meta.size));
+            }
             self.copy(from, &source, &to_key, meta.size).await?;
             return self.delete(from).await;
         };
         let mut leftovers = vec![format!("{from_key}{STATE_SUFFIX}")];
         let total = state.size();
+        if total != size {
+            return Err(mismatch(total));
+        }
         match (&state.upload_id, state.tail.take()) {
             (None, tail) => {
                 // Everything is in the tail (smaller than a part): write it where it belongs.
@@ -917,6 +1002,13 @@ impl Storage for S3Storage {
                         state.parts.push(self.upload_part(from, &source, upload_id, number, data).await?);
                     }
                     self.complete_multipart(from, &source, upload_id, &state.parts).await?;
+                    // The object is what the forward will stand for: its size must be the one
+                    // the caller verified (one HEAD, whatever the size).
+                    let completed = self.head_meta(from, &source).await?.size;
+                    if completed != total {
+                        let message = format!("the completed upload holds {completed} bytes, not {total}");
+                        return Err(Self::backend(from)(io::Error::other(message)));
+                    }
                 }
                 if state.data_key.is_some() {
                     let forward = self.write_forward(to, to_key, source, total).await?;
@@ -1066,7 +1158,7 @@ mod tests {
             assert_eq!(again.stat(&upload).await.expect("stat").size, offset);
         }
         assert_eq!(offset, content.len() as u64);
-        storage.rename(&upload, &blob).await.expect("commit");
+        storage.rename(&upload, &blob, offset).await.expect("commit");
         assert_eq!(storage.get(&blob).await.expect("get").as_ref(), content.as_slice());
         assert!(storage.list(&StoragePath::new(["_uploads/u1"])).await.expect("list").is_empty());
         let leftovers = storage.list_all(&upload, "_uploads/").await.expect("list");
@@ -1126,7 +1218,7 @@ mod tests {
         storage.complete_multipart(&upload, &source, &id, &parts).await.expect("complete");
 
         let blob = StoragePath::new(["blobs/u/data"]);
-        storage.rename(&upload, &blob).await.expect("the retried commit");
+        storage.rename(&upload, &blob, content.len() as u64).await.expect("the retried commit");
         assert_eq!(storage.get(&blob).await.expect("get").as_ref(), content.as_slice());
     }
 

@@ -34,6 +34,9 @@ pub async fn run(storage: &dyn Storage) {
     list_children(storage).await;
     append_is_all_or_nothing(storage).await;
     rename_and_delete(storage).await;
+    rename_moves_only_the_expected_size(storage).await;
+    appends_at_one_offset_do_not_both_land(storage).await;
+    a_hanging_append_cannot_alter_a_renamed_object(storage).await;
     walk_reports_sizes_and_times(storage).await;
 }
 
@@ -86,7 +89,7 @@ async fn append_is_all_or_nothing(storage: &dyn Storage) {
     assert_eq!(storage.stat(&p).await.expect("stat").size, 8);
     // Appended bytes are readable once the object is renamed into place.
     let done = path("up/done");
-    storage.rename(&p, &done).await.expect("rename");
+    storage.rename(&p, &done, 8).await.expect("rename");
     assert_eq!(read_all(storage, &done, None).await, b"abcdefgh");
     assert!(storage.stat(&p).await.is_err_and(|e| e.is_not_found()));
     assert_eq!(storage.append(&path("up/empty"), 0, chunks(&[])).await.expect("empty"), 0);
@@ -95,7 +98,7 @@ async fn append_is_all_or_nothing(storage: &dyn Storage) {
 async fn rename_and_delete(storage: &dyn Storage) {
     let (from, to) = (path("r/src"), path("r2/deep/dst"));
     storage.put(&from, Bytes::from_static(b"moved")).await.expect("put");
-    storage.rename(&from, &to).await.expect("rename");
+    storage.rename(&from, &to, 5).await.expect("rename");
     assert!(storage.stat(&from).await.is_err_and(|e| e.is_not_found()));
     assert_eq!(storage.get(&to).await.expect("get"), Bytes::from_static(b"moved"));
     storage.put(&path("d/x/1"), Bytes::new()).await.expect("put");
@@ -104,6 +107,85 @@ async fn rename_and_delete(storage: &dyn Storage) {
     assert!(storage.list(&path("d/x")).await.expect("list").is_empty());
     storage.delete(&to).await.expect("delete object");
     assert!(storage.get(&to).await.is_err_and(|e| e.is_not_found()));
+}
+
+async fn rename_moves_only_the_expected_size(storage: &dyn Storage) {
+    let (from, to) = (path("size/up"), path("size/done"));
+    storage.append(&from, 0, chunks(&[b"abc"])).await.expect("append");
+    for wrong in [2, 4] {
+        let err = storage.rename(&from, &to, wrong).await.expect_err("a wrong size");
+        assert!(matches!(err, StorageError::OffsetMismatch { actual: 3, .. }), "{err:?}");
+    }
+    assert!(storage.stat(&to).await.is_err_and(|e| e.is_not_found()), "moved despite the wrong size");
+    storage.rename(&from, &to, 3).await.expect("rename");
+    assert_eq!(read_all(storage, &to, None).await, b"abc");
+}
+
+/// A body that reports on `started` when first asked for bytes, waits for `go`, then sends
+/// `last` and ends, or fails when `last` is `None` (the client went away). Nothing is sent
+/// before `go`, as when the server is still filling its first block.
+fn gated(
+    started: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+    last: Option<&'static [u8]>,
+) -> ByteStream {
+    stream::once(async move {
+        let _ = started.send(());
+        let _ = go.await;
+        last.map(Bytes::from_static).ok_or_else(|| std::io::Error::other("client went away"))
+    })
+    .boxed()
+}
+
+/// Two writers (two servers) append at the same offset at once: one lands, whole, the other is
+/// refused, and the object holds the one that landed.
+async fn appends_at_one_offset_do_not_both_land(storage: &dyn Storage) {
+    let (p, done) = (path("race/up"), path("race/done"));
+    let (started, is_started) = tokio::sync::oneshot::channel();
+    let (go, gate) = tokio::sync::oneshot::channel();
+    let slow = storage.append(&p, 0, gated(started, gate, Some(b"aa")));
+    let fast = async {
+        let _ = is_started.await;
+        let fast = storage.append(&p, 0, chunks(&[b"bbbbbbbb"])).await;
+        let _ = go.send(());
+        fast
+    };
+    let (slow, fast) = tokio::join!(slow, fast);
+    let (size, content): (u64, &[u8]) = match (&slow, &fast) {
+        (Ok(2), Err(StorageError::OffsetMismatch { .. })) => (2, b"aa"),
+        (Err(StorageError::OffsetMismatch { .. }), Ok(8)) => (8, b"bbbbbbbb"),
+        _ => panic!("two appends at offset 0: {slow:?} and {fast:?}"),
+    };
+    storage.rename(&p, &done, size).await.expect("rename");
+    assert_eq!(read_all(storage, &done, None).await, content);
+}
+
+/// The reported attack in miniature: an append hangs at offset 3 while another writer appends
+/// there and the object is renamed into place; then the hanging append fails and is undone.
+/// What was renamed must stay exactly what the committing writer appended.
+async fn a_hanging_append_cannot_alter_a_renamed_object(storage: &dyn Storage) {
+    let (p, done) = (path("hang/up"), path("hang/done"));
+    storage.append(&p, 0, chunks(&[b"abc"])).await.expect("append");
+    let (started, is_started) = tokio::sync::oneshot::channel();
+    let (go, gate) = tokio::sync::oneshot::channel();
+    let hanging = storage.append(&p, 3, gated(started, gate, None));
+    let committer = async {
+        let _ = is_started.await;
+        let committed = match storage.append(&p, 3, chunks(&[b"DDD"])).await {
+            Ok(size) => storage.rename(&p, &done, size).await.is_ok(),
+            Err(_) => false,
+        };
+        let _ = go.send(());
+        committed
+    };
+    let (hanging, committed) = tokio::join!(hanging, committer);
+    assert!(hanging.is_err(), "the failed append reported {hanging:?}");
+    if committed {
+        assert_eq!(read_all(storage, &done, None).await, b"abcDDD");
+    } else {
+        assert!(storage.stat(&done).await.is_err_and(|e| e.is_not_found()), "a refused commit moved bytes");
+        assert_eq!(storage.stat(&p).await.expect("stat").size, 3, "the failed append was not undone");
+    }
 }
 
 async fn walk_reports_sizes_and_times(storage: &dyn Storage) {
