@@ -5,7 +5,6 @@ use super::Registry;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::oci::{RepoName, Tag};
-use crate::storage::StoragePath;
 
 impl Registry {
     /// The tags of a repository, sorted; `NameUnknown` when the repository does not exist.
@@ -20,25 +19,123 @@ impl Registry {
     }
 
     /// Every repository holding manifests, sorted by name.
-    ///
-    /// Walks the repositories directory one level at a time: a directory with a `_manifests`
-    /// child is a repository, and any other child (not starting with `_`) may hold more.
     pub async fn catalog(&self) -> Result<Vec<String>> {
+        self.catalog_page(None, usize::MAX).await
+    }
+
+    /// At most `limit` repositories whose names sort after `after`, in name order: one page of
+    /// the catalog, costing the directories up to the page's end rather than the registry.
+    ///
+    /// A directory with a `_manifests` child is a repository, and any other child (not
+    /// starting with `_`) may hold more. Directories wait in a queue ordered by their name
+    /// prefix; a prefix sorts before every name beneath it, so taking the smallest each time
+    /// meets repositories in name order (`a`, `a-b`, `a/c`: a name's subtree and its siblings'
+    /// interleave, which a depth-first walk would get wrong). Subtrees that hold only names up to
+    /// `after` are never listed, and the walk stops when the page is full.
+    pub async fn catalog_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        use std::cmp::Reverse;
+        // Whether the subtree of the name prefix `prefix` may hold a name after `after`: the
+        // prefix itself, or one of the names beneath it (`prefix/...`).
+        let worth_listing = |prefix: &str| {
+            let Some(after) = after else { return true };
+            let below = format!("{prefix}/");
+            prefix > after || below.as_str() > after || after.starts_with(&below)
+        };
         let mut found = Vec::new();
-        let mut pending: Vec<(StoragePath, String)> = vec![(layout::repositories(), String::new())];
-        while let Some((dir, prefix)) = pending.pop() {
+        let mut pending = std::collections::BinaryHeap::new();
+        pending.push(Reverse((String::new(), layout::repositories())));
+        while let Some(Reverse((prefix, dir))) = pending.pop() {
+            if found.len() >= limit {
+                break;
+            }
             for child in self.storage.list(&dir).await? {
                 if child == "_manifests" {
-                    found.push(prefix.clone());
+                    // Every name still queued sorts after this one (they are not its prefix).
+                    if !prefix.is_empty() && after.is_none_or(|a| prefix.as_str() > a) {
+                        found.push(prefix.clone());
+                    }
                 } else if !child.starts_with('_') {
                     let name = if prefix.is_empty() { child.clone() } else { format!("{prefix}/{child}") };
-                    if RepoName::parse(&name).is_some() {
-                        pending.push((dir.join(&child), name));
+                    if RepoName::parse(&name).is_some() && worth_listing(&name) {
+                        pending.push(Reverse((name, dir.join(&child))));
                     }
                 }
             }
         }
-        found.sort();
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::metrics::{InstrumentedStorage, Metrics};
+    use crate::oci::Tag;
+    use crate::storage::{FsStorage, Storage as _};
+
+    /// How many `list` calls `metrics` counted.
+    fn lists(metrics: &Metrics) -> u64 {
+        let text = metrics.render(None);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(r#"regctl_storage_operations_total{operation="list",outcome="ok"}"#));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn catalog_pages_are_in_name_order_and_cost_the_page_not_the_registry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::default());
+        let storage =
+            Arc::new(InstrumentedStorage::new(Arc::new(FsStorage::new(dir.path())), metrics.clone()));
+        let registry = Registry::new(storage.clone());
+        // Names whose subtrees interleave with their siblings' in name order ('-' and '.' sort
+        // before '/'), a repository nested in another, and many teams.
+        let mut names: Vec<String> =
+            ["a", "a-b", "a.x", "a/c", "a/c/d", "a0", "b/c/d"].map(String::from).to_vec();
+        for team in 0..40 {
+            for app in 0..5 {
+                names.push(format!("team{team:02}/app{app}"));
+            }
+        }
+        let tag = Tag::parse("latest").expect("a tag");
+        for name in &names {
+            let name = RepoName::parse(name).expect("a name");
+            storage
+                .put(&layout::tag_current_link(&name, &tag), Bytes::from_static(b"sha256:00"))
+                .await
+                .expect("put");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(registry.catalog().await.expect("catalog"), sorted);
+
+        // Walking in pages of every size gives the same list.
+        for n in [1, 2, 3, 7, 100] {
+            let mut walked = Vec::new();
+            loop {
+                let page = registry.catalog_page(walked.last().map(String::as_str), n).await.expect("a page");
+                walked.extend(page.iter().cloned());
+                if page.len() < n {
+                    break;
+                }
+            }
+            assert_eq!(walked, sorted, "pages of {n}");
+        }
+
+        // A page of 5 near the end lists a handful of directories, not all 200-odd.
+        let before = lists(&metrics);
+        let page = registry.catalog_page(Some("team37/app4"), 5).await.expect("a page");
+        assert_eq!(page, ["team38/app0", "team38/app1", "team38/app2", "team38/app3", "team38/app4"]);
+        let listed = lists(&metrics) - before;
+        assert!(
+            listed <= 12,
+            "{listed} directories listed for one page of 5 among {} repositories",
+            names.len()
+        );
     }
 }

@@ -54,9 +54,16 @@ pub(super) async fn tags(req: Req<'_>, name: &RepoName) -> Result<Response> {
     Ok(with_next_link(response, &format!("/v2/{name}/tags/list"), &page, n, more))
 }
 
+/// One page of the catalog, read from storage only as far as the page reaches.
 pub(super) async fn catalog(req: Req<'_>) -> Result<Response> {
-    let repositories = req.state.registry.catalog().await?;
-    let (page, n, more) = paginate(repositories, &req)?;
+    let n = page_size(&req)?;
+    // One more than asked, to know whether another page follows.
+    let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
+    let mut page = req.state.registry.catalog_page(req.query.get("last"), limit).await?;
+    let more = n.is_some_and(|n| page.len() > n);
+    if let Some(n) = n {
+        page.truncate(n);
+    }
     let response = axum::Json(json!({"repositories": page})).into_response();
     Ok(with_next_link(response, "/v2/_catalog", &page, n, more))
 }
