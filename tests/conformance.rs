@@ -476,7 +476,8 @@ fn pull_blob_get_and_head() {
 
 /// Spec "Pulling blobs": a registry SHOULD support `Range` per RFC 9110 (DESIGN.md: it does):
 /// 206 with `Content-Range` for satisfiable ranges, 416 with `Content-Range: bytes */SIZE` for
-/// unsatisfiable ones (RFC 9110 §15.5.17).
+/// unsatisfiable ones (RFC 9110 §15.5.17), a last byte before the first (`bytes=50-0`)
+/// included, as distribution answers it (issue 16.6: it was served whole with 200).
 #[test]
 fn pull_blob_range_requests() {
     let reg = Registry::start();
@@ -498,7 +499,7 @@ fn pull_blob_range_requests() {
         assert_eq!(must_header(&resp, "content-length"), (last - first + 1).to_string(), "{range}");
         assert_eq!(bytes(resp), &data[first..=last], "{range}");
     }
-    for range in ["bytes=100-", "bytes=200-300"] {
+    for range in ["bytes=100-", "bytes=200-300", "bytes=50-0", "bytes=500-0"] {
         let resp = ranged(range);
         assert_eq!(resp.status(), 416, "{range}");
         assert_eq!(must_header(&resp, "content-range"), "bytes */100", "{range}");
