@@ -1487,6 +1487,45 @@ fn catalog_and_pagination() {
     assert_eq!(strings(&resp.json::<Value>().expect("JSON")["repositories"]), ["gamma", "zeta"]);
 }
 
+/// The catalog and the tags list agree on which repositories exist (README: a repository exists
+/// while it holds a manifest). Deleting every tag keeps the repository in both (its manifest is
+/// still there by digest); deleting its last manifest removes it from both, while its layers
+/// stay readable until garbage collection (issue 16.7: it left the catalog but its tags list
+/// still answered 200).
+#[test]
+fn catalog_and_tags_list_agree_after_deletes() {
+    let reg = Registry::start();
+    let image = reg.push_image("agree/gone", Some("v1"), "gone");
+    reg.push_image("agree/kept", Some("v1"), "kept");
+    let catalog = || {
+        let resp = reg.get("/v2/_catalog");
+        assert_eq!(resp.status(), 200);
+        strings(&resp.json::<Value>().expect("JSON")["repositories"])
+    };
+    assert_eq!(catalog(), ["agree/gone", "agree/kept"]);
+
+    assert_eq!(reg.delete("/v2/agree/gone/manifests/v1").status(), 202);
+    assert_eq!(catalog(), ["agree/gone", "agree/kept"], "an untagged manifest keeps its repository");
+    let tags: Value = reg.get("/v2/agree/gone/tags/list").json().expect("tags JSON");
+    assert_eq!(tags, json!({"name": "agree/gone", "tags": []}));
+
+    assert_eq!(reg.delete(&format!("/v2/agree/gone/manifests/{}", image.digest)).status(), 202);
+    assert_eq!(catalog(), ["agree/kept"], "no manifest left: not a repository");
+    assert_error(reg.get("/v2/agree/gone/tags/list"), &[404], &["NAME_UNKNOWN"]);
+    let layer = util::sha256(&image.layer);
+    assert_eq!(reg.get(&format!("/v2/agree/gone/blobs/{layer}")).status(), 200, "layers stay until gc");
+
+    // A blob pushed without a manifest (a push in progress) makes no repository either.
+    reg.push_blob("agree/blobs-only", b"just a blob");
+    assert_eq!(catalog(), ["agree/kept"]);
+    assert_error(reg.get("/v2/agree/blobs-only/tags/list"), &[404], &["NAME_UNKNOWN"]);
+
+    reg.push_manifest("agree/gone", "v2", OCI_MANIFEST, &image.manifest);
+    assert_eq!(catalog(), ["agree/gone", "agree/kept"], "pushed again: listed again");
+    let tags: Value = reg.get("/v2/agree/gone/tags/list").json().expect("tags JSON");
+    assert_eq!(tags["tags"], json!(["v2"]));
+}
+
 /// Pushes the referrers fixture of the referrers tests: an image, and in its repository two
 /// image-manifest artifacts and an index that name it as `subject`.
 struct Referrers {

@@ -9,9 +9,13 @@ use crate::storage::StoragePath;
 
 impl Registry {
     /// The tags of a repository, sorted; `NameUnknown` when the repository does not exist.
+    ///
+    /// A repository exists while it holds a manifest, the rule [`Registry::catalog`] lists by:
+    /// once its last manifest is deleted it leaves the catalog and its tags list is
+    /// `NameUnknown`, though its layers stay readable until garbage collection.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<Tag>> {
         let names = self.storage.list(&layout::tags(name)).await?;
-        if names.is_empty() && !self.repository_exists(name).await? {
+        if names.is_empty() && !self.holds_manifests(name).await? {
             return Err(Error::NameUnknown);
         }
         let mut tags: Vec<Tag> = names.iter().filter_map(|t| Tag::parse(t)).collect();
@@ -23,6 +27,8 @@ impl Registry {
     ///
     /// Walks the repositories directory one level at a time: a directory with a `_manifests`
     /// child is a repository, and any other child (not starting with `_`) may hold more.
+    /// Listings leave out directories that hold no object, so a repository whose manifests
+    /// were all deleted is not listed.
     pub async fn catalog(&self) -> Result<Vec<String>> {
         let mut found = Vec::new();
         let mut pending: Vec<(StoragePath, String)> = vec![(layout::repositories(), String::new())];
