@@ -120,7 +120,7 @@ pub async fn serve(
     }
     if let Some(tls) = tls {
         tracing::info!(storage = %root, "serving the registry over HTTPS");
-        crate::tls::serve(listener, app(state), tls, limits, shutdown).await?;
+        crate::tls::serve(listener, app(state), tls, config.http.hsts, limits, shutdown).await?;
         if let Some(notifier) = &ops.notifier {
             notifier.flush().await;
         }
