@@ -587,3 +587,63 @@ fn clients_that_never_read_are_cut_off_without_holding_memory() {
     assert!(grown < 128 << 10, "peak memory grew by {grown} KiB for {CLIENTS} clients that never read");
     assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
 }
+
+/// Issues 16.10 and 23.1: the access log tells a cross-repository mount and a monolithic upload
+/// from a plain upload, caps what clients control (method, path, query values), and writes no
+/// credential, token or other query parameter.
+#[test]
+fn the_access_log_names_the_operation_without_secrets_and_capped() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let log_path = tmp.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let addr = util::free_addr();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regctl"))
+        .args(["serve", "--addr", &addr.to_string(), "--log-format", "text", "--root"])
+        .arg(tmp.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start regctl serve");
+    util::wait_for_port(addr, Duration::from_secs(20));
+    let http = util::http();
+    let blob = b"a logged blob";
+    let digest = util::sha256(blob);
+    let url = |path: &str| format!("http://{addr}{path}");
+    let resp =
+        http.post(url(&format!("/v2/logged/src/blobs/uploads/?digest={digest}"))).body(&blob[..]).send();
+    assert_eq!(resp.expect("monolithic upload").status(), 201);
+    let mount = format!("/v2/logged/dst/blobs/uploads/?mount={digest}&from=logged/src&token=sekrit-query");
+    let resp = http.post(url(&mount)).header("authorization", "Bearer sekrit-header").send();
+    assert_eq!(resp.expect("mount").status(), 201);
+    let raw = |request_line: &str| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        let head = format!("{request_line}\r\nHost: r\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).expect("send");
+        read_answer(&mut stream)
+    };
+    let long_path = raw(&format!("GET /v2/{}/tags/list HTTP/1.1", "p".repeat(64 << 10)));
+    assert!(long_path.status.is_some(), "a long path is answered: {long_path:?}");
+    let long_method = raw(&format!("{} /v2/ HTTP/1.1", "M".repeat(4096)));
+    assert!(long_method.status.is_some(), "a long method is answered: {long_method:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(&log_path).expect("read the log");
+    let requests: Vec<&str> = text.lines().filter(|l| l.contains("request")).collect();
+    assert!(
+        requests.iter().any(|l| l.contains(&format!("mount {digest} from logged/src"))),
+        "the mount is named:\n{text}"
+    );
+    assert!(
+        requests.iter().any(|l| l.contains(&format!("digest {digest}"))),
+        "the monolithic upload:\n{text}"
+    );
+    assert!(!text.contains("sekrit"), "a token or credential reached the log:\n{text}");
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes: client text is not capped");
+    assert!(requests.iter().any(|l| l.contains("MMMMMMMM")), "the long method is logged, capped:\n{text}");
+}
