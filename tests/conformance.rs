@@ -479,7 +479,8 @@ fn pull_blob_get_and_head() {
 
 /// Spec "Pulling blobs": a registry SHOULD support `Range` per RFC 9110 (DESIGN.md: it does):
 /// 206 with `Content-Range` for satisfiable ranges, 416 with `Content-Range: bytes */SIZE` for
-/// unsatisfiable ones (RFC 9110 §15.5.17).
+/// unsatisfiable ones (RFC 9110 §15.5.17), a last byte before the first (`bytes=50-0`)
+/// included, as distribution answers it (issue 16.6: it was served whole with 200).
 #[test]
 fn pull_blob_range_requests() {
     let reg = Registry::start();
@@ -501,7 +502,7 @@ fn pull_blob_range_requests() {
         assert_eq!(must_header(&resp, "content-length"), (last - first + 1).to_string(), "{range}");
         assert_eq!(bytes(resp), &data[first..=last], "{range}");
     }
-    for range in ["bytes=100-", "bytes=200-300"] {
+    for range in ["bytes=100-", "bytes=200-300", "bytes=50-0", "bytes=500-0"] {
         let resp = ranged(range);
         assert_eq!(resp.status(), 416, "{range}");
         assert_eq!(must_header(&resp, "content-range"), "bytes */100", "{range}");
@@ -1497,6 +1498,45 @@ fn catalog_and_pagination() {
     let resp = reg.send(reg.request(Method::GET, "/v2/_catalog").query(&[("n", "2"), ("last", "beta/two")]));
     assert_eq!(resp.status(), 200);
     assert_eq!(strings(&resp.json::<Value>().expect("JSON")["repositories"]), ["gamma", "zeta"]);
+}
+
+/// The catalog and the tags list agree on which repositories exist (README: a repository exists
+/// while it holds a manifest). Deleting every tag keeps the repository in both (its manifest is
+/// still there by digest); deleting its last manifest removes it from both, while its layers
+/// stay readable until garbage collection (issue 16.7: it left the catalog but its tags list
+/// still answered 200).
+#[test]
+fn catalog_and_tags_list_agree_after_deletes() {
+    let reg = Registry::start();
+    let image = reg.push_image("agree/gone", Some("v1"), "gone");
+    reg.push_image("agree/kept", Some("v1"), "kept");
+    let catalog = || {
+        let resp = reg.get("/v2/_catalog");
+        assert_eq!(resp.status(), 200);
+        strings(&resp.json::<Value>().expect("JSON")["repositories"])
+    };
+    assert_eq!(catalog(), ["agree/gone", "agree/kept"]);
+
+    assert_eq!(reg.delete("/v2/agree/gone/manifests/v1").status(), 202);
+    assert_eq!(catalog(), ["agree/gone", "agree/kept"], "an untagged manifest keeps its repository");
+    let tags: Value = reg.get("/v2/agree/gone/tags/list").json().expect("tags JSON");
+    assert_eq!(tags, json!({"name": "agree/gone", "tags": []}));
+
+    assert_eq!(reg.delete(&format!("/v2/agree/gone/manifests/{}", image.digest)).status(), 202);
+    assert_eq!(catalog(), ["agree/kept"], "no manifest left: not a repository");
+    assert_error(reg.get("/v2/agree/gone/tags/list"), &[404], &["NAME_UNKNOWN"]);
+    let layer = util::sha256(&image.layer);
+    assert_eq!(reg.get(&format!("/v2/agree/gone/blobs/{layer}")).status(), 200, "layers stay until gc");
+
+    // A blob pushed without a manifest (a push in progress) makes no repository either.
+    reg.push_blob("agree/blobs-only", b"just a blob");
+    assert_eq!(catalog(), ["agree/kept"]);
+    assert_error(reg.get("/v2/agree/blobs-only/tags/list"), &[404], &["NAME_UNKNOWN"]);
+
+    reg.push_manifest("agree/gone", "v2", OCI_MANIFEST, &image.manifest);
+    assert_eq!(catalog(), ["agree/gone", "agree/kept"], "pushed again: listed again");
+    let tags: Value = reg.get("/v2/agree/gone/tags/list").json().expect("tags JSON");
+    assert_eq!(tags["tags"], json!(["v2"]));
 }
 
 /// Pushes the referrers fixture of the referrers tests: an image, and in its repository two

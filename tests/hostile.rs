@@ -32,10 +32,23 @@ struct Hostile {
 impl Hostile {
     fn start() -> Hostile {
         let tmp = tempfile::tempdir().expect("temporary directory");
+        Hostile::launch(tmp, &format!("[storage]\nmaxblobsize = {MAX_BLOB}\n"))
+    }
+
+    /// A server with htpasswd authentication on (one user, whom the tests never name).
+    fn start_with_auth() -> Hostile {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let hash = bcrypt::hash("not used by the tests", 4).expect("bcrypt");
+        let htpasswd = tmp.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("someone:{hash}\n")).expect("write htpasswd");
+        Hostile::launch(tmp, &format!("[auth.htpasswd]\npath = {:?}\n", htpasswd.display().to_string()))
+    }
+
+    /// Starts the server in `tmp` with the short timeouts, then `extra` TOML sections.
+    fn launch(tmp: tempfile::TempDir, extra: &str) -> Hostile {
         let config = tmp.path().join("config.toml");
         let text = format!(
-            "[http]\nheadertimeout = \"{TIMEOUT_SECS}s\"\nbodytimeout = \"{TIMEOUT_SECS}s\"\n\n\
-             [storage]\nmaxblobsize = {MAX_BLOB}\n"
+            "[http]\nheadertimeout = \"{TIMEOUT_SECS}s\"\nbodytimeout = \"{TIMEOUT_SECS}s\"\n\n{extra}"
         );
         std::fs::write(&config, text).expect("write the config");
         let config = config.to_str().expect("a UTF-8 path").to_string();
@@ -690,4 +703,229 @@ fn a_stored_blob_of_the_wrong_size_is_replaced_by_a_genuine_push() {
     let (status, pulled) = pull(&reg.server, "victim", &digest);
     assert_eq!((status, pulled.len()), (200, real.len()));
     assert!(pulled == real, "a pull of {digest} returns other bytes");
+}
+
+/// One response read off a kept-alive connection.
+#[derive(Debug)]
+struct Exchange {
+    status: u16,
+    /// The header lines, lower-cased.
+    head: String,
+}
+
+impl Exchange {
+    fn closes(&self) -> bool {
+        self.head.lines().any(|l| l.starts_with("connection:") && l.contains("close"))
+    }
+}
+
+/// Reads exactly one response (head and `Content-Length` body) from `stream`; `None` when the
+/// connection ended first.
+fn read_one(stream: &mut TcpStream) -> Option<Exchange> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let status = head.strip_prefix("http/1.1 ").and_then(|r| r.get(..3)).and_then(|s| s.parse().ok())?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("Content-Length"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(Exchange { status, head })
+}
+
+/// Sends `head` with a body of `length` bytes the way a Go client does when the server answers
+/// early: the headers first, the body 50 ms later; returns the answer.
+fn send_late_body(stream: &mut TcpStream, head: &str, length: usize) -> Option<Exchange> {
+    let head = format!("{head}\r\nHost: registry\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("send the head");
+    std::thread::sleep(Duration::from_millis(50));
+    // The server may stop reading a large body once it has answered: what it says counts.
+    let _ = stream.write_all(&vec![b'x'; length]);
+    read_one(stream)
+}
+
+/// Issue 16.1: an answer given before the request body was read (a 401 challenge to a `PUT`
+/// with a body, a 416 to an out-of-order `PATCH`) leaves an HTTP/1.1 connection that a client
+/// can reuse for its next request, or one that says `Connection: close` and closes: never one
+/// dropped silently (a Go client reusing it gets `EOF` and does not retry a `PUT`).
+#[test]
+fn early_answers_keep_the_connection_or_say_close() {
+    let next_request = "GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n";
+
+    let reg = Hostile::start_with_auth();
+    let mut stream = reg.connect();
+    let put = "PUT /v2/early/blobs/uploads/6f1c2a8e-0d7b-4c39-9e57-2b8f4a1d3c60?digest=sha256:00 HTTP/1.1";
+    let answer = send_late_body(&mut stream, put, 1000).expect("an answer to the PUT");
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(!answer.closes(), "a 1000-byte body is read, the connection kept: {answer:?}");
+    stream.write_all(next_request.as_bytes()).expect("the connection takes the next request");
+    let again = read_one(&mut stream).expect("the kept-alive connection answers the next request");
+    assert_eq!(again.status, 401);
+
+    // A body too large to read for nothing: the 401 says `Connection: close`, then it closes.
+    let mut stream = reg.connect();
+    let answer = send_late_body(&mut stream, put, 4 << 20).expect("an answer to the large PUT");
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.closes(), "a connection that will close says so: {answer:?}");
+
+    // A client waiting for `100 Continue` sent no body: told to close, not to send it.
+    let mut stream = reg.connect();
+    let head = format!("{put}\r\nHost: registry\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("send");
+    let answer = read_one(&mut stream).expect("an answer without the body");
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.closes(), "{answer:?}");
+
+    // 416 to a chunk that does not start where the upload ends.
+    let reg = Hostile::start();
+    let location = start_upload(&reg, "early");
+    let mut stream = reg.connect();
+    let patch = format!("PATCH {location} HTTP/1.1\r\nContent-Range: 100-1099");
+    let answer = send_late_body(&mut stream, &patch, 1000).expect("an answer to the PATCH");
+    assert_eq!(answer.status, 416, "{answer:?}");
+    assert!(!answer.closes(), "{answer:?}");
+    stream.write_all(next_request.as_bytes()).expect("the connection takes the next request");
+    assert_eq!(read_one(&mut stream).map(|a| a.status), Some(200), "the next request is answered");
+}
+
+/// Issue 23.7: HTTP/2 connections (h2c here; h2 over TLS is served by the same code) are closed
+/// once idle for the header timeout, as HTTP/1.1 ones are, after a request as before one.
+#[test]
+fn idle_http2_connections_are_closed() {
+    let reg = Hostile::start();
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut stream = reg.connect();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+        // HEADERS on stream 1, END_STREAM | END_HEADERS: GET http://r/v2/ (HPACK: indexed
+        // :method GET, :scheme http; literal :path and :authority with indexed names).
+        let block = [&[0x82, 0x86, 0x44, 4][..], b"/v2/", &[0x41, 1], b"r"].concat();
+        hello.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+        hello.extend_from_slice(&block);
+        stream.write_all(&hello).expect("send an HTTP/2 request");
+        streams.push(stream);
+    }
+    let started = Instant::now();
+    for stream in &mut streams {
+        // Read what the server sends (its SETTINGS, the answer) until it closes.
+        let took = wait_for_close(stream, b"");
+        assert!(took + started.elapsed() >= Duration::from_secs(TIMEOUT_SECS) / 2, "closed too early");
+    }
+    eprintln!("20 idle HTTP/2 connections closed after {:?}", started.elapsed());
+    assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
+}
+
+/// Issue 23.6: clients that request a large blob and never read it hold neither the server's
+/// memory nor their connections for long: a response that makes no progress for the body
+/// timeout is dropped and its connection closed.
+#[test]
+fn clients_that_never_read_are_cut_off_without_holding_memory() {
+    const CLIENTS: usize = 100;
+    const BLOB: usize = 8 << 20;
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let reg = Hostile::launch(tmp, "");
+    let blob: Vec<u8> = (0..BLOB).map(|i| (i % 251) as u8).collect();
+    let digest = util::sha256(&blob);
+    let resp = util::http()
+        .post(reg.server.url(&format!("/v2/big/blobs/uploads/?digest={digest}")))
+        .body(blob)
+        .send()
+        .expect("push the blob");
+    assert_eq!(resp.status(), 201);
+    assert_eq!(reg.send(&format!("GET /v2/big/blobs/{digest} HTTP/1.1"), b"").status, Some(200));
+
+    let before = reg.peak_rss_kib();
+    let mut streams = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut stream = reg.connect();
+        let get = format!("GET /v2/big/blobs/{digest} HTTP/1.1\r\nHost: registry\r\n\r\n");
+        stream.write_all(get.as_bytes()).expect("send");
+        streams.push(stream);
+    }
+    // Past the body timeout (with margin for 100 connections on a busy machine)...
+    std::thread::sleep(Duration::from_secs(4 * TIMEOUT_SECS));
+    let grown = reg.peak_rss_kib().saturating_sub(before);
+    eprintln!("peak memory grew by {grown} KiB for {CLIENTS} clients that never read");
+    // ...each connection was cut: reading now gets what the kernel had buffered, then the end.
+    for (i, stream) in streams.iter_mut().enumerate() {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        let mut got = Vec::new();
+        let ended = match stream.read_to_end(&mut got) {
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        };
+        assert!(ended && got.len() < BLOB, "client {i}: the server kept sending ({} bytes)", got.len());
+    }
+    // Before the fix: about 300 MiB (3 MiB per client), held for as long as the clients liked.
+    assert!(grown < 128 << 10, "peak memory grew by {grown} KiB for {CLIENTS} clients that never read");
+    assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
+}
+
+/// Issues 16.10 and 23.1: the access log tells a cross-repository mount and a monolithic upload
+/// from a plain upload, caps what clients control (method, path, query values), and writes no
+/// credential, token or other query parameter.
+#[test]
+fn the_access_log_names_the_operation_without_secrets_and_capped() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let log_path = tmp.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let addr = util::free_addr();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regctl"))
+        .args(["serve", "--addr", &addr.to_string(), "--log-format", "text", "--root"])
+        .arg(tmp.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start regctl serve");
+    util::wait_for_port(addr, Duration::from_secs(20));
+    let http = util::http();
+    let blob = b"a logged blob";
+    let digest = util::sha256(blob);
+    let url = |path: &str| format!("http://{addr}{path}");
+    let resp =
+        http.post(url(&format!("/v2/logged/src/blobs/uploads/?digest={digest}"))).body(&blob[..]).send();
+    assert_eq!(resp.expect("monolithic upload").status(), 201);
+    let mount = format!("/v2/logged/dst/blobs/uploads/?mount={digest}&from=logged/src&token=sekrit-query");
+    let resp = http.post(url(&mount)).header("authorization", "Bearer sekrit-header").send();
+    assert_eq!(resp.expect("mount").status(), 201);
+    let raw = |request_line: &str| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        let head = format!("{request_line}\r\nHost: r\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).expect("send");
+        read_answer(&mut stream)
+    };
+    let long_path = raw(&format!("GET /v2/{}/tags/list HTTP/1.1", "p".repeat(64 << 10)));
+    assert!(long_path.status.is_some(), "a long path is answered: {long_path:?}");
+    let long_method = raw(&format!("{} /v2/ HTTP/1.1", "M".repeat(4096)));
+    assert!(long_method.status.is_some(), "a long method is answered: {long_method:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(&log_path).expect("read the log");
+    let requests: Vec<&str> = text.lines().filter(|l| l.contains("request")).collect();
+    assert!(
+        requests.iter().any(|l| l.contains(&format!("mount {digest} from logged/src"))),
+        "the mount is named:\n{text}"
+    );
+    assert!(
+        requests.iter().any(|l| l.contains(&format!("digest {digest}"))),
+        "the monolithic upload:\n{text}"
+    );
+    assert!(!text.contains("sekrit"), "a token or credential reached the log:\n{text}");
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes: client text is not capped");
+    assert!(requests.iter().any(|l| l.contains("MMMMMMMM")), "the long method is logged, capped:\n{text}");
 }

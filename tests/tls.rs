@@ -61,7 +61,8 @@ fn skopeo_round_trip(addr: SocketAddr, root: &str, work: &Path, repo: &str, seed
 /// TLS-ALPN-01 is blocked (Pebble validates it on a port where nothing listens): the default
 /// order tries it first, then falls back to HTTP-01 on the port-80 listener in the same
 /// attempt. A restart with the same cache serves the cached certificate without a new order.
-/// Port 80 redirects to HTTPS; HTTPS responses carry HSTS.
+/// Port 80 redirects to HTTPS. HTTPS responses carry no HSTS: it is on by default only for ACME
+/// on port 443, and this server listens elsewhere.
 #[test]
 fn acme_http01_fallback_and_cache_across_restart() {
     if !tls::pebble_available() {
@@ -85,7 +86,7 @@ fn acme_http01_fallback_and_cache_across_restart() {
     let client = tls::https_client(&issuing_root);
     let resp = client.get(https_url(addr, "/v2/")).send().expect("GET /v2/ over HTTPS");
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000");
+    assert_eq!(resp.headers().get("strict-transport-security"), None, "ACME off port 443: no HSTS");
     let resp = util::http()
         .get(format!("http://{HOST}:{}/v2/_catalog?n=5", http_addr.port()))
         .send()
@@ -209,7 +210,6 @@ fn certificate_files_served_and_rotated() {
     let client = tls::https_client(&ca.pem);
     let resp = client.get(https_url(addr, "/v2/")).send().expect("GET /v2/");
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000");
     skopeo_round_trip(addr, &ca.pem, work.path(), "tls/files", 45);
 
     // Rotate: the new certificate lands first, its key 3 s later (a non-atomic copy). In
@@ -245,6 +245,58 @@ fn certificate_files_served_and_rotated() {
     assert!(server.stop(), "regctl serve exits cleanly on SIGTERM");
     let status = upload.join().expect("upload thread").expect("the in-flight upload completes");
     assert_eq!(status, 201);
+}
+
+/// Issue 16.9: HSTS applies to the host name on every port in browsers, so it is sent only
+/// when the operator asks (`http.hsts`; by default only for ACME on port 443). Certificate
+/// files on another port: none by default, one year when configured.
+#[test]
+fn hsts_only_when_configured() {
+    let work = tempfile::tempdir().expect("temporary directory");
+    let ca = TestCa::new(work.path(), "hsts-ca");
+    let (cert, key) = (work.path().join("fullchain.pem"), work.path().join("key.pem"));
+    ca.issue(&[HOST], &cert, &key);
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let flags = ["--tls-cert", cert_arg.as_str(), "--tls-key", key_arg.as_str()];
+    let client = tls::https_client(&ca.pem);
+    for (env, expected) in [(None, None), (Some("true"), Some("max-age=31536000")), (Some("false"), None)] {
+        let env: Vec<(&str, &str)> = env.map(|v| ("REGISTRY_HTTP_HSTS", v)).into_iter().collect();
+        let server = Server::start_on_env(&work.path().join("data"), &flags, &env);
+        tls::wait_for_certificate(server.addr, HOST, &ca.pem, None, Duration::from_secs(10));
+        let resp = client.get(https_url(server.addr, "/v2/")).send().expect("GET /v2/");
+        assert_eq!(resp.status(), 200);
+        let hsts = resp.headers().get("strict-transport-security").map(|v| v.to_str().expect("ASCII"));
+        assert_eq!(hsts, expected, "with {env:?}");
+        assert!(server.stop());
+    }
+}
+
+/// Issue 16.4: plain HTTP sent to the HTTPS port gets a readable 400, as from Go's servers
+/// (distribution), not a TLS alert that clients show as "Received HTTP/0.9"; TLS still works
+/// on the same port afterwards.
+#[test]
+fn plain_http_to_the_https_port_gets_a_readable_400() {
+    use std::io::{Read, Write};
+    let work = tempfile::tempdir().expect("temporary directory");
+    let ca = TestCa::new(work.path(), "plain-ca");
+    let (cert, key) = (work.path().join("fullchain.pem"), work.path().join("key.pem"));
+    ca.issue(&[HOST], &cert, &key);
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let server = Server::start_with(&["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    tls::wait_for_certificate(server.addr, HOST, &ca.pem, None, Duration::from_secs(10));
+    for request in ["GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n", "PUT /v2/x/manifests/v1 HTTP/1.1\r\n"] {
+        let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        stream.write_all(request.as_bytes()).expect("send plain HTTP");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{request:?}: {answer:?}");
+        assert!(answer.ends_with("\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"), "{answer:?}");
+    }
+    let resp =
+        tls::https_client(&ca.pem).get(https_url(server.addr, "/v2/")).send().expect("HTTPS still works");
+    assert_eq!(resp.status(), 200);
 }
 
 /// A request body that trickles out in 64 KiB pieces, one every 50 ms (2 MiB: about 1.6 s).

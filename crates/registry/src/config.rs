@@ -6,6 +6,7 @@
 //! addr = "127.0.0.1:5000"
 //! headertimeout = "30s"    # to send a request's headers (and idle time between requests)
 //! bodytimeout = "60s"      # longest pause while a request body is arriving
+//! hsts = true              # Strict-Transport-Security on HTTPS (default: ACME on port 443)
 //!
 //! [http.tls.letsencrypt]   # HTTPS by ACME, or certificate + key files: see config::tls
 //! hosts = ["registry.example.com"]
@@ -117,6 +118,9 @@ pub struct HttpConfig {
     /// A stalled upload fails and its connection closes.
     #[serde(deserialize_with = "ops::optional_duration")]
     pub bodytimeout: Option<Duration>,
+    /// Send `Strict-Transport-Security` on HTTPS responses. Unset: only for ACME certificates
+    /// on port 443 (a browser pins the host name on every port, so the operator decides).
+    pub hsts: Option<bool>,
 }
 
 impl Default for HttpConfig {
@@ -126,6 +130,7 @@ impl Default for HttpConfig {
             tls: TlsConfig::default(),
             headertimeout: Some(Duration::from_secs(30)),
             bodytimeout: Some(Duration::from_secs(60)),
+            hsts: None,
         }
     }
 }
@@ -361,6 +366,12 @@ impl Config {
                 "REGISTRY_STORAGE" => kind = Some(value),
                 "REGISTRY_STORAGE_REDIRECT_DISABLE" => redirect_disable = Some(value),
                 "REGISTRY_HTTP_ADDR" => self.http.addr = value,
+                "REGISTRY_HTTP_HSTS" => {
+                    self.http.hsts = Some(
+                        parse_flag(&value)
+                            .map_err(|message| ConfigError::Env { name: name.clone(), message })?,
+                    );
+                }
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY" => {
                     self.storage.filesystem.rootdirectory = PathBuf::from(value);
                 }
@@ -465,10 +476,12 @@ mod tests {
             ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
             ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
             ("REGISTRY_HTTP_ADDR", "127.0.0.1:5001"),
+            ("REGISTRY_HTTP_HSTS", "true"),
             ("UNRELATED", "x"),
         ];
         config.apply_env(vars.map(|(k, v)| (k.to_string(), v.to_string()))).expect("env");
         assert_eq!(config.http.addr, "127.0.0.1:5001");
+        assert_eq!(config.http.hsts, Some(true));
         let htpasswd = config.auth.htpasswd.expect("htpasswd");
         assert_eq!(
             (htpasswd.realm.as_str(), htpasswd.path.as_path()),

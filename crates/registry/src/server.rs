@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +23,11 @@ use crate::auth::{self, Htpasswd, HtpasswdError};
 use crate::config::{Config, HttpConfig};
 use crate::storage::{FsStorage, S3Storage, Storage};
 use crate::{AppState, Registry, app};
+use activity::Activity;
+
+mod activity;
+mod drain;
+mod progress;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +120,7 @@ pub async fn serve(
     }
     if let Some(tls) = tls {
         tracing::info!(storage = %root, "serving the registry over HTTPS");
-        crate::tls::serve(listener, app(state), tls, limits, shutdown).await?;
+        crate::tls::serve(listener, app(state), tls, config.http.hsts, limits, shutdown).await?;
         if let Some(notifier) = &ops.notifier {
             notifier.flush().await;
         }
@@ -188,10 +192,16 @@ pub(crate) async fn accept_loop<F>(
 /// Serves HTTP/1.1 or HTTP/2 on one connection from `remote` until it closes, watched by
 /// `watcher` so shutdown waits for its requests.
 ///
-/// hyper's header timeout covers each HTTP/1 request head and the wait for the next one, but
-/// not the protocol detection before the first request: a client that connects and sends
-/// nothing (or an HTTP/2 preface a byte at a time) is dropped here when no request has
-/// started within the header timeout.
+/// What a slow, silent or careless client can hold is bounded here:
+/// - hyper's header timeout covers each HTTP/1 request head and the wait for the next one; a
+///   connection with no request in flight for the header timeout is closed here too, which
+///   covers HTTP/2 (whose idle connections hyper keeps for ever) and a client that connects and
+///   never starts a request ([`activity`]);
+/// - a request body may not pause longer than the body timeout;
+/// - a response the client stops reading fails once the socket has accepted nothing for the
+///   body timeout ([`progress`]);
+/// - an HTTP/1 answer given before the request body was read keeps the connection usable, or
+///   says `Connection: close` ([`drain`]).
 pub(crate) async fn serve_connection<I>(
     io: I,
     remote: SocketAddr,
@@ -201,36 +211,46 @@ pub(crate) async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let started = Arc::new(AtomicBool::new(false));
-    let first_request = started.clone();
+    let activity = Activity::new();
+    let tracker = activity.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        first_request.store(true, Ordering::Relaxed);
-        let mut request = request.map(|body| match limits.body_timeout {
-            Some(timeout) => Body::new(tower_http::timeout::TimeoutBody::new(timeout, body)),
-            None => Body::new(body),
-        });
+        let http1 = request.version() < axum::http::Version::HTTP_2;
+        let (parts, body) = request.into_parts();
+        let shared = drain::SharedBody::new(body);
+        let body = match limits.body_timeout {
+            Some(timeout) => Body::new(tower_http::timeout::TimeoutBody::new(timeout, shared.clone())),
+            None => Body::new(shared.clone()),
+        };
+        let request_headers = http1.then(|| parts.headers.clone());
+        let mut request = hyper::Request::from_parts(parts, body);
         request.extensions_mut().insert(ConnectInfo(remote));
         let app = app.clone();
-        async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+        let tracker = tracker.clone();
+        let in_flight = tracker.start();
+        async move {
+            let mut response = app.oneshot(request).await.unwrap_or_else(|e| match e {});
+            if let Some(headers) = request_headers {
+                drain::settle(shared, &headers, &mut response).await;
+            }
+            Ok::<_, Infallible>(response.map(|body| in_flight.track(body)))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
-    let first_request_deadline = async {
+    let io = TokioIo::new(progress::WriteProgress::new(io, limits.body_timeout));
+    let conn = watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+    let idle = async {
         match limits.header_timeout {
-            Some(timeout) => tokio::time::sleep(timeout).await,
+            Some(timeout) => activity.idle_for(timeout).await,
             None => std::future::pending().await,
-        }
-        if started.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
         }
     };
     tokio::select! {
         result = conn => if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         },
-        () = first_request_deadline => tracing::debug!(%remote, "no request within the header timeout"),
+        () = idle => tracing::debug!(%remote, "connection idle for the header timeout: closed"),
     }
 }
 

@@ -24,7 +24,9 @@ pub enum BlobRange {
 
 impl BlobRange {
     /// Parses a single-range `Range: bytes=...` header. `None` when it is malformed or asks for
-    /// several ranges, which is answered with the whole blob (allowed by RFC 9110).
+    /// several ranges, which is answered with the whole blob (allowed by RFC 9110). A range
+    /// whose last byte comes before its first (`bytes=500-0`) is kept: it never resolves, so it
+    /// is answered with 416, as distribution does, rather than with the whole blob.
     pub fn parse(value: &str) -> Option<BlobRange> {
         let spec = value.trim().strip_prefix("bytes=")?;
         if spec.contains(',') {
@@ -35,11 +37,7 @@ impl BlobRange {
         match (start.trim(), end.trim()) {
             ("", suffix) => Some(BlobRange::Suffix(number(suffix)?)),
             (start, "") => Some(BlobRange::From { start: number(start)?, end: None }),
-            (start, end) => {
-                let (start, end) = (number(start)?, number(end)?);
-                // `end < start` is syntactically invalid: ignore the header.
-                (end >= start).then_some(BlobRange::From { start, end: Some(end) })
-            }
+            (start, end) => Some(BlobRange::From { start: number(start)?, end: Some(number(end)?) }),
         }
     }
 
@@ -126,7 +124,8 @@ mod tests {
         assert_eq!(BlobRange::parse("bytes=0-9"), Some(BlobRange::From { start: 0, end: Some(9) }));
         assert_eq!(BlobRange::parse("bytes=5-"), Some(BlobRange::From { start: 5, end: None }));
         assert_eq!(BlobRange::parse("bytes=-5"), Some(BlobRange::Suffix(5)));
-        for bad in ["bytes=9-0", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", "bytes=-", "bytes=--1"] {
+        assert_eq!(BlobRange::parse("bytes=500-0"), Some(BlobRange::From { start: 500, end: Some(0) }));
+        for bad in ["bytes=0-1,3-4", "items=0-1", "bytes=a-b", "bytes=-", "bytes=--1"] {
             assert_eq!(BlobRange::parse(bad), None, "{bad}");
         }
     }
@@ -142,5 +141,6 @@ mod tests {
         assert_eq!(BlobRange::Suffix(30).resolve(10), Some(0..10));
         assert_eq!(BlobRange::Suffix(0).resolve(10), None);
         assert_eq!(from(0, None).resolve(0), None);
+        assert_eq!(from(5, Some(2)).resolve(10), None, "last before first: unsatisfiable");
     }
 }

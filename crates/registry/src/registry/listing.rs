@@ -8,9 +8,13 @@ use crate::oci::{RepoName, Tag};
 
 impl Registry {
     /// The tags of a repository, sorted; `NameUnknown` when the repository does not exist.
+    ///
+    /// A repository exists while it holds a manifest, the rule [`Registry::catalog`] lists by:
+    /// once its last manifest is deleted it leaves the catalog and its tags list is
+    /// `NameUnknown`, though its layers stay readable until garbage collection.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<Tag>> {
         let names = self.storage.list(&layout::tags(name)).await?;
-        if names.is_empty() && !self.repository_exists(name).await? {
+        if names.is_empty() && !self.holds_manifests(name).await? {
             return Err(Error::NameUnknown);
         }
         let mut tags: Vec<Tag> = names.iter().filter_map(|t| Tag::parse(t)).collect();
@@ -19,6 +23,9 @@ impl Registry {
     }
 
     /// Every repository holding manifests, sorted by name.
+    ///
+    /// Listings leave out directories that hold no object, so a repository whose manifests
+    /// were all deleted is not listed.
     pub async fn catalog(&self) -> Result<Vec<String>> {
         self.catalog_page(None, usize::MAX).await
     }

@@ -90,9 +90,10 @@ impl Registry {
         }
     }
 
-    /// True when the repository has anything stored (manifests, layers or uploads).
-    async fn repository_exists(&self, name: &RepoName) -> Result<bool> {
-        Ok(!self.storage.list(&layout::repository(name)).await?.is_empty())
+    /// True when the repository holds a manifest (a revision, tag or referrer link): what
+    /// makes it a repository for the catalog and the tags list alike.
+    async fn holds_manifests(&self, name: &RepoName) -> Result<bool> {
+        Ok(self.storage.list(&layout::repository(name)).await?.iter().any(|child| child == "_manifests"))
     }
 }
 

@@ -16,8 +16,10 @@ use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
 
 /// Prefix of temporary files; no path component the registry writes can start with a dot.
 const TEMP_PREFIX: &str = ".tmp-";
-/// Read buffer size: large enough that a 1 GiB layer is a few thousand syscalls.
-const IO_BUFFER: usize = 1 << 20;
+/// Read buffer size: large enough that a 1 GiB layer is a few thousand syscalls, small enough
+/// that a client that stops reading holds under a megabyte (this buffer, the chunk being sent
+/// and the next one) until the send-progress timeout drops it.
+const IO_BUFFER: usize = 256 << 10;
 /// Received chunks waiting for an append's writer thread; bounded, so a slow disk slows the
 /// client down instead of filling memory.
 const WRITE_QUEUE: usize = 8;

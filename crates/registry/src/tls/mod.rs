@@ -8,6 +8,7 @@
 //! - [`acme`]: the ACME client: account and certificate cache, HTTP-01 and TLS-ALPN-01,
 //!   background renewal with backoff.
 //! - [`redirect`]: the port-80 listener: HTTP-01 tokens and a redirect to HTTPS.
+//! - [`plain`]: a readable 400 for plain HTTP sent to the HTTPS port.
 //!
 //! [`TlsSettings::from_config`] validates the `[http.tls]` section once; [`serve`] runs the
 //! listeners until shutdown, letting in-flight requests finish.
@@ -15,6 +16,7 @@
 pub mod acme;
 pub mod cert;
 pub mod files;
+pub mod plain;
 pub mod redirect;
 pub mod resolver;
 
@@ -40,8 +42,9 @@ use files::CertFiles;
 use redirect::Http01Tokens;
 use resolver::{ACME_TLS_ALPN, CertResolver};
 
-/// The `Strict-Transport-Security` value sent on every HTTPS response: one year. No
-/// `includeSubDomains`: other names under the registry's domain are not ours to pin.
+/// The `Strict-Transport-Security` value sent on HTTPS responses when HSTS is on ([`hsts_on`]):
+/// one year. No `includeSubDomains`: other names under the registry's domain are not ours to
+/// pin.
 pub const HSTS: &str = "max-age=31536000";
 /// The plain-HTTP listener used with ACME when none is configured.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:80";
@@ -210,12 +213,21 @@ fn valid_host(host: &str) -> bool {
         })
 }
 
+/// Whether HTTPS responses carry HSTS: as `http.hsts` says, else only for an ACME deployment on
+/// port 443. A browser applies HSTS to the host name on every port, so a registry on another
+/// port (or with an operator's own certificate) must not pin the name for whatever else is
+/// served under it unless the operator asks.
+pub fn hsts_on(configured: Option<bool>, source: &CertSource, port: u16) -> bool {
+    configured.unwrap_or(matches!(source, CertSource::Acme(_)) && port == 443)
+}
+
 /// Serves `app` over HTTPS on `listener` (and the port-80 listener, if configured) until
-/// `shutdown` completes, then lets in-flight requests finish.
+/// `shutdown` completes, then lets in-flight requests finish. `hsts` is `http.hsts`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: TlsSettings,
+    hsts: Option<bool>,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), TlsError> {
@@ -227,6 +239,7 @@ pub async fn serve(
         purpose: "HTTPS",
         source,
     })?;
+    let hsts = hsts_on(hsts, &settings.source, local.port());
     let cancel = CancellationToken::new();
     let resolver = Arc::new(CertResolver::default());
     let mut config = rustls::ServerConfig::builder_with_provider(cert::provider())
@@ -270,7 +283,7 @@ pub async fn serve(
 
     tracing::info!(addr = %local, "registry listening on https://{local}");
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let app = app.layer(axum::middleware::map_response(strict_transport_security));
+    let app = if hsts { app.layer(axum::middleware::map_response(strict_transport_security)) } else { app };
     server::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
         connection(tcp, remote, acceptor.clone(), app.clone(), limits, watcher)
     })
@@ -289,7 +302,7 @@ async fn strict_transport_security(mut response: Response) -> Response {
 }
 
 /// One TLS connection: the handshake (which is all a TLS-ALPN-01 validation needs), then HTTP/1.1
-/// or HTTP/2.
+/// or HTTP/2. A client that speaks plain HTTP is answered with a 400 instead ([`plain`]).
 async fn connection(
     tcp: TcpStream,
     remote: SocketAddr,
@@ -298,7 +311,21 @@ async fn connection(
     limits: ConnLimits,
     watcher: Watcher,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if plain::looks_like_http(first[0]) => {
+            tracing::debug!(%remote, "plain HTTP on the HTTPS port: answered 400");
+            plain::refuse(tcp).await;
+            return;
+        }
+        Ok(Ok(1)) => {}
+        _ => {
+            tracing::debug!(%remote, "closed, failed or silent before the TLS handshake");
+            return;
+        }
+    }
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -363,5 +390,16 @@ mod tests {
         assert_eq!(s.http_addr, None);
         c.letsencrypt = acme(&["r.example"]).letsencrypt;
         assert!(TlsSettings::from_config(&c).is_err());
+    }
+
+    #[test]
+    fn hsts_only_for_acme_on_443_unless_configured() {
+        let files = CertSource::Files(CertFiles { certificate: "c.pem".into(), key: "k.pem".into() });
+        let acme = TlsSettings::from_config(&acme(&["r.example"])).expect("acme").expect("tls").source;
+        assert!(hsts_on(None, &acme, 443));
+        assert!(!hsts_on(None, &acme, 8443));
+        assert!(!hsts_on(None, &files, 443));
+        assert!(hsts_on(Some(true), &files, 5000));
+        assert!(!hsts_on(Some(false), &acme, 443));
     }
 }
