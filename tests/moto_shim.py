@@ -17,6 +17,13 @@ It forwards every request to moto unchanged, and can:
                     Describe*/List*/Get*, S3 and Route 53 writes included) to moto, then hold its
                     answer (printing "HANG <action>"): the change is made but the caller never
                     learns it, the worst moment for it to die;
+* --not-found-after-create ACTION=N
+                    answer the first N requests of ACTION that name a resource created through
+                    this shim (an instance or group ID, a role, policy, profile or bucket) with
+                    that resource's "not found" error, without forwarding them, printing
+                    "NOTFOUND <action>": AWS's eventual consistency right after a create
+                    (InvalidInstanceID.NotFound, InvalidGroup.NotFound, NoSuchBucket, NoSuchEntity),
+                    which moto, consistent at once, never shows;
 * --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
                     503 SlowDown without forwarding, 500 InternalError after forwarding (the
                     request took effect), a stall of 1 s, the connection closed without an
@@ -28,7 +35,7 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
-                    [--hang-after-first-change] [--s3-faults RATE --seed N]
+                    [--hang-after-first-change] [--not-found-after-create A=N]... [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
@@ -36,6 +43,7 @@ import argparse
 import http.client
 import json
 import random
+import re
 import sys
 import threading
 import time
@@ -67,6 +75,39 @@ def error_answer(action, code, form, authorization):
     service = authorization.split("Credential=", 1)[-1].split("/")[3] if "Credential=" in authorization else ""
     template = EC2_ERROR if service == "ec2" else QUERY_ERROR
     return status, template.format(code=code, message=message).encode()
+
+# The "not found" error of each action --not-found-after-create can delay: (code, HTTP status).
+NOT_FOUND = {
+    "DescribeInstances": ("InvalidInstanceID.NotFound", 400),
+    "AuthorizeSecurityGroupIngress": ("InvalidGroup.NotFound", 400),
+    "AttachRolePolicy": ("NoSuchEntity", 404),
+    "AddRoleToInstanceProfile": ("NoSuchEntity", 404),
+}
+# What a successful create answers or asks for that later requests name the resource by.
+CREATED_IDS = re.compile(rb"<(?:instanceId|groupId|Arn)>([^<]+)</")
+CREATE_ACTIONS = ("RunInstances", "CreateSecurityGroup", "CreateRole", "CreatePolicy", "CreateInstanceProfile",
+                  "CreateBucket")
+
+
+def created_names(action, form, path, data):
+    """The names and IDs a successful create of `action` makes known."""
+    if action == "CreateBucket":
+        return {bucket_of(path)}
+    names = {v[0] for k, v in form.items() if k.endswith("Name") and k != "Action"}
+    return names | {m.decode() for m in CREATED_IDS.findall(data)}
+
+
+def named(form, path, service):
+    """Every name a request mentions: its form values, or its bucket for S3."""
+    if service == "s3":
+        return {bucket_of(path)}
+    return {v for values in form.values() for v in values}
+
+
+def bucket_of(path):
+    """The bucket of a path-style S3 request."""
+    return urllib.parse.urlparse(path).path.strip("/").split("/")[0]
+
 
 S3_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -124,6 +165,7 @@ def main():
     parser.add_argument("--fail", action="append", default=[])
     parser.add_argument("--hang", action="append", default=[])
     parser.add_argument("--hang-after-first-change", action="store_true")
+    parser.add_argument("--not-found-after-create", action="append", default=[])
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -140,6 +182,11 @@ def main():
         failures[action] = int(count)
         codes[action] = code or None
     hangs = set(args.hang)
+    not_found = {}
+    for spec in args.not_found_after_create:
+        action, count = spec.split("=", 1)
+        not_found[action] = int(count)
+    created = set()
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -195,6 +242,14 @@ def main():
                 print(f"FAILED {action}", flush=True)
                 return
 
+            with lock:
+                delay = not_found.get(action, 0) > 0 and bool(named(form, self.path, service) & created)
+                if delay:
+                    not_found[action] -= 1
+            if delay:
+                self._not_found(action, service)
+                return
+
             conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["Host"] = upstream.netloc
@@ -206,6 +261,9 @@ def main():
             conn.close()
             if b"<GetBucketVersioningResponse" in data[:200]:
                 data = data.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
+            if action in CREATE_ACTIONS and 200 <= resp.status < 300:
+                with lock:
+                    created.update(created_names(action, form, self.path, data))
             if fault == "internal-after":
                 self._answer(500, {"Content-Type": "application/xml"},
                              S3_ERROR.format(code="InternalError").encode())
@@ -225,6 +283,17 @@ def main():
             # A HEAD answer announces the object's length, with no body.
             length = resp.getheader("Content-Length") if self.command == "HEAD" else None
             self._answer(resp.status, headers, data, length=length)
+
+        def _not_found(self, action, service):
+            if service == "s3":
+                status, data = 404, S3_ERROR.format(code="NoSuchBucket").encode()
+            else:
+                code, status = NOT_FOUND.get(action, ("NotFound", 400))
+                template = EC2_ERROR if service == "ec2" else QUERY_ERROR
+                message = f"injected by moto_shim.py: {action} does not see the new resource yet"
+                data = template.format(code=code, message=message).encode()
+            self._answer(status, {"Content-Type": "text/xml"}, data)
+            print(f"NOTFOUND {action}", flush=True)
 
         def _answer(self, status, headers, data, cut=None, length=None):
             self.send_response_only(status)

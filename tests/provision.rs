@@ -603,3 +603,33 @@ fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or
         removed.len()
     );
 }
+
+/// The lines the shim printed so far that start with `prefix`, waiting up to 2 s for each.
+fn shim_lines(shim: &mut Shim, prefix: &str) -> Vec<String> {
+    std::iter::from_fn(|| shim.try_line(std::time::Duration::from_secs(2)))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn ec2_resources_not_found_right_after_their_creation_are_waited_for() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // EC2 is eventually consistent: the new group and instance are "not found" for a while.
+    let mut shim = moto.shim(&[
+        "--not-found-after-create",
+        "AuthorizeSecurityGroupIngress=2",
+        "--not-found-after-create",
+        "DescribeInstances=3",
+    ]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&[]));
+    assert!(out.contains("not visible yet (InvalidGroup.NotFound)"), "{out}");
+    assert!(out.contains("not visible yet (InvalidInstanceID.NotFound)"), "{out}");
+    let delayed = shim_lines(&mut shim, "NOTFOUND ");
+    assert_eq!(delayed.len(), 5, "{delayed:?}");
+    let inv = moto.inventory();
+    assert_eq!(inv["security_groups"][0]["rules"].as_array().map(Vec::len), Some(3), "{inv:#}");
+    assert_eq!(live_instances(&inv).len(), 1, "{inv:#}");
+    assert_eq!(live_instances(&inv)[0]["state"], "running");
+}

@@ -209,6 +209,10 @@ pub enum Removed {
     Kept(String),
 }
 
+/// Hears about each retry of a call (for progress output): the error and the delay before the
+/// next attempt.
+pub type OnRetry<'a> = &'a (dyn Fn(&AwsError, Duration) + Sync);
+
 /// A retry schedule: exponential back-off from `first_delay`, capped at `max_delay`, for at most
 /// `timeout` in total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +233,19 @@ impl Retry {
         first_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(10),
     };
+
+    /// EC2's eventual consistency: a resource this run has just created can be "not found" by
+    /// the next calls for a while (EC2 developer guide, "Eventual consistency"); AWS advises
+    /// backing off, here for up to a minute.
+    pub const EC2_CONSISTENCY: Retry = Retry {
+        timeout: Duration::from_secs(60),
+        first_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(8),
+    };
+
+    /// No retry: one attempt.
+    pub const ONCE: Retry =
+        Retry { timeout: Duration::ZERO, first_delay: Duration::from_secs(1), max_delay: Duration::ZERO };
 
     /// A schedule of `timeout` with the default back-off.
     pub fn with_timeout(timeout: Duration) -> Retry {
@@ -260,6 +277,23 @@ impl Retry {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl Retry {
+    /// Runs `attempt`, retrying while it fails with one of the "not found" `codes`: for calls on
+    /// a resource this run has just created, which AWS may not show everywhere yet.
+    pub async fn until_visible<T, F, Fut>(
+        &self,
+        codes: &[&str],
+        on_retry: OnRetry<'_>,
+        attempt: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        self.run(|e| e.is_any(codes), |e, delay| on_retry(e, delay), attempt).await
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType};
 
 use super::{
-    AwsError, AwsResultExt, Change, Removed, Retry, TAG_DEPLOYMENT, TAG_DOMAIN, TAG_ZONE, ec2_filter,
-    ec2_missing_tags, ec2_tag_spec, ec2_tags, not_found_as_none,
+    AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, TAG_DOMAIN, TAG_ZONE,
+    ec2_filter, ec2_missing_tags, ec2_tag_spec, ec2_tags, not_found_as_none,
 };
 
 /// The security group as it should be.
@@ -164,11 +164,18 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Plan {
     Plan { change: Change::update_or_unchanged(changes), id: Some(o.id.clone()), add, revoke, tags }
 }
 
-/// Creates the group or converges its rules and tags, as planned; returns its ID.
-pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<String, AwsError> {
+/// Creates the group or converges its rules and tags, as planned; returns its ID. `on_retry`
+/// hears about waits for a new group to be visible.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    plan: &Plan,
+    on_retry: OnRetry<'_>,
+) -> Result<String, AwsError> {
     let res = resource(&d.name);
-    let id = match &plan.id {
-        Some(id) => id.clone(),
+    // A group made by this call may be "not found" by the next ones for a while.
+    let (id, schedule) = match &plan.id {
+        Some(id) => (id.clone(), Retry::ONCE),
         None => {
             let created = aws
                 .ec2
@@ -181,12 +188,12 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<String,
                 .await
                 .aws("ec2:CreateSecurityGroup", &res);
             match created {
-                Ok(out) => out.group_id().unwrap_or_default().to_string(),
+                Ok(out) => (out.group_id().unwrap_or_default().to_string(), Retry::EC2_CONSISTENCY),
                 // Created by an interrupted run: converge that one.
                 Err(e) if e.is("InvalidGroup.Duplicate") => {
                     let Some(o) = observe(aws, &d.name, &d.vpc_id).await? else { return Err(e) };
                     let again = self::plan(Some(&o), d);
-                    return Box::pin(apply(aws, d, &again)).await;
+                    return Box::pin(apply(aws, d, &again, on_retry)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -204,14 +211,17 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<String,
         not_found_as_none(r, &["InvalidPermission.NotFound"])?;
     }
     if !plan.add.is_empty() {
-        let r = aws
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(&id)
-            .set_ip_permissions(Some(plan.add.iter().map(Rule::permission).collect()))
-            .send()
-            .await
-            .aws("ec2:AuthorizeSecurityGroupIngress", &res);
+        let r = schedule
+            .until_visible(&["InvalidGroup.NotFound"], on_retry, || async {
+                aws.ec2
+                    .authorize_security_group_ingress()
+                    .group_id(&id)
+                    .set_ip_permissions(Some(plan.add.iter().map(Rule::permission).collect()))
+                    .send()
+                    .await
+                    .aws("ec2:AuthorizeSecurityGroupIngress", &res)
+            })
+            .await;
         not_found_as_none(r, &["InvalidPermission.Duplicate"])?;
     }
     if !plan.tags.is_empty() {

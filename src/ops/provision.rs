@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::progress::{Reporter, StepReport};
 use super::state::{Settings, StateFile};
 use crate::aws::{
-    Aws, Change, Names, Retry, association, bucket, dns, elastic_ip, instance, instance_profile, policy,
-    role, security_group,
+    Aws, AwsError, Change, Names, Retry, association, bucket, dns, elastic_ip, instance, instance_profile,
+    policy, role, security_group,
 };
 use crate::policies;
 
@@ -138,6 +138,14 @@ pub async fn provision(
         }),
     };
     let want_eip = s.elastic_ip.unwrap_or(false);
+    // What was just created may not be visible to the next call yet: say so while waiting.
+    let not_yet = |e: &AwsError, delay: Duration| {
+        rep.note(format!(
+            "not visible yet ({}); retrying in {:.1}s",
+            e.code.as_deref().unwrap_or("error"),
+            delay.as_secs_f64()
+        ))
+    };
 
     rep.say(format!(
         "deployment {deployment} in {} (account {account}){}",
@@ -259,7 +267,7 @@ pub async fn provision(
             let id = if dry {
                 observed.map(|o| o.id)
             } else {
-                Some(security_group::apply(aws, &group_desired, &plan).await?)
+                Some(security_group::apply(aws, &group_desired, &plan, &not_yet).await?)
             };
             Ok((plan.change, (id, old_dns)))
         })
@@ -287,6 +295,7 @@ pub async fn provision(
                 current_instance.as_ref(),
                 &placement,
                 group,
+                &not_yet,
             )
             .await?;
             Ok((plan.change, Some(o)))
