@@ -633,3 +633,33 @@ fn ec2_resources_not_found_right_after_their_creation_are_waited_for() {
     assert_eq!(live_instances(&inv).len(), 1, "{inv:#}");
     assert_eq!(live_instances(&inv)[0]["state"], "running");
 }
+
+#[test]
+fn s3_and_iam_not_found_right_after_their_creation_are_retried() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // The new bucket, role and policy are "not found" for a while by the calls that follow.
+    let mut shim = moto.shim(&[
+        "--not-found-after-create",
+        "PutBucketVersioning=2",
+        "--not-found-after-create",
+        "PutBucketLifecycle=1",
+        "--not-found-after-create",
+        "AttachRolePolicy=2",
+        "--not-found-after-create",
+        "AddRoleToInstanceProfile=2",
+    ]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&[]));
+    for code in ["NoSuchBucket", "NoSuchEntity"] {
+        assert!(out.contains(&format!("not visible yet ({code})")), "{code}: {out}");
+    }
+    let delayed = shim_lines(&mut shim, "NOTFOUND ");
+    assert_eq!(delayed.len(), 7, "{delayed:?}");
+    let inv = moto.inventory();
+    let bucket = &inv["buckets"][0];
+    assert_eq!(bucket["versioning"], "Enabled", "{bucket:#}");
+    assert!(bucket["lifecycle"].is_array(), "{bucket:#}");
+    assert_eq!(inv["roles"][0]["attached"][0], "arn:aws:iam::123456789012:policy/regctl-registry-s3");
+    assert_eq!(inv["instance_profiles"][0]["roles"], serde_json::json!(["regctl-registry-ec2"]));
+}

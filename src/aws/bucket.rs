@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
 
-use super::{AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, not_found_as_none};
+use super::{AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, not_found_as_none};
 
 /// The ID of the lifecycle rule regctl manages (other rules on the bucket are kept).
 const LIFECYCLE_RULE_ID: &str = "regctl";
@@ -233,10 +233,19 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Result<Plan, AwsError> 
     Ok(Plan { change, create: observed.is_none(), versioning, public_access, encryption, lifecycle, tags })
 }
 
-/// Creates the bucket and converges its settings, as planned.
-pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), AwsError> {
+/// Creates the bucket and converges its settings, as planned. `on_retry` hears about waits for a
+/// new bucket to be visible.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    plan: &Plan,
+    on_retry: OnRetry<'_>,
+) -> Result<(), AwsError> {
     let res = resource(&d.name);
     let s3 = &aws.s3;
+    // Right after CreateBucket, the configuration calls can answer NoSuchBucket for a while.
+    let schedule = if plan.create { Retry::AFTER_CREATE } else { Retry::ONCE };
+    let visible = &["NoSuchBucket"];
     if plan.create {
         let mut req = s3.create_bucket().bucket(&d.name);
         if d.region != "us-east-1" {
@@ -262,29 +271,37 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
         }
     }
     if plan.versioning {
-        s3.put_bucket_versioning()
-            .bucket(&d.name)
-            .versioning_configuration(
-                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
-            )
-            .send()
-            .await
-            .aws("s3:PutBucketVersioning", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_versioning()
+                    .bucket(&d.name)
+                    .versioning_configuration(
+                        VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
+                    )
+                    .send()
+                    .await
+                    .aws("s3:PutBucketVersioning", &res)
+            })
+            .await?;
     }
     if plan.public_access {
-        s3.put_public_access_block()
-            .bucket(&d.name)
-            .public_access_block_configuration(
-                PublicAccessBlockConfiguration::builder()
-                    .block_public_acls(true)
-                    .ignore_public_acls(true)
-                    .block_public_policy(true)
-                    .restrict_public_buckets(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .aws("s3:PutBucketPublicAccessBlock", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_public_access_block()
+                    .bucket(&d.name)
+                    .public_access_block_configuration(
+                        PublicAccessBlockConfiguration::builder()
+                            .block_public_acls(true)
+                            .ignore_public_acls(true)
+                            .block_public_policy(true)
+                            .restrict_public_buckets(true)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .aws("s3:PutBucketPublicAccessBlock", &res)
+            })
+            .await?;
     }
     if plan.encryption {
         let by_default = built(
@@ -303,12 +320,16 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             "s3:PutEncryptionConfiguration",
             &d.name,
         )?;
-        s3.put_bucket_encryption()
-            .bucket(&d.name)
-            .server_side_encryption_configuration(config)
-            .send()
-            .await
-            .aws("s3:PutEncryptionConfiguration", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_encryption()
+                    .bucket(&d.name)
+                    .server_side_encryption_configuration(config.clone())
+                    .send()
+                    .await
+                    .aws("s3:PutEncryptionConfiguration", &res)
+            })
+            .await?;
     }
     if let Some(rules) = &plan.lifecycle {
         let config = built(
@@ -316,12 +337,16 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             "s3:PutLifecycleConfiguration",
             &d.name,
         )?;
-        s3.put_bucket_lifecycle_configuration()
-            .bucket(&d.name)
-            .lifecycle_configuration(config)
-            .send()
-            .await
-            .aws("s3:PutLifecycleConfiguration", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_lifecycle_configuration()
+                    .bucket(&d.name)
+                    .lifecycle_configuration(config.clone())
+                    .send()
+                    .await
+                    .aws("s3:PutLifecycleConfiguration", &res)
+            })
+            .await?;
     }
     if let Some(tags) = &plan.tags {
         let tagging = built(
@@ -329,12 +354,16 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             "s3:PutBucketTagging",
             &d.name,
         )?;
-        s3.put_bucket_tagging()
-            .bucket(&d.name)
-            .tagging(tagging)
-            .send()
-            .await
-            .aws("s3:PutBucketTagging", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_tagging()
+                    .bucket(&d.name)
+                    .tagging(tagging.clone())
+                    .send()
+                    .await
+                    .aws("s3:PutBucketTagging", &res)
+            })
+            .await?;
     }
     Ok(())
 }

@@ -243,6 +243,11 @@ impl Retry {
         max_delay: Duration::from_secs(8),
     };
 
+    /// S3 and IAM right after a create: a new bucket, role or policy can be "not found" by the
+    /// calls that configure or attach it for a while (Terraform's AWS provider retries these for
+    /// two minutes as well).
+    pub const AFTER_CREATE: Retry = Retry::IAM_PROPAGATION;
+
     /// No retry: one attempt.
     pub const ONCE: Retry =
         Retry { timeout: Duration::ZERO, first_delay: Duration::from_secs(1), max_delay: Duration::ZERO };

@@ -192,7 +192,7 @@ pub async fn provision(
         }
         let plan = bucket::plan(observed.as_ref(), &bucket_desired)?;
         if !dry {
-            bucket::apply(aws, &bucket_desired, &plan).await?;
+            bucket::apply(aws, &bucket_desired, &plan, &not_yet).await?;
         }
         Ok((plan.change, ()))
     })
@@ -224,7 +224,7 @@ pub async fn provision(
         let observed = role::observe(aws, &role_desired.name, deployment).await?;
         let plan = role::plan(observed.as_ref(), &role_desired);
         if !dry {
-            role::apply(aws, &role_desired, &plan).await?;
+            role::apply(aws, &role_desired, &plan, &not_yet).await?;
         }
         Ok((plan.change, ()))
     })
@@ -238,7 +238,7 @@ pub async fn provision(
         let observed = instance_profile::observe(aws, &profile_desired.name, deployment).await?;
         let plan = instance_profile::plan(observed.as_ref(), &profile_desired);
         if !dry {
-            instance_profile::apply(aws, &profile_desired, &plan).await?;
+            instance_profile::apply(aws, &profile_desired, &plan, &not_yet).await?;
         }
         Ok((plan.change, ()))
     })
