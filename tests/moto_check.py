@@ -10,6 +10,7 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   fill BUCKET N         write N extra object versions, plus versions and delete markers of a
                         few keys; print the number of versions and delete markers
   versions BUCKET       print "versions markers" of the bucket, or "absent"
+  revoke GROUP PORT...  revoke the ingress rules of these ports from the group (by name)
 """
 
 import json
@@ -125,6 +126,12 @@ def main():
         print(count_versions(s3, bucket))
     elif command == "versions":
         print(count_versions(c["s3"], args[0]))
+    elif command == "revoke":
+        ec2 = c["ec2"]
+        group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [args[0]]}])["SecurityGroups"][0]
+        ports = {int(p) for p in args[1:]}
+        perms = [p for p in group["IpPermissions"] if p.get("FromPort") in ports]
+        ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=perms)
     else:
         sys.exit(f"unknown command {command}")
 

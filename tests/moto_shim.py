@@ -24,6 +24,10 @@ It forwards every request to moto unchanged, and can:
                     "NOTFOUND <action>": AWS's eventual consistency right after a create
                     (InvalidInstanceID.NotFound, InvalidGroup.NotFound, NoSuchBucket, NoSuchEntity),
                     which moto, consistent at once, never shows;
+* --stale-read ACTION=N
+                    forward the first N requests of an EC2 Describe action, then take the
+                    ingress rules (ipPermissions) out of the answer: a read that does not reflect
+                    the latest writes yet, as EC2's eventual consistency allows;
 * --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
                     503 SlowDown without forwarding, 500 InternalError after forwarding (the
                     request took effect), a stall of 1 s, the connection closed without an
@@ -35,7 +39,7 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
-                    [--hang-after-first-change] [--not-found-after-create A=N]... [--s3-faults RATE --seed N]
+                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
@@ -166,6 +170,7 @@ def main():
     parser.add_argument("--hang", action="append", default=[])
     parser.add_argument("--hang-after-first-change", action="store_true")
     parser.add_argument("--not-found-after-create", action="append", default=[])
+    parser.add_argument("--stale-read", action="append", default=[])
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -187,6 +192,10 @@ def main():
         action, count = spec.split("=", 1)
         not_found[action] = int(count)
     created = set()
+    stale = {}
+    for spec in args.stale_read:
+        action, count = spec.split("=", 1)
+        stale[action] = int(count)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -261,6 +270,13 @@ def main():
             conn.close()
             if b"<GetBucketVersioningResponse" in data[:200]:
                 data = data.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
+            with lock:
+                outdated = stale.get(action, 0) > 0
+                if outdated:
+                    stale[action] -= 1
+            if outdated:
+                data = re.sub(rb"<ipPermissions>.*?</ipPermissions>", b"<ipPermissions/>", data, flags=re.S)
+                print(f"STALE {action}", flush=True)
             if action in CREATE_ACTIONS and 200 <= resp.status < 300:
                 with lock:
                     created.update(created_names(action, form, self.path, data))

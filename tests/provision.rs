@@ -663,3 +663,22 @@ fn s3_and_iam_not_found_right_after_their_creation_are_retried() {
     assert_eq!(inv["roles"][0]["attached"][0], "arn:aws:iam::123456789012:policy/regctl-registry-s3");
     assert_eq!(inv["instance_profiles"][0]["roles"], serde_json::json!(["regctl-registry-ec2"]));
 }
+
+#[test]
+fn a_group_that_already_has_one_of_the_rules_gets_the_others() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // The group keeps only its SSH rule; the next run reads the group before EC2 shows even that
+    // one, so it asks for all three at once, and AWS rejects the whole batch as a duplicate.
+    moto.check(&["revoke", "regctl-registry", "80", "443"]);
+    let mut stale = moto.shim(&["--stale-read", "DescribeSecurityGroups=1"]);
+    ok(dir, &stale.endpoint, &["provision"]);
+    assert_eq!(shim_lines(&mut stale, "STALE "), ["STALE DescribeSecurityGroups"]);
+    assert_eq!(
+        moto.inventory()["security_groups"][0]["rules"],
+        serde_json::json!([format!("tcp 22-22 {CIDR}"), "tcp 443-443 0.0.0.0/0", "tcp 80-80 0.0.0.0/0"])
+    );
+}

@@ -211,18 +211,33 @@ pub async fn apply(
         not_found_as_none(r, &["InvalidPermission.NotFound"])?;
     }
     if !plan.add.is_empty() {
-        let r = schedule
-            .until_visible(&["InvalidGroup.NotFound"], on_retry, || async {
-                aws.ec2
-                    .authorize_security_group_ingress()
-                    .group_id(&id)
-                    .set_ip_permissions(Some(plan.add.iter().map(Rule::permission).collect()))
-                    .send()
-                    .await
-                    .aws("ec2:AuthorizeSecurityGroupIngress", &res)
+        let authorize = |rules: &[Rule]| {
+            let permissions: Vec<IpPermission> = rules.iter().map(Rule::permission).collect();
+            schedule.until_visible(&["InvalidGroup.NotFound"], on_retry, {
+                let (id, res) = (&id, &res);
+                move || {
+                    let call = aws.ec2.authorize_security_group_ingress().group_id(id);
+                    let call = call.set_ip_permissions(Some(permissions.clone()));
+                    async move { call.send().await.map(|_| ()).aws("ec2:AuthorizeSecurityGroupIngress", res) }
+                }
             })
-            .await;
-        not_found_as_none(r, &["InvalidPermission.Duplicate"])?;
+        };
+        match authorize(&plan.add).await {
+            // The call is atomic: one rule already there (a read that lagged behind a write, or
+            // another run) rejects the whole batch and adds none. Add them one by one then; a
+            // duplicate among those is a rule already in place.
+            Err(e) if e.is("InvalidPermission.Duplicate") && plan.add.len() > 1 => {
+                for rule in &plan.add {
+                    not_found_as_none(
+                        authorize(std::slice::from_ref(rule)).await,
+                        &["InvalidPermission.Duplicate"],
+                    )?;
+                }
+            }
+            r => {
+                not_found_as_none(r, &["InvalidPermission.Duplicate"])?;
+            }
+        }
     }
     if !plan.tags.is_empty() {
         aws.ec2
