@@ -11,6 +11,7 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
                         few keys; print the number of versions and delete markers
   versions BUCKET       print "versions markers" of the bucket, or "absent"
   revoke GROUP PORT...  revoke the ingress rules of these ports from the group (by name)
+  old-lifecycle BUCKET  put regctl's lifecycle rule as it was before delete markers expired
 """
 
 import json
@@ -132,6 +133,11 @@ def main():
         ports = {int(p) for p in args[1:]}
         perms = [p for p in group["IpPermissions"] if p.get("FromPort") in ports]
         ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=perms)
+    elif command == "old-lifecycle":
+        c["s3"].put_bucket_lifecycle_configuration(Bucket=args[0], LifecycleConfiguration={"Rules": [{
+            "ID": "regctl", "Status": "Enabled", "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
     else:
         sys.exit(f"unknown command {command}")
 

@@ -682,3 +682,32 @@ fn a_group_that_already_has_one_of_the_rules_gets_the_others() {
         serde_json::json!([format!("tcp 22-22 {CIDR}"), "tcp 443-443 0.0.0.0/0", "tcp 80-80 0.0.0.0/0"])
     );
 }
+
+#[test]
+fn delete_markers_expire_and_a_rule_without_it_is_drift() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    let rule = moto.inventory()["buckets"][0]["lifecycle"][0].clone();
+    assert_eq!(rule["Expiration"]["ExpiredObjectDeleteMarker"], true, "{rule:#}");
+
+    // The rule of an older regctl: status calls it drift, provision converges it.
+    moto.check(&["old-lifecycle", BUCKET]);
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let bucket = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["resource"] == "S3 bucket")
+        .expect("the bucket's status")
+        .clone();
+    assert_eq!(bucket["status"], "drifted", "{status:#}");
+    assert!(bucket["changes"][0].as_str().unwrap_or("").contains("expired delete markers"), "{bucket:#}");
+    ok(dir, &shim.endpoint, &["provision"]);
+    let rule = moto.inventory()["buckets"][0]["lifecycle"][0].clone();
+    assert_eq!(rule["Expiration"]["ExpiredObjectDeleteMarker"], true, "{rule:#}");
+    assert_eq!(rule["NoncurrentVersionExpiration"]["NoncurrentDays"], 30, "{rule:#}");
+}

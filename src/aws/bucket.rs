@@ -1,13 +1,14 @@
 //! The S3 bucket: versioned, public access blocked, default encryption, a lifecycle rule for
-//! noncurrent versions and abandoned multipart uploads, tagged with the deployment.
+//! noncurrent versions, expired delete markers and abandoned multipart uploads, tagged with the
+//! deployment.
 
 use aws_sdk_s3::error::BuildError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
-    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule,
-    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
+    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
 
 use super::{AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, not_found_as_none};
@@ -164,6 +165,9 @@ fn desired_rule(d: &Desired) -> Result<LifecycleRule, AwsError> {
             .noncurrent_version_expiration(
                 NoncurrentVersionExpiration::builder().noncurrent_days(d.noncurrent_days).build(),
             )
+            // The registry deletes small objects all the time: each leaves a delete marker that,
+            // once its noncurrent versions have expired, is alone and would stay forever.
+            .expiration(LifecycleExpiration::builder().expired_object_delete_marker(true).build())
             .abort_incomplete_multipart_upload(
                 AbortIncompleteMultipartUpload::builder()
                     .days_after_initiation(d.abort_multipart_days)
@@ -179,6 +183,7 @@ fn desired_rule(d: &Desired) -> Result<LifecycleRule, AwsError> {
 fn rule_matches(rule: &LifecycleRule, d: &Desired) -> bool {
     rule.status() == &ExpirationStatus::Enabled
         && rule.noncurrent_version_expiration().and_then(|n| n.noncurrent_days()) == Some(d.noncurrent_days)
+        && rule.expiration().and_then(|e| e.expired_object_delete_marker()) == Some(true)
         && rule.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation())
             == Some(d.abort_multipart_days)
 }
@@ -206,7 +211,8 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Result<Plan, AwsError> 
     } else {
         if observed.is_some() {
             changes.push(format!(
-                "lifecycle: noncurrent versions expire after {} days, incomplete uploads aborted after {} days",
+                "lifecycle: noncurrent versions expire after {} days, expired delete markers are removed, \
+                 incomplete uploads aborted after {} days",
                 d.noncurrent_days, d.abort_multipart_days
             ));
         }
@@ -534,5 +540,14 @@ mod tests {
         let d2 = Desired { noncurrent_days: 90, ..d };
         let p = plan(Some(&observed), &d2).expect("plan");
         assert!(matches!(&p.change, Change::Update(c) if c.len() == 1 && c[0].contains("90 days")), "{p:?}");
+    }
+
+    #[test]
+    fn a_rule_that_keeps_expired_delete_markers_is_drift() {
+        let d = desired();
+        let mut rule = desired_rule(&d).expect("rule");
+        assert!(rule_matches(&rule, &d));
+        rule.expiration = None;
+        assert!(!rule_matches(&rule, &d));
     }
 }
