@@ -12,6 +12,8 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   versions BUCKET       print "versions markers" of the bucket, or "absent"
   revoke GROUP PORT...  revoke the ingress rules of these ports from the group (by name)
   old-lifecycle BUCKET  put regctl's lifecycle rule as it was before delete markers expired
+  bucket NAME REGION DEPLOYMENT
+                        create a bucket in REGION tagged regctl:deployment=DEPLOYMENT
 """
 
 import json
@@ -138,6 +140,12 @@ def main():
             "ID": "regctl", "Status": "Enabled", "Filter": {"Prefix": ""},
             "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
+    elif command == "bucket":
+        name, region, deployment = args
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+        s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": "regctl:deployment", "Value": deployment}]})
     else:
         sys.exit(f"unknown command {command}")
 

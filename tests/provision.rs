@@ -711,3 +711,25 @@ fn delete_markers_expire_and_a_rule_without_it_is_drift() {
     assert_eq!(rule["Expiration"]["ExpiredObjectDeleteMarker"], true, "{rule:#}");
     assert_eq!(rule["NoncurrentVersionExpiration"]["NoncurrentDays"], 30, "{rule:#}");
 }
+
+#[test]
+fn a_bucket_of_another_region_is_not_the_deployments_here() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // The same deployment name in another region: its bucket is that region's business.
+    moto.check(&["bucket", "regctl-registry-elsewhere", "eu-west-1", "registry"]);
+    std::fs::remove_file(dir.join("regctl.toml")).expect("state file");
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let buckets: Vec<&Value> = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|r| r["resource"] == "S3 bucket")
+        .map(|r| &r["name"])
+        .collect();
+    assert_eq!(buckets, [BUCKET], "{status:#}");
+}

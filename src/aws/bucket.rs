@@ -382,6 +382,9 @@ pub async fn find_tagged(aws: &super::Aws, deployment: &str) -> Result<Vec<Strin
         let out = aws
             .s3
             .list_buckets()
+            // Without a filter S3 answers no region, and every bucket of the account would be
+            // asked for its tags; with it, only this region's buckets are listed.
+            .bucket_region(&aws.region)
             .set_continuation_token(token.clone())
             .send()
             .await
@@ -476,18 +479,33 @@ pub async fn destroy(aws: &super::Aws, name: &str) -> Result<(Removed, Emptied),
             }
         }
     }
-    let uploads =
-        s3.list_multipart_uploads().bucket(name).send().await.aws("s3:ListBucketMultipartUploads", &res)?;
-    for u in uploads.uploads() {
-        if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
-            s3.abort_multipart_upload()
-                .bucket(name)
-                .key(key)
-                .upload_id(id)
-                .send()
-                .await
-                .aws("s3:AbortMultipartUpload", &res)?;
-            emptied.uploads += 1;
+    // At most 1000 uploads per answer: follow the markers through every page.
+    let (mut key_marker, mut id_marker) = (None, None);
+    loop {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket(name)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(id_marker.take())
+            .send()
+            .await
+            .aws("s3:ListBucketMultipartUploads", &res)?;
+        for u in uploads.uploads() {
+            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                s3.abort_multipart_upload()
+                    .bucket(name)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .aws("s3:AbortMultipartUpload", &res)?;
+                emptied.uploads += 1;
+            }
+        }
+        key_marker = uploads.next_key_marker().map(str::to_string);
+        id_marker = uploads.next_upload_id_marker().map(str::to_string);
+        if uploads.is_truncated() != Some(true) || key_marker.is_none() {
+            break;
         }
     }
     match s3.delete_bucket().bucket(name).send().await.aws("s3:DeleteBucket", &res) {

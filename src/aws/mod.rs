@@ -102,12 +102,33 @@ impl Aws {
         })
     }
 
-    /// The account the credentials belong to (`sts:GetCallerIdentity`, which needs no permission).
-    pub async fn account_id(&self) -> Result<String, AwsError> {
+    /// The account and partition the credentials belong to (`sts:GetCallerIdentity`, which needs
+    /// no permission).
+    pub async fn caller(&self) -> Result<Caller, AwsError> {
         let out = self.sts.get_caller_identity().send().await.aws("sts:GetCallerIdentity", "the caller")?;
-        out.account
-            .ok_or_else(|| AwsError::local("sts:GetCallerIdentity", "the caller", "no account in the answer"))
+        let missing = |what: &str| {
+            AwsError::local("sts:GetCallerIdentity", "the caller", format!("no {what} in the answer"))
+        };
+        let account = out.account().ok_or_else(|| missing("account"))?.to_string();
+        // China and GovCloud regions have partitions of their own (`aws-cn`, `aws-us-gov`).
+        let partition = out.arn().and_then(arn_partition).ok_or_else(|| missing("ARN"))?.to_string();
+        Ok(Caller { account, partition })
     }
+}
+
+/// Who the credentials belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The account ID.
+    pub account: String,
+    /// The ARN partition: `aws`, `aws-cn`, `aws-us-gov`, ...
+    pub partition: String,
+}
+
+/// The partition of an ARN (`arn:PARTITION:service:region:account:resource`).
+pub fn arn_partition(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    (parts.next() == Some("arn")).then(|| parts.next()).flatten().filter(|p| !p.is_empty())
 }
 
 /// The names of a deployment's resources, all derived from the deployment name.
@@ -145,9 +166,9 @@ impl Names {
         format!("regctl-{}-s3", self.deployment)
     }
 
-    /// The ARN of [`Names::policy`] in `account`.
-    pub fn policy_arn(&self, account: &str) -> String {
-        format!("arn:aws:iam::{account}:policy/{}", self.policy())
+    /// The ARN of [`Names::policy`] in the caller's account and partition.
+    pub fn policy_arn(&self, caller: &Caller) -> String {
+        format!("arn:{}:iam::{}:policy/{}", caller.partition, caller.account, self.policy())
     }
 
     /// The IAM role the instance assumes.
@@ -387,9 +408,19 @@ mod tests {
         assert_eq!(n.policy(), "regctl-registry-s3");
         assert_eq!(n.role(), "regctl-registry-ec2");
         assert_eq!(n.instance_profile(), "regctl-registry");
-        assert_eq!(n.policy_arn("123456789012"), "arn:aws:iam::123456789012:policy/regctl-registry-s3");
+        let caller = Caller { account: "123456789012".into(), partition: "aws-cn".into() };
+        assert_eq!(n.policy_arn(&caller), "arn:aws-cn:iam::123456789012:policy/regctl-registry-s3");
         let longest = Names::new(&"a".repeat(Names::MAX_LEN)).expect("valid");
         assert!(longest.default_bucket("123456789012", "ap-southeast-2").len() <= 63);
+    }
+
+    #[test]
+    fn the_partition_comes_from_the_callers_arn() {
+        assert_eq!(arn_partition("arn:aws:sts::123456789012:assumed-role/a/b"), Some("aws"));
+        assert_eq!(arn_partition("arn:aws-us-gov:iam::123456789012:user/x"), Some("aws-us-gov"));
+        assert_eq!(arn_partition("arn:aws-cn:iam::123456789012:root"), Some("aws-cn"));
+        assert_eq!(arn_partition("not-an-arn"), None);
+        assert_eq!(arn_partition("arn::iam::1:root"), None);
     }
 
     #[test]

@@ -121,9 +121,11 @@ pub async fn provision(
              address with `curl https://checkip.amazonaws.com`; 0.0.0.0/0 opens SSH to everyone)"
         ),
     };
-    let account = aws.account_id().await?;
-    let bucket_name = s.bucket.clone().unwrap_or_else(|| names.default_bucket(&account, &aws.region));
-    let policy_doc = policies::s3_bucket_policy(&bucket_name).map_err(anyhow::Error::msg)?;
+    let caller = aws.caller().await?;
+    let account = &caller.account;
+    let bucket_name = s.bucket.clone().unwrap_or_else(|| names.default_bucket(account, &aws.region));
+    let policy_doc =
+        policies::s3_bucket_policy(&caller.partition, &bucket_name).map_err(anyhow::Error::msg)?;
     let zone = match &s.hosted_zone_id {
         Some(z) => z.trim_start_matches("/hostedzone/").to_string(),
         None => dns::find_zone(aws, &domain).await?,
@@ -201,7 +203,7 @@ pub async fn provision(
     // 2. IAM policy, role, instance profile.
     let policy_desired = policy::Desired {
         name: names.policy(),
-        arn: names.policy_arn(&account),
+        arn: names.policy_arn(&caller),
         document: policy_doc,
         deployment: deployment.to_string(),
     };

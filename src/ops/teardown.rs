@@ -158,7 +158,7 @@ pub async fn inventory(
     let deployment = names.deployment();
     let mut items = Vec::new();
     let mut warnings = Vec::new();
-    let account = aws.account_id().await?;
+    let caller = aws.caller().await?;
 
     let groups = security_group::find_tagged(aws, deployment).await?;
     let domain = settings.domain.clone().or_else(|| groups.iter().find_map(|g| g.domain.clone()));
@@ -205,7 +205,7 @@ pub async fn inventory(
     if role::observe(aws, &names.role(), deployment).await?.is_some() {
         items.push(Item::Role(names.role()));
     }
-    let arn = names.policy_arn(&account);
+    let arn = names.policy_arn(&caller);
     if policy::observe(aws, &names.policy(), &arn).await?.is_some() {
         items.push(Item::Policy { name: names.policy(), arn });
     }
