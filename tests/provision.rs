@@ -733,3 +733,30 @@ fn a_bucket_of_another_region_is_not_the_deployments_here() {
         .collect();
     assert_eq!(buckets, [BUCKET], "{status:#}");
 }
+
+#[test]
+fn an_sso_profile_without_a_login_is_told_to_run_aws_sso_login() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        "[profile corp]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Admin\n\
+         region = us-east-1\n\n[sso-session corp]\nsso_start_url = https://example.awsapps.com/start\n\
+         sso_region = us-east-1\nsso_registration_scopes = sso:account:access\n",
+    )
+    .expect("write the AWS config");
+    // No SSO token in the (empty) home's cache: the profile needs `aws sso login` first. Nothing
+    // listens at the endpoint: the credentials fail before any call.
+    let out = regctl_cmd(dir.path(), "http://127.0.0.1:9", &["status", "--no-probe", "--profile", "corp"])
+        .env("AWS_CONFIG_FILE", &config)
+        .env("HOME", dir.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .expect("run regctl");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("aws sso login --profile corp"), "{t}");
+    assert!(!t.contains("cargo feature"), "built without SSO support: {t}");
+    assert!(!t.contains("check the network"), "{t}");
+}

@@ -23,6 +23,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sts::config::ProvideCredentials;
 use serde::Serialize;
 
 pub use error::{AwsError, AwsResultExt, not_found_as_none};
@@ -81,6 +82,32 @@ impl Aws {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        // Resolved now, so a profile that cannot give credentials (an SSO session never logged
+        // in or expired, a typo) is reported as that, naming the remedy, instead of as the
+        // failure of whichever call comes first.
+        if let Some(provider) = config.credentials_provider()
+            && let Err(e) = provider.provide_credentials().await
+        {
+            let profile = opts
+                .profile
+                .clone()
+                .or_else(|| std::env::var("AWS_PROFILE").ok())
+                .unwrap_or_else(|| "default".to_string());
+            // The provider chain repeats its own wrapper message: each distinct cause once.
+            let mut causes: Vec<String> = Vec::new();
+            for cause in anyhow::Error::new(e).chain().map(ToString::to_string) {
+                if causes.last() != Some(&cause) {
+                    causes.push(cause);
+                }
+            }
+            anyhow::bail!(
+                "cannot load AWS credentials for profile {profile}: {}. For an SSO profile, sign in with \
+                 `aws sso login --profile {profile}`; for access keys, set them with `aws configure --profile \
+                 {profile}` (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); or pick another profile with \
+                 --profile",
+                causes.join(": ")
+            );
+        }
         let Some(region) = config.region().map(|r| r.to_string()) else {
             anyhow::bail!(
                 "no AWS region configured: pass --region, set AWS_REGION, or set a region in the \
