@@ -12,6 +12,7 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   versions BUCKET       print "versions markers" of the bucket, or "absent"
   revoke GROUP PORT...  revoke the ingress rules of these ports from the group (by name)
   old-lifecycle BUCKET  put regctl's lifecycle rule as it was before delete markers expired
+  record NAME IP         point the A record NAME at IP (in the zone that holds it), as someone else
   bucket NAME REGION DEPLOYMENT
                         create a bucket in REGION tagged regctl:deployment=DEPLOYMENT
 """
@@ -140,6 +141,14 @@ def main():
             "ID": "regctl", "Status": "Enabled", "Filter": {"Prefix": ""},
             "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
+    elif command == "record":
+        name, ip = args[0].rstrip(".") + ".", args[1]
+        r53 = c["route53"]
+        zone = max((z for z in r53.list_hosted_zones()["HostedZones"] if name.endswith("." + z["Name"])),
+                   key=lambda z: len(z["Name"]))
+        r53.change_resource_record_sets(HostedZoneId=zone["Id"], ChangeBatch={"Changes": [{
+            "Action": "UPSERT", "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 300,
+                                                      "ResourceRecords": [{"Value": ip}]}}]})
     elif command == "bucket":
         name, region, deployment = args
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id="testing",

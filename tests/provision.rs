@@ -760,3 +760,34 @@ fn an_sso_profile_without_a_login_is_told_to_run_aws_sso_login() {
     assert!(!t.contains("cargo feature"), "built without SSO support: {t}");
     assert!(!t.contains("check the network"), "{t}");
 }
+
+#[test]
+fn a_dns_record_pointing_elsewhere_is_replaced_only_with_yes_and_never_deleted() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    // The name already serves something else: provision refuses to take it over.
+    moto.check(&["record", DOMAIN, "192.0.2.99"]);
+    let refused = regctl(dir, &shim.endpoint, &provision_args(&[]));
+    let t = text(&refused);
+    assert!(!refused.status.success(), "{t}");
+    assert!(t.contains("points at 192.0.2.99, not at this deployment's") && t.contains("--yes"), "{t}");
+    assert_eq!(moto.inventory()["records"][0]["values"], serde_json::json!(["192.0.2.99"]));
+
+    // With --yes it does; the next run without it is content (the record is the deployment's).
+    ok(dir, &shim.endpoint, &["provision", "--yes"]);
+    let inv = moto.inventory();
+    let ip = live_instances(&inv)[0]["public_ip"].clone();
+    assert_eq!(inv["records"][0]["values"], serde_json::json!([ip]), "{inv:#}");
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+
+    // Pointed elsewhere again by someone else: teardown leaves it alone and says so.
+    moto.check(&["record", DOMAIN, "192.0.2.99"]);
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(down.contains("kept: points at 192.0.2.99, not at this deployment's address"), "{down}");
+    let inv = moto.inventory();
+    assert_eq!(inv["records"][0]["values"], serde_json::json!(["192.0.2.99"]), "{inv:#}");
+    assert!(live_instances(&inv).is_empty(), "{inv:#}");
+}

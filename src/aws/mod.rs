@@ -36,6 +36,9 @@ pub const TAG_LAUNCHED: &str = "regctl:launched";
 pub const TAG_DOMAIN: &str = "regctl:domain";
 /// Tag key on the security group recording the Route 53 hosted zone of the DNS name.
 pub const TAG_ZONE: &str = "regctl:hosted-zone-id";
+/// Tag key on the security group recording the address the DNS record was last pointed at, so a
+/// record left at a former address of the deployment (a stop and start) is still known as its own.
+pub const TAG_DNS_VALUE: &str = "regctl:dns-value";
 
 /// How to reach AWS: the standard aws-config chain, adjusted by the global flags.
 #[derive(Debug, Clone, Default)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType};
 
 use super::{
-    AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, TAG_DOMAIN, TAG_ZONE,
-    ec2_filter, ec2_missing_tags, ec2_tag_spec, ec2_tags, not_found_as_none,
+    AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, TAG_DNS_VALUE, TAG_DOMAIN,
+    TAG_ZONE, ec2_filter, ec2_missing_tags, ec2_tag_spec, ec2_tags, not_found_as_none,
 };
 
 /// The security group as it should be.
@@ -96,6 +96,24 @@ impl Observed {
         let zone = super::ec2_tag_value(&self.tags, TAG_ZONE)?;
         Some((domain.to_string(), zone.to_string()))
     }
+
+    /// The address the DNS record was last pointed at, as recorded in the group's tags.
+    pub fn recorded_dns_value(&self) -> Option<String> {
+        super::ec2_tag_value(&self.tags, TAG_DNS_VALUE).map(str::to_string)
+    }
+}
+
+/// Records in the group's tags the address the DNS record now points at.
+pub async fn record_dns_value(aws: &super::Aws, group_id: &str, ip: &str) -> Result<(), AwsError> {
+    let tag = aws_sdk_ec2::types::Tag::builder().key(TAG_DNS_VALUE).value(ip).build();
+    aws.ec2
+        .create_tags()
+        .resources(group_id)
+        .tags(tag)
+        .send()
+        .await
+        .map(|_| ())
+        .aws("ec2:CreateTags", &format!("security group {group_id}"))
 }
 
 /// What `apply` will do.
@@ -264,6 +282,8 @@ pub struct Found {
     pub domain: Option<String>,
     /// The hosted zone recorded in its tags.
     pub hosted_zone_id: Option<String>,
+    /// The address the DNS record was last pointed at, recorded in its tags.
+    pub dns_value: Option<String>,
 }
 
 /// The groups tagged with `deployment`.
@@ -284,6 +304,7 @@ pub async fn find_tagged(aws: &super::Aws, deployment: &str) -> Result<Vec<Found
             vpc_id: g.vpc_id().unwrap_or_default().to_string(),
             domain: super::ec2_tag_value(g.tags(), TAG_DOMAIN).map(str::to_string),
             hosted_zone_id: super::ec2_tag_value(g.tags(), TAG_ZONE).map(str::to_string),
+            dns_value: super::ec2_tag_value(g.tags(), TAG_DNS_VALUE).map(str::to_string),
         })
         .collect())
 }

@@ -39,6 +39,9 @@ pub struct ProvisionOptions {
     pub state_file: Option<PathBuf>,
     /// Where the SSH CIDR came from, for the message saying what was chosen.
     pub ssh_cidr_origin: String,
+    /// Point the DNS name at the deployment even when its A record points somewhere else now
+    /// (`--yes`).
+    pub replace_foreign_record: bool,
 }
 
 /// The result of a run.
@@ -266,15 +269,16 @@ pub async fn provision(
                 .as_ref()
                 .and_then(|o| o.recorded_dns())
                 .filter(|(d, z)| dns::fqdn(d) != dns::fqdn(&domain) || *z != zone);
+            let recorded_value = observed.as_ref().and_then(|o| o.recorded_dns_value());
             let id = if dry {
                 observed.map(|o| o.id)
             } else {
                 Some(security_group::apply(aws, &group_desired, &plan, &not_yet).await?)
             };
-            Ok((plan.change, (id, old_dns)))
+            Ok((plan.change, (id, old_dns, recorded_value)))
         })
         .await?;
-    let (group_id, old_dns) = group_id;
+    let (group_id, old_dns, recorded_value) = group_id;
 
     // 4. The instance.
     let instance_label = match (&instance_wanted, &current_instance) {
@@ -364,18 +368,45 @@ pub async fn provision(
             instance_id.as_deref().unwrap_or("?")
         );
     }
+    // The addresses that are the deployment's: a record at any other is someone else's.
+    let owned: Vec<String> = [
+        current_instance.as_ref().and_then(|o| o.public_ip.clone()),
+        running.as_ref().and_then(|o| o.public_ip.clone()),
+        existing_eip.as_ref().map(|e| e.public_ip.clone()),
+        public_ip.clone(),
+        recorded_value.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     rep.step("DNS record", &format!("{domain} A (zone {zone})"), dry, async {
         let observed = dns::observe(aws, &zone, &domain).await?;
-        let plan = dns::plan(observed.as_ref(), public_ip.as_deref());
+        let plan = dns::plan(observed.as_ref(), public_ip.as_deref(), &owned);
+        if let Some(values) = &plan.foreign
+            && !dry
+            && !opts.replace_foreign_record
+        {
+            bail!(
+                "the A record of {domain} points at {}, not at this deployment's instance or Elastic IP: \
+                 it may serve something else. Check it, then run again with --yes to point it at {}",
+                values.join(","),
+                public_ip.as_deref().unwrap_or("the instance")
+            );
+        }
         if !dry && let Some(ip) = &public_ip {
             dns::apply(aws, &zone, &domain, ip, &plan, opts.insync_timeout).await?;
+            if recorded_value.as_deref() != Some(ip.as_str())
+                && let Some(group) = &group_id
+            {
+                security_group::record_dns_value(aws, group, ip).await?;
+            }
         }
         let mut change = plan.change;
         if let Some((old_domain, old_zone)) = &old_dns
             && dns::observe(aws, old_zone, old_domain).await?.is_some()
         {
             if !dry {
-                dns::destroy(aws, old_zone, old_domain, opts.insync_timeout).await?;
+                dns::destroy(aws, old_zone, old_domain, &owned, opts.insync_timeout).await?;
             }
             let note = format!("remove the record of the former name {old_domain}");
             change = match change {
