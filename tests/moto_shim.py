@@ -28,6 +28,10 @@ It forwards every request to moto unchanged, and can:
                     forward the first N requests of an EC2 Describe action, then take the
                     ingress rules (ipPermissions) out of the answer: a read that does not reflect
                     the latest writes yet, as EC2's eventual consistency allows;
+* --amazon-images-elsewhere
+                    answer DescribeImages that asks for an owner by account ID with no images,
+                    as in an opt-in region, where Amazon's images belong to another account than
+                    in the older regions (the `amazon` owner alias finds them everywhere);
 * --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
                     503 SlowDown without forwarding, 500 InternalError after forwarding (the
                     request took effect), a stall of 1 s, the connection closed without an
@@ -39,7 +43,7 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
-                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--s3-faults RATE --seed N]
+                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--amazon-images-elsewhere] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
@@ -113,6 +117,10 @@ def bucket_of(path):
     return urllib.parse.urlparse(path).path.strip("/").split("/")[0]
 
 
+NO_IMAGES = (b'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeImagesResponse '
+             b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>moto-shim</requestId>'
+             b"<imagesSet/></DescribeImagesResponse>")
+
 S3_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     "<Error><Code>{code}</Code><Message>injected by moto_shim.py</Message>"
@@ -171,6 +179,7 @@ def main():
     parser.add_argument("--hang-after-first-change", action="store_true")
     parser.add_argument("--not-found-after-create", action="append", default=[])
     parser.add_argument("--stale-read", action="append", default=[])
+    parser.add_argument("--amazon-images-elsewhere", action="store_true")
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -249,6 +258,13 @@ def main():
                 status, data = error_answer(action, codes[action], form, self.headers.get("Authorization") or "")
                 self._answer(status, {"Content-Type": "text/xml"}, data)
                 print(f"FAILED {action}", flush=True)
+                return
+
+            if args.amazon_images_elsewhere and action == "DescribeImages" and any(
+                    k.startswith("Owner.") and v[0].isdigit() for k, v in form.items()
+            ):
+                self._answer(200, {"Content-Type": "text/xml"}, NO_IMAGES)
+                print("NOIMAGES DescribeImages", flush=True)
                 return
 
             with lock:

@@ -791,3 +791,16 @@ fn a_dns_record_pointing_elsewhere_is_replaced_only_with_yes_and_never_deleted()
     assert_eq!(inv["records"][0]["values"], serde_json::json!(["192.0.2.99"]), "{inv:#}");
     assert!(live_instances(&inv).is_empty(), "{inv:#}");
 }
+
+#[test]
+fn the_amazon_linux_image_is_found_by_the_amazon_owner_alias() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // In an opt-in region Amazon's images belong to another account than in the older regions.
+    let mut shim = moto.shim(&["--amazon-images-elsewhere"]);
+    let made = ok(dir, &shim.endpoint, &provision_args(&[]));
+    assert!(made.contains("instance (new t3.small): created"), "{made}");
+    assert_eq!(shim_lines(&mut shim, "NOIMAGES "), Vec::<String>::new(), "an owner asked for by account ID");
+    assert_eq!(live_instances(&moto.inventory()).len(), 1);
+}

@@ -13,8 +13,9 @@ use super::{
     ec2_missing_tags, ec2_tag_spec, ec2_tag_value, ec2_tags, not_found_as_none, wait_for,
 };
 
-/// Owner of the Amazon Linux AMIs.
-const AMAZON_LINUX_OWNER: &str = "137112412989";
+/// Owner of the Amazon Linux AMIs: the alias, because the account behind it differs between
+/// regions (opt-in regions have their own).
+const AMAZON_LINUX_OWNER: &str = "amazon";
 /// Name pattern of the current Amazon Linux 2023 AMIs (the full, not the minimal, image).
 const AMAZON_LINUX_NAME: &str = "al2023-ami-2023.*-x86_64";
 /// States in which an instance still exists (not terminated or terminating).
