@@ -32,6 +32,10 @@ It forwards every request to moto unchanged, and can:
                     answer DescribeImages that asks for an owner by account ID with no images,
                     as in an opt-in region, where Amazon's images belong to another account than
                     in the older regions (the `amazon` owner alias finds them everywhere);
+* --console-output-latest-only
+                    answer GetConsoleOutput with cloud-init's host-key block when it asks for the
+                    latest output (Latest=true), and with no output otherwise: on Nitro instances
+                    the output buffered at boot stays empty for minutes;
 * --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
                     503 SlowDown without forwarding, 500 InternalError after forwarding (the
                     request took effect), a stall of 1 s, the connection closed without an
@@ -43,11 +47,13 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
-                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--amazon-images-elsewhere] [--s3-faults RATE --seed N]
+                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--amazon-images-elsewhere]
+                    [--console-output-latest-only] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
 import argparse
+import base64
 import http.client
 import json
 import random
@@ -121,6 +127,25 @@ NO_IMAGES = (b'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeImagesResponse '
              b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>moto-shim</requestId>'
              b"<imagesSet/></DescribeImagesResponse>")
 
+HOST_KEYS = (
+    "[   12.3] cloud-init[1234]: Cloud-init finished\n"
+    "ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+    "ec2: 256 SHA256:AbCdEf0123456789abcdef0123456789abcdef01234 no comment (ECDSA)\n"
+    "ec2: 256 SHA256:ZyXw9876543210zyxw9876543210zyxw98765432109 no comment (ED25519)\n"
+    "ec2: -----END SSH HOST KEY FINGERPRINTS-----\n"
+)
+
+
+def console_output(form, latest):
+    """A GetConsoleOutput answer: the host-key block when `latest`, no output otherwise."""
+    instance = (form.get("InstanceId") or [""])[0]
+    output = f"<output>{base64.b64encode(HOST_KEYS.encode()).decode()}</output>" if latest else ""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<GetConsoleOutputResponse '
+            f'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>moto-shim</requestId>'
+            f"<instanceId>{instance}</instanceId><timestamp>2026-01-01T00:00:00.000Z</timestamp>"
+            f"{output}</GetConsoleOutputResponse>").encode()
+
+
 S3_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     "<Error><Code>{code}</Code><Message>injected by moto_shim.py</Message>"
@@ -180,6 +205,7 @@ def main():
     parser.add_argument("--not-found-after-create", action="append", default=[])
     parser.add_argument("--stale-read", action="append", default=[])
     parser.add_argument("--amazon-images-elsewhere", action="store_true")
+    parser.add_argument("--console-output-latest-only", action="store_true")
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -265,6 +291,12 @@ def main():
             ):
                 self._answer(200, {"Content-Type": "text/xml"}, NO_IMAGES)
                 print("NOIMAGES DescribeImages", flush=True)
+                return
+
+            if args.console_output_latest_only and action == "GetConsoleOutput":
+                latest = (form.get("Latest") or [""])[0] == "true"
+                self._answer(200, {"Content-Type": "text/xml"}, console_output(form, latest))
+                print(f"CONSOLE latest={latest}", flush=True)
                 return
 
             with lock:

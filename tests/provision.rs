@@ -804,3 +804,23 @@ fn the_amazon_linux_image_is_found_by_the_amazon_owner_alias() {
     assert_eq!(shim_lines(&mut shim, "NOIMAGES "), Vec::<String>::new(), "an owner asked for by account ID");
     assert_eq!(live_instances(&moto.inventory()).len(), 1);
 }
+
+#[test]
+fn deploy_reads_the_latest_console_output_for_the_host_keys() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // The console output buffered at boot is empty; the latest one has cloud-init's block.
+    let mut console = moto.shim(&["--console-output-latest-only"]);
+    let known_hosts = dir.join("known_hosts");
+    let known_hosts = known_hosts.to_str().expect("UTF-8 path");
+    let out = regctl_cmd(dir, &console.endpoint, &["deploy", "--known-hosts", known_hosts])
+        .env("HOME", dir)
+        .output()
+        .expect("run regctl deploy");
+    let t = text(&out);
+    assert!(t.contains("The instance printed 2 host key fingerprint(s) to its console (read after"), "{t}");
+    assert_eq!(shim_lines(&mut console, "CONSOLE "), ["CONSOLE latest=True"]);
+}
