@@ -1,7 +1,8 @@
 //! The IAM policy documents in `policies/`, embedded at build time and rendered with explicit
 //! variables.
 
-/// The S3 policy of the registry, with `{{bucket}}` where the bucket name goes.
+/// The S3 policy of the registry, with `{{partition}}` and `{{bucket}}` where the ARN partition
+/// and the bucket name go.
 const S3_BUCKET_TEMPLATE: &str = include_str!("../policies/s3-bucket.json");
 
 /// The trust policy that lets EC2 instances assume the registry's role.
@@ -31,11 +32,15 @@ pub fn validate_bucket_name(bucket: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The registry's S3 policy for `bucket`: list and multipart listing on the bucket, object
-/// read/write/delete and multipart part handling on its objects, nothing else.
-pub fn s3_bucket_policy(bucket: &str) -> Result<String, String> {
+/// The registry's S3 policy for `bucket` in ARN `partition` (`aws`, `aws-cn`, ...): list and
+/// multipart listing on the bucket, object read/write/delete and multipart part handling on its
+/// objects, nothing else.
+pub fn s3_bucket_policy(partition: &str, bucket: &str) -> Result<String, String> {
     validate_bucket_name(bucket)?;
-    Ok(S3_BUCKET_TEMPLATE.replace("{{bucket}}", bucket))
+    if partition.is_empty() || !partition.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+        return Err(format!("invalid ARN partition {partition:?}"));
+    }
+    Ok(S3_BUCKET_TEMPLATE.replace("{{partition}}", partition).replace("{{bucket}}", bucket))
 }
 
 #[cfg(test)]
@@ -130,8 +135,8 @@ mod tests {
 
     #[test]
     fn s3_policy_is_valid_json_scoped_to_the_bucket_with_exactly_the_needed_actions() {
-        let doc: Value =
-            serde_json::from_str(&s3_bucket_policy("my-registry").expect("valid name")).expect("valid JSON");
+        let doc: Value = serde_json::from_str(&s3_bucket_policy("aws", "my-registry").expect("valid name"))
+            .expect("valid JSON");
         assert_eq!(doc["Version"], "2012-10-17");
         let st = statements(&doc);
         assert_eq!(st.len(), 2);
@@ -173,10 +178,10 @@ mod tests {
     #[test]
     fn bucket_names_are_validated_before_rendering() {
         for bad in ["ab", "My-Bucket", "a\"b", "bucket-", "a..b", "192.168.1.1", &"a".repeat(64)] {
-            assert!(s3_bucket_policy(bad).is_err(), "{bad:?} accepted");
+            assert!(s3_bucket_policy("aws", bad).is_err(), "{bad:?} accepted");
         }
         for good in ["abc", "my.registry-1", &"a".repeat(63)] {
-            assert!(s3_bucket_policy(good).is_ok(), "{good:?} rejected");
+            assert!(s3_bucket_policy("aws", good).is_ok(), "{good:?} rejected");
         }
     }
 }

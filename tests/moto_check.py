@@ -10,6 +10,11 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   fill BUCKET N         write N extra object versions, plus versions and delete markers of a
                         few keys; print the number of versions and delete markers
   versions BUCKET       print "versions markers" of the bucket, or "absent"
+  revoke GROUP PORT...  revoke the ingress rules of these ports from the group (by name)
+  old-lifecycle BUCKET  put regctl's lifecycle rule as it was before delete markers expired
+  record NAME IP         point the A record NAME at IP (in the zone that holds it), as someone else
+  bucket NAME REGION DEPLOYMENT
+                        create a bucket in REGION tagged regctl:deployment=DEPLOYMENT
 """
 
 import json
@@ -125,6 +130,31 @@ def main():
         print(count_versions(s3, bucket))
     elif command == "versions":
         print(count_versions(c["s3"], args[0]))
+    elif command == "revoke":
+        ec2 = c["ec2"]
+        group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [args[0]]}])["SecurityGroups"][0]
+        ports = {int(p) for p in args[1:]}
+        perms = [p for p in group["IpPermissions"] if p.get("FromPort") in ports]
+        ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=perms)
+    elif command == "old-lifecycle":
+        c["s3"].put_bucket_lifecycle_configuration(Bucket=args[0], LifecycleConfiguration={"Rules": [{
+            "ID": "regctl", "Status": "Enabled", "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
+    elif command == "record":
+        name, ip = args[0].rstrip(".") + ".", args[1]
+        r53 = c["route53"]
+        zone = max((z for z in r53.list_hosted_zones()["HostedZones"] if name.endswith("." + z["Name"])),
+                   key=lambda z: len(z["Name"]))
+        r53.change_resource_record_sets(HostedZoneId=zone["Id"], ChangeBatch={"Changes": [{
+            "Action": "UPSERT", "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 300,
+                                                      "ResourceRecords": [{"Value": ip}]}}]})
+    elif command == "bucket":
+        name, region, deployment = args
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+        s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": "regctl:deployment", "Value": deployment}]})
     else:
         sys.exit(f"unknown command {command}")
 

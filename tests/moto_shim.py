@@ -17,6 +17,25 @@ It forwards every request to moto unchanged, and can:
                     Describe*/List*/Get*, S3 and Route 53 writes included) to moto, then hold its
                     answer (printing "HANG <action>"): the change is made but the caller never
                     learns it, the worst moment for it to die;
+* --not-found-after-create ACTION=N
+                    answer the first N requests of ACTION that name a resource created through
+                    this shim (an instance or group ID, a role, policy, profile or bucket) with
+                    that resource's "not found" error, without forwarding them, printing
+                    "NOTFOUND <action>": AWS's eventual consistency right after a create
+                    (InvalidInstanceID.NotFound, InvalidGroup.NotFound, NoSuchBucket, NoSuchEntity),
+                    which moto, consistent at once, never shows;
+* --stale-read ACTION=N
+                    forward the first N requests of an EC2 Describe action, then take the
+                    ingress rules (ipPermissions) out of the answer: a read that does not reflect
+                    the latest writes yet, as EC2's eventual consistency allows;
+* --amazon-images-elsewhere
+                    answer DescribeImages that asks for an owner by account ID with no images,
+                    as in an opt-in region, where Amazon's images belong to another account than
+                    in the older regions (the `amazon` owner alias finds them everywhere);
+* --console-output-latest-only
+                    answer GetConsoleOutput with cloud-init's host-key block when it asks for the
+                    latest output (Latest=true), and with no output otherwise: on Nitro instances
+                    the output buffered at boot stays empty for minutes;
 * --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
                     503 SlowDown without forwarding, 500 InternalError after forwarding (the
                     request took effect), a stall of 1 s, the connection closed without an
@@ -28,14 +47,17 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
-                    [--hang-after-first-change] [--s3-faults RATE --seed N]
+                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--amazon-images-elsewhere]
+                    [--console-output-latest-only] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
 import argparse
+import base64
 import http.client
 import json
 import random
+import re
 import sys
 import threading
 import time
@@ -67,6 +89,62 @@ def error_answer(action, code, form, authorization):
     service = authorization.split("Credential=", 1)[-1].split("/")[3] if "Credential=" in authorization else ""
     template = EC2_ERROR if service == "ec2" else QUERY_ERROR
     return status, template.format(code=code, message=message).encode()
+
+# The "not found" error of each action --not-found-after-create can delay: (code, HTTP status).
+NOT_FOUND = {
+    "DescribeInstances": ("InvalidInstanceID.NotFound", 400),
+    "AuthorizeSecurityGroupIngress": ("InvalidGroup.NotFound", 400),
+    "AttachRolePolicy": ("NoSuchEntity", 404),
+    "AddRoleToInstanceProfile": ("NoSuchEntity", 404),
+}
+# What a successful create answers or asks for that later requests name the resource by.
+CREATED_IDS = re.compile(rb"<(?:instanceId|groupId|Arn)>([^<]+)</")
+CREATE_ACTIONS = ("RunInstances", "CreateSecurityGroup", "CreateRole", "CreatePolicy", "CreateInstanceProfile",
+                  "CreateBucket")
+
+
+def created_names(action, form, path, data):
+    """The names and IDs a successful create of `action` makes known."""
+    if action == "CreateBucket":
+        return {bucket_of(path)}
+    names = {v[0] for k, v in form.items() if k.endswith("Name") and k != "Action"}
+    return names | {m.decode() for m in CREATED_IDS.findall(data)}
+
+
+def named(form, path, service):
+    """Every name a request mentions: its form values, or its bucket for S3."""
+    if service == "s3":
+        return {bucket_of(path)}
+    return {v for values in form.values() for v in values}
+
+
+def bucket_of(path):
+    """The bucket of a path-style S3 request."""
+    return urllib.parse.urlparse(path).path.strip("/").split("/")[0]
+
+
+NO_IMAGES = (b'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeImagesResponse '
+             b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>moto-shim</requestId>'
+             b"<imagesSet/></DescribeImagesResponse>")
+
+HOST_KEYS = (
+    "[   12.3] cloud-init[1234]: Cloud-init finished\n"
+    "ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+    "ec2: 256 SHA256:AbCdEf0123456789abcdef0123456789abcdef01234 no comment (ECDSA)\n"
+    "ec2: 256 SHA256:ZyXw9876543210zyxw9876543210zyxw98765432109 no comment (ED25519)\n"
+    "ec2: -----END SSH HOST KEY FINGERPRINTS-----\n"
+)
+
+
+def console_output(form, latest):
+    """A GetConsoleOutput answer: the host-key block when `latest`, no output otherwise."""
+    instance = (form.get("InstanceId") or [""])[0]
+    output = f"<output>{base64.b64encode(HOST_KEYS.encode()).decode()}</output>" if latest else ""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<GetConsoleOutputResponse '
+            f'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>moto-shim</requestId>'
+            f"<instanceId>{instance}</instanceId><timestamp>2026-01-01T00:00:00.000Z</timestamp>"
+            f"{output}</GetConsoleOutputResponse>").encode()
+
 
 S3_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -124,6 +202,10 @@ def main():
     parser.add_argument("--fail", action="append", default=[])
     parser.add_argument("--hang", action="append", default=[])
     parser.add_argument("--hang-after-first-change", action="store_true")
+    parser.add_argument("--not-found-after-create", action="append", default=[])
+    parser.add_argument("--stale-read", action="append", default=[])
+    parser.add_argument("--amazon-images-elsewhere", action="store_true")
+    parser.add_argument("--console-output-latest-only", action="store_true")
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -140,6 +222,15 @@ def main():
         failures[action] = int(count)
         codes[action] = code or None
     hangs = set(args.hang)
+    not_found = {}
+    for spec in args.not_found_after_create:
+        action, count = spec.split("=", 1)
+        not_found[action] = int(count)
+    created = set()
+    stale = {}
+    for spec in args.stale_read:
+        action, count = spec.split("=", 1)
+        stale[action] = int(count)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -195,6 +286,27 @@ def main():
                 print(f"FAILED {action}", flush=True)
                 return
 
+            if args.amazon_images_elsewhere and action == "DescribeImages" and any(
+                    k.startswith("Owner.") and v[0].isdigit() for k, v in form.items()
+            ):
+                self._answer(200, {"Content-Type": "text/xml"}, NO_IMAGES)
+                print("NOIMAGES DescribeImages", flush=True)
+                return
+
+            if args.console_output_latest_only and action == "GetConsoleOutput":
+                latest = (form.get("Latest") or [""])[0] == "true"
+                self._answer(200, {"Content-Type": "text/xml"}, console_output(form, latest))
+                print(f"CONSOLE latest={latest}", flush=True)
+                return
+
+            with lock:
+                delay = not_found.get(action, 0) > 0 and bool(named(form, self.path, service) & created)
+                if delay:
+                    not_found[action] -= 1
+            if delay:
+                self._not_found(action, service)
+                return
+
             conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["Host"] = upstream.netloc
@@ -206,6 +318,16 @@ def main():
             conn.close()
             if b"<GetBucketVersioningResponse" in data[:200]:
                 data = data.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
+            with lock:
+                outdated = stale.get(action, 0) > 0
+                if outdated:
+                    stale[action] -= 1
+            if outdated:
+                data = re.sub(rb"<ipPermissions>.*?</ipPermissions>", b"<ipPermissions/>", data, flags=re.S)
+                print(f"STALE {action}", flush=True)
+            if action in CREATE_ACTIONS and 200 <= resp.status < 300:
+                with lock:
+                    created.update(created_names(action, form, self.path, data))
             if fault == "internal-after":
                 self._answer(500, {"Content-Type": "application/xml"},
                              S3_ERROR.format(code="InternalError").encode())
@@ -225,6 +347,17 @@ def main():
             # A HEAD answer announces the object's length, with no body.
             length = resp.getheader("Content-Length") if self.command == "HEAD" else None
             self._answer(resp.status, headers, data, length=length)
+
+        def _not_found(self, action, service):
+            if service == "s3":
+                status, data = 404, S3_ERROR.format(code="NoSuchBucket").encode()
+            else:
+                code, status = NOT_FOUND.get(action, ("NotFound", 400))
+                template = EC2_ERROR if service == "ec2" else QUERY_ERROR
+                message = f"injected by moto_shim.py: {action} does not see the new resource yet"
+                data = template.format(code=code, message=message).encode()
+            self._answer(status, {"Content-Type": "text/xml"}, data)
+            print(f"NOTFOUND {action}", flush=True)
 
         def _answer(self, status, headers, data, cut=None, length=None):
             self.send_response_only(status)

@@ -603,3 +603,224 @@ fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or
         removed.len()
     );
 }
+
+/// The lines the shim printed so far that start with `prefix`, waiting up to 2 s for each.
+fn shim_lines(shim: &mut Shim, prefix: &str) -> Vec<String> {
+    std::iter::from_fn(|| shim.try_line(std::time::Duration::from_secs(2)))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn ec2_resources_not_found_right_after_their_creation_are_waited_for() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // EC2 is eventually consistent: the new group and instance are "not found" for a while.
+    let mut shim = moto.shim(&[
+        "--not-found-after-create",
+        "AuthorizeSecurityGroupIngress=2",
+        "--not-found-after-create",
+        "DescribeInstances=3",
+    ]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&[]));
+    assert!(out.contains("not visible yet (InvalidGroup.NotFound)"), "{out}");
+    assert!(out.contains("not visible yet (InvalidInstanceID.NotFound)"), "{out}");
+    let delayed = shim_lines(&mut shim, "NOTFOUND ");
+    assert_eq!(delayed.len(), 5, "{delayed:?}");
+    let inv = moto.inventory();
+    assert_eq!(inv["security_groups"][0]["rules"].as_array().map(Vec::len), Some(3), "{inv:#}");
+    assert_eq!(live_instances(&inv).len(), 1, "{inv:#}");
+    assert_eq!(live_instances(&inv)[0]["state"], "running");
+}
+
+#[test]
+fn s3_and_iam_not_found_right_after_their_creation_are_retried() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // The new bucket, role and policy are "not found" for a while by the calls that follow.
+    let mut shim = moto.shim(&[
+        "--not-found-after-create",
+        "PutBucketVersioning=2",
+        "--not-found-after-create",
+        "PutBucketLifecycle=1",
+        "--not-found-after-create",
+        "AttachRolePolicy=2",
+        "--not-found-after-create",
+        "AddRoleToInstanceProfile=2",
+    ]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&[]));
+    for code in ["NoSuchBucket", "NoSuchEntity"] {
+        assert!(out.contains(&format!("not visible yet ({code})")), "{code}: {out}");
+    }
+    let delayed = shim_lines(&mut shim, "NOTFOUND ");
+    assert_eq!(delayed.len(), 7, "{delayed:?}");
+    let inv = moto.inventory();
+    let bucket = &inv["buckets"][0];
+    assert_eq!(bucket["versioning"], "Enabled", "{bucket:#}");
+    assert!(bucket["lifecycle"].is_array(), "{bucket:#}");
+    assert_eq!(inv["roles"][0]["attached"][0], "arn:aws:iam::123456789012:policy/regctl-registry-s3");
+    assert_eq!(inv["instance_profiles"][0]["roles"], serde_json::json!(["regctl-registry-ec2"]));
+}
+
+#[test]
+fn a_group_that_already_has_one_of_the_rules_gets_the_others() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // The group keeps only its SSH rule; the next run reads the group before EC2 shows even that
+    // one, so it asks for all three at once, and AWS rejects the whole batch as a duplicate.
+    moto.check(&["revoke", "regctl-registry", "80", "443"]);
+    let mut stale = moto.shim(&["--stale-read", "DescribeSecurityGroups=1"]);
+    ok(dir, &stale.endpoint, &["provision"]);
+    assert_eq!(shim_lines(&mut stale, "STALE "), ["STALE DescribeSecurityGroups"]);
+    assert_eq!(
+        moto.inventory()["security_groups"][0]["rules"],
+        serde_json::json!([format!("tcp 22-22 {CIDR}"), "tcp 443-443 0.0.0.0/0", "tcp 80-80 0.0.0.0/0"])
+    );
+}
+
+#[test]
+fn delete_markers_expire_and_a_rule_without_it_is_drift() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    let rule = moto.inventory()["buckets"][0]["lifecycle"][0].clone();
+    assert_eq!(rule["Expiration"]["ExpiredObjectDeleteMarker"], true, "{rule:#}");
+
+    // The rule of an older regctl: status calls it drift, provision converges it.
+    moto.check(&["old-lifecycle", BUCKET]);
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let bucket = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["resource"] == "S3 bucket")
+        .expect("the bucket's status")
+        .clone();
+    assert_eq!(bucket["status"], "drifted", "{status:#}");
+    assert!(bucket["changes"][0].as_str().unwrap_or("").contains("expired delete markers"), "{bucket:#}");
+    ok(dir, &shim.endpoint, &["provision"]);
+    let rule = moto.inventory()["buckets"][0]["lifecycle"][0].clone();
+    assert_eq!(rule["Expiration"]["ExpiredObjectDeleteMarker"], true, "{rule:#}");
+    assert_eq!(rule["NoncurrentVersionExpiration"]["NoncurrentDays"], 30, "{rule:#}");
+}
+
+#[test]
+fn a_bucket_of_another_region_is_not_the_deployments_here() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // The same deployment name in another region: its bucket is that region's business.
+    moto.check(&["bucket", "regctl-registry-elsewhere", "eu-west-1", "registry"]);
+    std::fs::remove_file(dir.join("regctl.toml")).expect("state file");
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let buckets: Vec<&Value> = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|r| r["resource"] == "S3 bucket")
+        .map(|r| &r["name"])
+        .collect();
+    assert_eq!(buckets, [BUCKET], "{status:#}");
+}
+
+#[test]
+fn an_sso_profile_without_a_login_is_told_to_run_aws_sso_login() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        "[profile corp]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Admin\n\
+         region = us-east-1\n\n[sso-session corp]\nsso_start_url = https://example.awsapps.com/start\n\
+         sso_region = us-east-1\nsso_registration_scopes = sso:account:access\n",
+    )
+    .expect("write the AWS config");
+    // No SSO token in the (empty) home's cache: the profile needs `aws sso login` first. Nothing
+    // listens at the endpoint: the credentials fail before any call.
+    let out = regctl_cmd(dir.path(), "http://127.0.0.1:9", &["status", "--no-probe", "--profile", "corp"])
+        .env("AWS_CONFIG_FILE", &config)
+        .env("HOME", dir.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .expect("run regctl");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("aws sso login --profile corp"), "{t}");
+    assert!(!t.contains("cargo feature"), "built without SSO support: {t}");
+    assert!(!t.contains("check the network"), "{t}");
+}
+
+#[test]
+fn a_dns_record_pointing_elsewhere_is_replaced_only_with_yes_and_never_deleted() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    // The name already serves something else: provision refuses to take it over.
+    moto.check(&["record", DOMAIN, "192.0.2.99"]);
+    let refused = regctl(dir, &shim.endpoint, &provision_args(&[]));
+    let t = text(&refused);
+    assert!(!refused.status.success(), "{t}");
+    assert!(t.contains("points at 192.0.2.99, not at this deployment's") && t.contains("--yes"), "{t}");
+    assert_eq!(moto.inventory()["records"][0]["values"], serde_json::json!(["192.0.2.99"]));
+
+    // With --yes it does; the next run without it is content (the record is the deployment's).
+    ok(dir, &shim.endpoint, &["provision", "--yes"]);
+    let inv = moto.inventory();
+    let ip = live_instances(&inv)[0]["public_ip"].clone();
+    assert_eq!(inv["records"][0]["values"], serde_json::json!([ip]), "{inv:#}");
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+
+    // Pointed elsewhere again by someone else: teardown leaves it alone and says so.
+    moto.check(&["record", DOMAIN, "192.0.2.99"]);
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(down.contains("kept: points at 192.0.2.99, not at this deployment's address"), "{down}");
+    let inv = moto.inventory();
+    assert_eq!(inv["records"][0]["values"], serde_json::json!(["192.0.2.99"]), "{inv:#}");
+    assert!(live_instances(&inv).is_empty(), "{inv:#}");
+}
+
+#[test]
+fn the_amazon_linux_image_is_found_by_the_amazon_owner_alias() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // In an opt-in region Amazon's images belong to another account than in the older regions.
+    let mut shim = moto.shim(&["--amazon-images-elsewhere"]);
+    let made = ok(dir, &shim.endpoint, &provision_args(&[]));
+    assert!(made.contains("instance (new t3.small): created"), "{made}");
+    assert_eq!(shim_lines(&mut shim, "NOIMAGES "), Vec::<String>::new(), "an owner asked for by account ID");
+    assert_eq!(live_instances(&moto.inventory()).len(), 1);
+}
+
+#[test]
+fn deploy_reads_the_latest_console_output_for_the_host_keys() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&[]));
+    // The console output buffered at boot is empty; the latest one has cloud-init's block.
+    let mut console = moto.shim(&["--console-output-latest-only"]);
+    let known_hosts = dir.join("known_hosts");
+    let known_hosts = known_hosts.to_str().expect("UTF-8 path");
+    let out = regctl_cmd(dir, &console.endpoint, &["deploy", "--known-hosts", known_hosts])
+        .env("HOME", dir)
+        .output()
+        .expect("run regctl deploy");
+    let t = text(&out);
+    assert!(t.contains("The instance printed 2 host key fingerprint(s) to its console (read after"), "{t}");
+    assert_eq!(shim_lines(&mut console, "CONSOLE "), ["CONSOLE latest=True"]);
+}

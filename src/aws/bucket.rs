@@ -1,16 +1,17 @@
 //! The S3 bucket: versioned, public access blocked, default encryption, a lifecycle rule for
-//! noncurrent versions and abandoned multipart uploads, tagged with the deployment.
+//! noncurrent versions, expired delete markers and abandoned multipart uploads, tagged with the
+//! deployment.
 
 use aws_sdk_s3::error::BuildError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
-    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule,
-    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
+    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
 
-use super::{AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, not_found_as_none};
+use super::{AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, not_found_as_none};
 
 /// The ID of the lifecycle rule regctl manages (other rules on the bucket are kept).
 const LIFECYCLE_RULE_ID: &str = "regctl";
@@ -164,6 +165,9 @@ fn desired_rule(d: &Desired) -> Result<LifecycleRule, AwsError> {
             .noncurrent_version_expiration(
                 NoncurrentVersionExpiration::builder().noncurrent_days(d.noncurrent_days).build(),
             )
+            // The registry deletes small objects all the time: each leaves a delete marker that,
+            // once its noncurrent versions have expired, is alone and would stay forever.
+            .expiration(LifecycleExpiration::builder().expired_object_delete_marker(true).build())
             .abort_incomplete_multipart_upload(
                 AbortIncompleteMultipartUpload::builder()
                     .days_after_initiation(d.abort_multipart_days)
@@ -179,6 +183,7 @@ fn desired_rule(d: &Desired) -> Result<LifecycleRule, AwsError> {
 fn rule_matches(rule: &LifecycleRule, d: &Desired) -> bool {
     rule.status() == &ExpirationStatus::Enabled
         && rule.noncurrent_version_expiration().and_then(|n| n.noncurrent_days()) == Some(d.noncurrent_days)
+        && rule.expiration().and_then(|e| e.expired_object_delete_marker()) == Some(true)
         && rule.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation())
             == Some(d.abort_multipart_days)
 }
@@ -206,7 +211,8 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Result<Plan, AwsError> 
     } else {
         if observed.is_some() {
             changes.push(format!(
-                "lifecycle: noncurrent versions expire after {} days, incomplete uploads aborted after {} days",
+                "lifecycle: noncurrent versions expire after {} days, expired delete markers are removed, \
+                 incomplete uploads aborted after {} days",
                 d.noncurrent_days, d.abort_multipart_days
             ));
         }
@@ -233,10 +239,19 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Result<Plan, AwsError> 
     Ok(Plan { change, create: observed.is_none(), versioning, public_access, encryption, lifecycle, tags })
 }
 
-/// Creates the bucket and converges its settings, as planned.
-pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), AwsError> {
+/// Creates the bucket and converges its settings, as planned. `on_retry` hears about waits for a
+/// new bucket to be visible.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    plan: &Plan,
+    on_retry: OnRetry<'_>,
+) -> Result<(), AwsError> {
     let res = resource(&d.name);
     let s3 = &aws.s3;
+    // Right after CreateBucket, the configuration calls can answer NoSuchBucket for a while.
+    let schedule = if plan.create { Retry::AFTER_CREATE } else { Retry::ONCE };
+    let visible = &["NoSuchBucket"];
     if plan.create {
         let mut req = s3.create_bucket().bucket(&d.name);
         if d.region != "us-east-1" {
@@ -262,29 +277,37 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
         }
     }
     if plan.versioning {
-        s3.put_bucket_versioning()
-            .bucket(&d.name)
-            .versioning_configuration(
-                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
-            )
-            .send()
-            .await
-            .aws("s3:PutBucketVersioning", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_versioning()
+                    .bucket(&d.name)
+                    .versioning_configuration(
+                        VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
+                    )
+                    .send()
+                    .await
+                    .aws("s3:PutBucketVersioning", &res)
+            })
+            .await?;
     }
     if plan.public_access {
-        s3.put_public_access_block()
-            .bucket(&d.name)
-            .public_access_block_configuration(
-                PublicAccessBlockConfiguration::builder()
-                    .block_public_acls(true)
-                    .ignore_public_acls(true)
-                    .block_public_policy(true)
-                    .restrict_public_buckets(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .aws("s3:PutBucketPublicAccessBlock", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_public_access_block()
+                    .bucket(&d.name)
+                    .public_access_block_configuration(
+                        PublicAccessBlockConfiguration::builder()
+                            .block_public_acls(true)
+                            .ignore_public_acls(true)
+                            .block_public_policy(true)
+                            .restrict_public_buckets(true)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .aws("s3:PutBucketPublicAccessBlock", &res)
+            })
+            .await?;
     }
     if plan.encryption {
         let by_default = built(
@@ -303,12 +326,16 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             "s3:PutEncryptionConfiguration",
             &d.name,
         )?;
-        s3.put_bucket_encryption()
-            .bucket(&d.name)
-            .server_side_encryption_configuration(config)
-            .send()
-            .await
-            .aws("s3:PutEncryptionConfiguration", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_encryption()
+                    .bucket(&d.name)
+                    .server_side_encryption_configuration(config.clone())
+                    .send()
+                    .await
+                    .aws("s3:PutEncryptionConfiguration", &res)
+            })
+            .await?;
     }
     if let Some(rules) = &plan.lifecycle {
         let config = built(
@@ -316,12 +343,16 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             "s3:PutLifecycleConfiguration",
             &d.name,
         )?;
-        s3.put_bucket_lifecycle_configuration()
-            .bucket(&d.name)
-            .lifecycle_configuration(config)
-            .send()
-            .await
-            .aws("s3:PutLifecycleConfiguration", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_lifecycle_configuration()
+                    .bucket(&d.name)
+                    .lifecycle_configuration(config.clone())
+                    .send()
+                    .await
+                    .aws("s3:PutLifecycleConfiguration", &res)
+            })
+            .await?;
     }
     if let Some(tags) = &plan.tags {
         let tagging = built(
@@ -329,12 +360,16 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             "s3:PutBucketTagging",
             &d.name,
         )?;
-        s3.put_bucket_tagging()
-            .bucket(&d.name)
-            .tagging(tagging)
-            .send()
-            .await
-            .aws("s3:PutBucketTagging", &res)?;
+        schedule
+            .until_visible(visible, on_retry, || async {
+                s3.put_bucket_tagging()
+                    .bucket(&d.name)
+                    .tagging(tagging.clone())
+                    .send()
+                    .await
+                    .aws("s3:PutBucketTagging", &res)
+            })
+            .await?;
     }
     Ok(())
 }
@@ -347,6 +382,9 @@ pub async fn find_tagged(aws: &super::Aws, deployment: &str) -> Result<Vec<Strin
         let out = aws
             .s3
             .list_buckets()
+            // Without a filter S3 answers no region, and every bucket of the account would be
+            // asked for its tags; with it, only this region's buckets are listed.
+            .bucket_region(&aws.region)
             .set_continuation_token(token.clone())
             .send()
             .await
@@ -441,18 +479,33 @@ pub async fn destroy(aws: &super::Aws, name: &str) -> Result<(Removed, Emptied),
             }
         }
     }
-    let uploads =
-        s3.list_multipart_uploads().bucket(name).send().await.aws("s3:ListBucketMultipartUploads", &res)?;
-    for u in uploads.uploads() {
-        if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
-            s3.abort_multipart_upload()
-                .bucket(name)
-                .key(key)
-                .upload_id(id)
-                .send()
-                .await
-                .aws("s3:AbortMultipartUpload", &res)?;
-            emptied.uploads += 1;
+    // At most 1000 uploads per answer: follow the markers through every page.
+    let (mut key_marker, mut id_marker) = (None, None);
+    loop {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket(name)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(id_marker.take())
+            .send()
+            .await
+            .aws("s3:ListBucketMultipartUploads", &res)?;
+        for u in uploads.uploads() {
+            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                s3.abort_multipart_upload()
+                    .bucket(name)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .aws("s3:AbortMultipartUpload", &res)?;
+                emptied.uploads += 1;
+            }
+        }
+        key_marker = uploads.next_key_marker().map(str::to_string);
+        id_marker = uploads.next_upload_id_marker().map(str::to_string);
+        if uploads.is_truncated() != Some(true) || key_marker.is_none() {
+            break;
         }
     }
     match s3.delete_bucket().bucket(name).send().await.aws("s3:DeleteBucket", &res) {
@@ -505,5 +558,14 @@ mod tests {
         let d2 = Desired { noncurrent_days: 90, ..d };
         let p = plan(Some(&observed), &d2).expect("plan");
         assert!(matches!(&p.change, Change::Update(c) if c.len() == 1 && c[0].contains("90 days")), "{p:?}");
+    }
+
+    #[test]
+    fn a_rule_that_keeps_expired_delete_markers_is_drift() {
+        let d = desired();
+        let mut rule = desired_rule(&d).expect("rule");
+        assert!(rule_matches(&rule, &d));
+        rule.expiration = None;
+        assert!(!rule_matches(&rule, &d));
     }
 }

@@ -1,5 +1,7 @@
 //! The Route 53 A record of the registry's DNS name, pointing at the instance's public address;
-//! every change is waited for until Route 53 reports it INSYNC.
+//! every change is waited for until Route 53 reports it INSYNC. A record is the deployment's only
+//! while it points at one of the deployment's addresses: another value is never deleted, and is
+//! replaced only when the operator says so.
 
 use std::time::Duration;
 
@@ -28,6 +30,13 @@ pub struct Observed {
 pub struct Plan {
     /// The summary.
     pub change: Change,
+    /// The record's values when they are not the deployment's (replacing them needs consent).
+    pub foreign: Option<Vec<String>>,
+}
+
+/// True when every value of the record is one of the deployment's addresses (`owned`).
+pub fn is_owned(o: &Observed, owned: &[String]) -> bool {
+    !o.values.is_empty() && o.values.iter().all(|v| owned.contains(v))
 }
 
 fn resource(domain: &str) -> String {
@@ -111,15 +120,23 @@ pub async fn observe(aws: &super::Aws, zone: &str, domain: &str) -> Result<Optio
 }
 
 /// Compares the record with one pointing at `ip` (`None`: not known yet, as in a dry run before
-/// the instance exists).
-pub fn plan(observed: Option<&Observed>, ip: Option<&str>) -> Plan {
+/// the instance exists); `owned` are the deployment's addresses, now and as last recorded.
+pub fn plan(observed: Option<&Observed>, ip: Option<&str>, owned: &[String]) -> Plan {
+    let foreign = observed
+        .filter(|o| ip.is_none_or(|ip| o.values != [ip]) && !is_owned(o, owned))
+        .map(|o| o.values.clone());
+    let to = ip.unwrap_or("the new instance");
     let change = match (observed, ip) {
         (None, _) => Change::Create,
         (Some(o), Some(ip)) if o.values == [ip] && o.ttl == Some(TTL) => Change::Unchanged,
+        (Some(o), _) if foreign.is_some() => Change::Update(vec![format!(
+            "{} -> {to} (not this deployment's address: replaced only with --yes)",
+            o.values.join(",")
+        )]),
         (Some(o), Some(ip)) => Change::Update(vec![format!("{} -> {ip}", o.values.join(","))]),
         (Some(_), None) => Change::Update(vec!["point at the new instance".into()]),
     };
-    Plan { change }
+    Plan { change, foreign }
 }
 
 fn built<T>(r: Result<T, BuildError>, domain: &str) -> Result<T, AwsError> {
@@ -190,14 +207,22 @@ pub async fn apply(
     change(aws, zone, domain, ChangeAction::Upsert, set, insync_timeout).await
 }
 
-/// Deletes the A record of `domain` (as it is now) and waits until the change is INSYNC.
+/// Deletes the A record of `domain` (as it is now) if it points at the deployment's addresses
+/// (`owned`), and waits until the change is INSYNC; a record pointing elsewhere is kept.
 pub async fn destroy(
     aws: &super::Aws,
     zone: &str,
     domain: &str,
+    owned: &[String],
     insync_timeout: Duration,
 ) -> Result<Removed, AwsError> {
     let Some(o) = observe(aws, zone, domain).await? else { return Ok(Removed::Absent) };
+    if !is_owned(&o, owned) {
+        return Ok(Removed::Kept(format!(
+            "points at {}, not at this deployment's address",
+            o.values.join(",")
+        )));
+    }
     let set = record(domain, &o.values, o.ttl.unwrap_or(TTL))?;
     match change(aws, zone, domain, ChangeAction::Delete, set, insync_timeout).await {
         Ok(()) => Ok(Removed::Deleted),
@@ -223,8 +248,19 @@ mod tests {
     #[test]
     fn a_record_at_another_address_is_updated() {
         let o = Observed { values: vec!["198.51.100.1".into()], ttl: Some(TTL) };
-        assert_eq!(plan(Some(&o), Some("198.51.100.1")).change, Change::Unchanged);
-        assert!(matches!(plan(Some(&o), Some("198.51.100.2")).change, Change::Update(_)));
-        assert_eq!(plan(None, None).change, Change::Create);
+        let owned = ["198.51.100.1".to_string()];
+        assert_eq!(plan(Some(&o), Some("198.51.100.1"), &owned).change, Change::Unchanged);
+        let moved = plan(Some(&o), Some("198.51.100.2"), &owned);
+        assert!(matches!(moved.change, Change::Update(_)) && moved.foreign.is_none(), "{moved:?}");
+        assert_eq!(plan(None, None, &owned).change, Change::Create);
+    }
+
+    #[test]
+    fn a_record_pointing_elsewhere_is_foreign() {
+        let o = Observed { values: vec!["192.0.2.99".into()], ttl: Some(300) };
+        let p = plan(Some(&o), Some("198.51.100.2"), &["198.51.100.2".to_string()]);
+        assert_eq!(p.foreign, Some(vec!["192.0.2.99".to_string()]));
+        assert!(!is_owned(&o, &[]));
+        assert!(is_owned(&o, &["192.0.2.99".to_string()]));
     }
 }

@@ -9,12 +9,13 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{
-    AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, TAG_LAUNCHED, ec2_filter, ec2_missing_tags,
-    ec2_tag_spec, ec2_tag_value, ec2_tags, not_found_as_none, wait_for,
+    AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, TAG_LAUNCHED, ec2_filter,
+    ec2_missing_tags, ec2_tag_spec, ec2_tag_value, ec2_tags, not_found_as_none, wait_for,
 };
 
-/// Owner of the Amazon Linux AMIs.
-const AMAZON_LINUX_OWNER: &str = "137112412989";
+/// Owner of the Amazon Linux AMIs: the alias, because the account behind it differs between
+/// regions (opt-in regions have their own).
+const AMAZON_LINUX_OWNER: &str = "amazon";
 /// Name pattern of the current Amazon Linux 2023 AMIs (the full, not the minimal, image).
 const AMAZON_LINUX_NAME: &str = "al2023-ami-2023.*-x86_64";
 /// States in which an instance still exists (not terminated or terminating).
@@ -262,7 +263,9 @@ async fn default_ami(aws: &super::Aws) -> Result<String, AwsError> {
 }
 
 /// Launches, starts, tags and attaches the security group as planned, waits until the instance
-/// runs, and returns it as it is then.
+/// runs, and returns it as it is then. `on_retry` hears about waits for a new instance to be
+/// visible.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     aws: &super::Aws,
     d: &Desired,
@@ -271,11 +274,16 @@ pub async fn apply(
     observed: Option<&Observed>,
     placement: &Placement,
     group: &str,
+    on_retry: OnRetry<'_>,
 ) -> Result<Observed, AwsError> {
     let id = match (observed, d) {
         (Some(o), _) => o.id.clone(),
         (None, Desired::Existing { id }) => id.clone(),
-        (None, Desired::Launch(spec)) => launch(aws, spec, deployment, placement, group).await?,
+        (None, Desired::Launch(spec)) => {
+            let id = launch(aws, spec, deployment, placement, group).await?;
+            wait_visible(aws, &id, on_retry).await?;
+            id
+        }
     };
     let res = resource(&id);
     if plan.start {
@@ -350,6 +358,23 @@ async fn launch(
         .and_then(|i| i.instance_id())
         .map(str::to_string)
         .ok_or_else(|| AwsError::local("ec2:RunInstances", &res, "the answer names no instance"))
+}
+
+/// Waits until a just-launched instance is known to DescribeInstances: for a while after
+/// RunInstances EC2 may answer `InvalidInstanceID.NotFound`, which means "not yet" here, not
+/// "gone".
+async fn wait_visible(aws: &super::Aws, id: &str, on_retry: OnRetry<'_>) -> Result<(), AwsError> {
+    Retry::EC2_CONSISTENCY
+        .until_visible(&["InvalidInstanceID.NotFound"], on_retry, || async {
+            aws.ec2
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map(|_| ())
+                .aws("ec2:DescribeInstances", &resource(id))
+        })
+        .await
 }
 
 /// Waits until the instance is running (up to 10 minutes).

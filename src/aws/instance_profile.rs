@@ -1,7 +1,7 @@
 //! The IAM instance profile that carries the role to the instance.
 
 use super::policy::{deployment_tag, has_deployment_tag};
-use super::{AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, not_found_as_none};
+use super::{AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, not_found_as_none};
 
 /// The instance profile as it should be.
 #[derive(Debug, Clone)]
@@ -81,8 +81,14 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Plan {
     Plan { change: Change::update_or_unchanged(changes), create: false, remove_roles, add_role, tag }
 }
 
-/// Creates the instance profile or converges it, as planned.
-pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), AwsError> {
+/// Creates the instance profile or converges it, as planned. `on_retry` hears about waits for
+/// the profile or the role to be visible.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    plan: &Plan,
+    on_retry: OnRetry<'_>,
+) -> Result<(), AwsError> {
     let res = resource(&d.name);
     let tag = deployment_tag(&d.deployment, &res)?;
     let mut tag_it = plan.tag;
@@ -111,14 +117,19 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             .aws("iam:RemoveRoleFromInstanceProfile", &res)?;
     }
     if plan.add_role {
-        let added = aws
-            .iam
-            .add_role_to_instance_profile()
-            .instance_profile_name(&d.name)
-            .role_name(&d.role)
-            .send()
-            .await
-            .aws("iam:AddRoleToInstanceProfile", &res);
+        // Provision makes the role and the profile just before: NoSuchEntity here means IAM
+        // does not show one of them everywhere yet.
+        let added = Retry::AFTER_CREATE
+            .until_visible(&["NoSuchEntity"], on_retry, || async {
+                aws.iam
+                    .add_role_to_instance_profile()
+                    .instance_profile_name(&d.name)
+                    .role_name(&d.role)
+                    .send()
+                    .await
+                    .aws("iam:AddRoleToInstanceProfile", &res)
+            })
+            .await;
         // An interrupted run may have added it already (a profile holds one role at most).
         not_found_as_none(added, &["LimitExceeded", "EntityAlreadyExists"])?;
     }

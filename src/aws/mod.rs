@@ -23,6 +23,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sts::config::ProvideCredentials;
 use serde::Serialize;
 
 pub use error::{AwsError, AwsResultExt, not_found_as_none};
@@ -35,6 +36,9 @@ pub const TAG_LAUNCHED: &str = "regctl:launched";
 pub const TAG_DOMAIN: &str = "regctl:domain";
 /// Tag key on the security group recording the Route 53 hosted zone of the DNS name.
 pub const TAG_ZONE: &str = "regctl:hosted-zone-id";
+/// Tag key on the security group recording the address the DNS record was last pointed at, so a
+/// record left at a former address of the deployment (a stop and start) is still known as its own.
+pub const TAG_DNS_VALUE: &str = "regctl:dns-value";
 
 /// How to reach AWS: the standard aws-config chain, adjusted by the global flags.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +85,32 @@ impl Aws {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        // Resolved now, so a profile that cannot give credentials (an SSO session never logged
+        // in or expired, a typo) is reported as that, naming the remedy, instead of as the
+        // failure of whichever call comes first.
+        if let Some(provider) = config.credentials_provider()
+            && let Err(e) = provider.provide_credentials().await
+        {
+            let profile = opts
+                .profile
+                .clone()
+                .or_else(|| std::env::var("AWS_PROFILE").ok())
+                .unwrap_or_else(|| "default".to_string());
+            // The provider chain repeats its own wrapper message: each distinct cause once.
+            let mut causes: Vec<String> = Vec::new();
+            for cause in anyhow::Error::new(e).chain().map(ToString::to_string) {
+                if causes.last() != Some(&cause) {
+                    causes.push(cause);
+                }
+            }
+            anyhow::bail!(
+                "cannot load AWS credentials for profile {profile}: {}. For an SSO profile, sign in with \
+                 `aws sso login --profile {profile}`; for access keys, set them with `aws configure --profile \
+                 {profile}` (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); or pick another profile with \
+                 --profile",
+                causes.join(": ")
+            );
+        }
         let Some(region) = config.region().map(|r| r.to_string()) else {
             anyhow::bail!(
                 "no AWS region configured: pass --region, set AWS_REGION, or set a region in the \
@@ -102,12 +132,33 @@ impl Aws {
         })
     }
 
-    /// The account the credentials belong to (`sts:GetCallerIdentity`, which needs no permission).
-    pub async fn account_id(&self) -> Result<String, AwsError> {
+    /// The account and partition the credentials belong to (`sts:GetCallerIdentity`, which needs
+    /// no permission).
+    pub async fn caller(&self) -> Result<Caller, AwsError> {
         let out = self.sts.get_caller_identity().send().await.aws("sts:GetCallerIdentity", "the caller")?;
-        out.account
-            .ok_or_else(|| AwsError::local("sts:GetCallerIdentity", "the caller", "no account in the answer"))
+        let missing = |what: &str| {
+            AwsError::local("sts:GetCallerIdentity", "the caller", format!("no {what} in the answer"))
+        };
+        let account = out.account().ok_or_else(|| missing("account"))?.to_string();
+        // China and GovCloud regions have partitions of their own (`aws-cn`, `aws-us-gov`).
+        let partition = out.arn().and_then(arn_partition).ok_or_else(|| missing("ARN"))?.to_string();
+        Ok(Caller { account, partition })
     }
+}
+
+/// Who the credentials belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The account ID.
+    pub account: String,
+    /// The ARN partition: `aws`, `aws-cn`, `aws-us-gov`, ...
+    pub partition: String,
+}
+
+/// The partition of an ARN (`arn:PARTITION:service:region:account:resource`).
+pub fn arn_partition(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    (parts.next() == Some("arn")).then(|| parts.next()).flatten().filter(|p| !p.is_empty())
 }
 
 /// The names of a deployment's resources, all derived from the deployment name.
@@ -145,9 +196,9 @@ impl Names {
         format!("regctl-{}-s3", self.deployment)
     }
 
-    /// The ARN of [`Names::policy`] in `account`.
-    pub fn policy_arn(&self, account: &str) -> String {
-        format!("arn:aws:iam::{account}:policy/{}", self.policy())
+    /// The ARN of [`Names::policy`] in the caller's account and partition.
+    pub fn policy_arn(&self, caller: &Caller) -> String {
+        format!("arn:{}:iam::{}:policy/{}", caller.partition, caller.account, self.policy())
     }
 
     /// The IAM role the instance assumes.
@@ -209,6 +260,10 @@ pub enum Removed {
     Kept(String),
 }
 
+/// Hears about each retry of a call (for progress output): the error and the delay before the
+/// next attempt.
+pub type OnRetry<'a> = &'a (dyn Fn(&AwsError, Duration) + Sync);
+
 /// A retry schedule: exponential back-off from `first_delay`, capped at `max_delay`, for at most
 /// `timeout` in total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +284,24 @@ impl Retry {
         first_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(10),
     };
+
+    /// EC2's eventual consistency: a resource this run has just created can be "not found" by
+    /// the next calls for a while (EC2 developer guide, "Eventual consistency"); AWS advises
+    /// backing off, here for up to a minute.
+    pub const EC2_CONSISTENCY: Retry = Retry {
+        timeout: Duration::from_secs(60),
+        first_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(8),
+    };
+
+    /// S3 and IAM right after a create: a new bucket, role or policy can be "not found" by the
+    /// calls that configure or attach it for a while (Terraform's AWS provider retries these for
+    /// two minutes as well).
+    pub const AFTER_CREATE: Retry = Retry::IAM_PROPAGATION;
+
+    /// No retry: one attempt.
+    pub const ONCE: Retry =
+        Retry { timeout: Duration::ZERO, first_delay: Duration::from_secs(1), max_delay: Duration::ZERO };
 
     /// A schedule of `timeout` with the default back-off.
     pub fn with_timeout(timeout: Duration) -> Retry {
@@ -260,6 +333,23 @@ impl Retry {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl Retry {
+    /// Runs `attempt`, retrying while it fails with one of the "not found" `codes`: for calls on
+    /// a resource this run has just created, which AWS may not show everywhere yet.
+    pub async fn until_visible<T, F, Fut>(
+        &self,
+        codes: &[&str],
+        on_retry: OnRetry<'_>,
+        attempt: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        self.run(|e| e.is_any(codes), |e, delay| on_retry(e, delay), attempt).await
     }
 }
 
@@ -348,9 +438,19 @@ mod tests {
         assert_eq!(n.policy(), "regctl-registry-s3");
         assert_eq!(n.role(), "regctl-registry-ec2");
         assert_eq!(n.instance_profile(), "regctl-registry");
-        assert_eq!(n.policy_arn("123456789012"), "arn:aws:iam::123456789012:policy/regctl-registry-s3");
+        let caller = Caller { account: "123456789012".into(), partition: "aws-cn".into() };
+        assert_eq!(n.policy_arn(&caller), "arn:aws-cn:iam::123456789012:policy/regctl-registry-s3");
         let longest = Names::new(&"a".repeat(Names::MAX_LEN)).expect("valid");
         assert!(longest.default_bucket("123456789012", "ap-southeast-2").len() <= 63);
+    }
+
+    #[test]
+    fn the_partition_comes_from_the_callers_arn() {
+        assert_eq!(arn_partition("arn:aws:sts::123456789012:assumed-role/a/b"), Some("aws"));
+        assert_eq!(arn_partition("arn:aws-us-gov:iam::123456789012:user/x"), Some("aws-us-gov"));
+        assert_eq!(arn_partition("arn:aws-cn:iam::123456789012:root"), Some("aws-cn"));
+        assert_eq!(arn_partition("not-an-arn"), None);
+        assert_eq!(arn_partition("arn::iam::1:root"), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! registry's S3 policy attached.
 
 use super::policy::{deployment_tag, has_deployment_tag, same_document};
-use super::{AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, not_found_as_none};
+use super::{AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, not_found_as_none};
 
 /// The role as it should be.
 #[derive(Debug, Clone)]
@@ -87,8 +87,14 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Plan {
     Plan { change: Change::update_or_unchanged(changes), create: false, trust, attach, tag }
 }
 
-/// Creates the role or converges it, as planned.
-pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), AwsError> {
+/// Creates the role or converges it, as planned. `on_retry` hears about waits for the role or
+/// the policy to be visible.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    plan: &Plan,
+    on_retry: OnRetry<'_>,
+) -> Result<(), AwsError> {
     let res = resource(&d.name);
     let tag = deployment_tag(&d.deployment, &res)?;
     let mut trust = plan.trust;
@@ -124,13 +130,19 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<(), Aws
             .aws("iam:UpdateAssumeRolePolicy", &res)?;
     }
     if plan.attach {
-        aws.iam
-            .attach_role_policy()
-            .role_name(&d.name)
-            .policy_arn(&d.policy_arn)
-            .send()
-            .await
-            .aws("iam:AttachRolePolicy", &res)?;
+        // Provision makes the policy and the role just before: NoSuchEntity here means IAM does
+        // not show one of them everywhere yet.
+        Retry::AFTER_CREATE
+            .until_visible(&["NoSuchEntity"], on_retry, || async {
+                aws.iam
+                    .attach_role_policy()
+                    .role_name(&d.name)
+                    .policy_arn(&d.policy_arn)
+                    .send()
+                    .await
+                    .aws("iam:AttachRolePolicy", &res)
+            })
+            .await?;
     }
     if tag_it {
         aws.iam.tag_role().role_name(&d.name).tags(tag).send().await.aws("iam:TagRole", &res)?;

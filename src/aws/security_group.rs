@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType};
 
 use super::{
-    AwsError, AwsResultExt, Change, Removed, Retry, TAG_DEPLOYMENT, TAG_DOMAIN, TAG_ZONE, ec2_filter,
-    ec2_missing_tags, ec2_tag_spec, ec2_tags, not_found_as_none,
+    AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, TAG_DNS_VALUE, TAG_DOMAIN,
+    TAG_ZONE, ec2_filter, ec2_missing_tags, ec2_tag_spec, ec2_tags, not_found_as_none,
 };
 
 /// The security group as it should be.
@@ -96,6 +96,24 @@ impl Observed {
         let zone = super::ec2_tag_value(&self.tags, TAG_ZONE)?;
         Some((domain.to_string(), zone.to_string()))
     }
+
+    /// The address the DNS record was last pointed at, as recorded in the group's tags.
+    pub fn recorded_dns_value(&self) -> Option<String> {
+        super::ec2_tag_value(&self.tags, TAG_DNS_VALUE).map(str::to_string)
+    }
+}
+
+/// Records in the group's tags the address the DNS record now points at.
+pub async fn record_dns_value(aws: &super::Aws, group_id: &str, ip: &str) -> Result<(), AwsError> {
+    let tag = aws_sdk_ec2::types::Tag::builder().key(TAG_DNS_VALUE).value(ip).build();
+    aws.ec2
+        .create_tags()
+        .resources(group_id)
+        .tags(tag)
+        .send()
+        .await
+        .map(|_| ())
+        .aws("ec2:CreateTags", &format!("security group {group_id}"))
 }
 
 /// What `apply` will do.
@@ -164,11 +182,18 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Plan {
     Plan { change: Change::update_or_unchanged(changes), id: Some(o.id.clone()), add, revoke, tags }
 }
 
-/// Creates the group or converges its rules and tags, as planned; returns its ID.
-pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<String, AwsError> {
+/// Creates the group or converges its rules and tags, as planned; returns its ID. `on_retry`
+/// hears about waits for a new group to be visible.
+pub async fn apply(
+    aws: &super::Aws,
+    d: &Desired,
+    plan: &Plan,
+    on_retry: OnRetry<'_>,
+) -> Result<String, AwsError> {
     let res = resource(&d.name);
-    let id = match &plan.id {
-        Some(id) => id.clone(),
+    // A group made by this call may be "not found" by the next ones for a while.
+    let (id, schedule) = match &plan.id {
+        Some(id) => (id.clone(), Retry::ONCE),
         None => {
             let created = aws
                 .ec2
@@ -181,12 +206,12 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<String,
                 .await
                 .aws("ec2:CreateSecurityGroup", &res);
             match created {
-                Ok(out) => out.group_id().unwrap_or_default().to_string(),
+                Ok(out) => (out.group_id().unwrap_or_default().to_string(), Retry::EC2_CONSISTENCY),
                 // Created by an interrupted run: converge that one.
                 Err(e) if e.is("InvalidGroup.Duplicate") => {
                     let Some(o) = observe(aws, &d.name, &d.vpc_id).await? else { return Err(e) };
                     let again = self::plan(Some(&o), d);
-                    return Box::pin(apply(aws, d, &again)).await;
+                    return Box::pin(apply(aws, d, &again, on_retry)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -204,15 +229,33 @@ pub async fn apply(aws: &super::Aws, d: &Desired, plan: &Plan) -> Result<String,
         not_found_as_none(r, &["InvalidPermission.NotFound"])?;
     }
     if !plan.add.is_empty() {
-        let r = aws
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(&id)
-            .set_ip_permissions(Some(plan.add.iter().map(Rule::permission).collect()))
-            .send()
-            .await
-            .aws("ec2:AuthorizeSecurityGroupIngress", &res);
-        not_found_as_none(r, &["InvalidPermission.Duplicate"])?;
+        let authorize = |rules: &[Rule]| {
+            let permissions: Vec<IpPermission> = rules.iter().map(Rule::permission).collect();
+            schedule.until_visible(&["InvalidGroup.NotFound"], on_retry, {
+                let (id, res) = (&id, &res);
+                move || {
+                    let call = aws.ec2.authorize_security_group_ingress().group_id(id);
+                    let call = call.set_ip_permissions(Some(permissions.clone()));
+                    async move { call.send().await.map(|_| ()).aws("ec2:AuthorizeSecurityGroupIngress", res) }
+                }
+            })
+        };
+        match authorize(&plan.add).await {
+            // The call is atomic: one rule already there (a read that lagged behind a write, or
+            // another run) rejects the whole batch and adds none. Add them one by one then; a
+            // duplicate among those is a rule already in place.
+            Err(e) if e.is("InvalidPermission.Duplicate") && plan.add.len() > 1 => {
+                for rule in &plan.add {
+                    not_found_as_none(
+                        authorize(std::slice::from_ref(rule)).await,
+                        &["InvalidPermission.Duplicate"],
+                    )?;
+                }
+            }
+            r => {
+                not_found_as_none(r, &["InvalidPermission.Duplicate"])?;
+            }
+        }
     }
     if !plan.tags.is_empty() {
         aws.ec2
@@ -239,6 +282,8 @@ pub struct Found {
     pub domain: Option<String>,
     /// The hosted zone recorded in its tags.
     pub hosted_zone_id: Option<String>,
+    /// The address the DNS record was last pointed at, recorded in its tags.
+    pub dns_value: Option<String>,
 }
 
 /// The groups tagged with `deployment`.
@@ -259,6 +304,7 @@ pub async fn find_tagged(aws: &super::Aws, deployment: &str) -> Result<Vec<Found
             vpc_id: g.vpc_id().unwrap_or_default().to_string(),
             domain: super::ec2_tag_value(g.tags(), TAG_DOMAIN).map(str::to_string),
             hosted_zone_id: super::ec2_tag_value(g.tags(), TAG_ZONE).map(str::to_string),
+            dns_value: super::ec2_tag_value(g.tags(), TAG_DNS_VALUE).map(str::to_string),
         })
         .collect())
 }

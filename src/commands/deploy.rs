@@ -46,26 +46,37 @@ pub fn remote_options(
     // fingerprints of its host keys, a better anchor than trust on first use.
     if ssh.host.is_none() && expected_fingerprints.is_empty() && !is_known(&known_hosts, &host, ssh.port) {
         let lookup = block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), from_console(global, &names, &recorded)).await
+            tokio::time::timeout(
+                CONSOLE_WAIT + Duration::from_secs(30),
+                from_console(global, &names, &recorded),
+            )
+            .await
         })?;
         match lookup {
-            Ok(Ok(found)) if !found.is_empty() => {
+            Ok(Ok(Some((found, waited)))) if !found.is_empty() => {
                 eprintln!(
-                    "The instance printed {} host key fingerprint(s) to its console: the key of {host} must \
-                     match one.",
-                    found.len()
+                    "The instance printed {} host key fingerprint(s) to its console (read after {} s): the \
+                     key of {host} must match one.",
+                    found.len(),
+                    waited.as_secs()
                 );
                 expected_fingerprints = found;
             }
-            Ok(Ok(_)) => eprintln!(
-                "The instance's console output has no host key fingerprints (yet): the host key will be \
+            Ok(Ok(Some(_))) => eprintln!(
+                "No host key fingerprints in the instance's console output after {} s: the host key will \
+                 be trusted on first use.",
+                CONSOLE_WAIT.as_secs()
+            ),
+            Ok(Ok(None)) => eprintln!(
+                "No running instance of the deployment to read the console of: the host key will be \
                  trusted on first use."
             ),
             Ok(Err(e)) => eprintln!(
                 "Cannot read the instance's console output ({e:#}): the host key will be trusted on first use."
             ),
             Err(_) => eprintln!(
-                "No console output from EC2 within 30 s: the host key will be trusted on first use."
+                "No answer from EC2 about the console output in time: the host key will be trusted on \
+                 first use."
             ),
         }
     }
@@ -86,31 +97,48 @@ pub fn remote_options(
     Ok((opts, recorded))
 }
 
+/// How long deploy keeps reading a new instance's console output for its host-key block.
+const CONSOLE_WAIT: Duration = Duration::from_secs(120);
+/// The pause between two reads of the console output.
+const CONSOLE_POLL: Duration = Duration::from_secs(5);
+
 /// The host key fingerprints cloud-init printed to the console of the deployment's running
-/// instance (found by its tags); empty when there is no such instance or nothing printed.
+/// instance (found by its tags), and how long it took to see them; read until they appear, for
+/// [`CONSOLE_WAIT`] at most (then empty). `None` when there is no such instance.
 async fn from_console(
     global: &GlobalArgs,
     names: &Names,
     recorded: &Settings,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Option<(Vec<String>, Duration)>> {
     use base64::Engine;
     let aws = connect(global, recorded).await?;
     let instances = instance::find_tagged(&aws, names.deployment()).await?;
     let Some(running) = instances.iter().find(|i| i.state == "running") else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    let out = aws
-        .ec2
-        .get_console_output()
-        .instance_id(&running.id)
-        .send()
-        .await
-        .map_err(|e| anyhow!("ec2:GetConsoleOutput: {}", aws_sdk_ec2::error::DisplayErrorContext(&e)))?;
-    let Some(encoded) = out.output() else { return Ok(Vec::new()) };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|e| anyhow!("the console output is not base64: {e}"))?;
-    Ok(console_fingerprints(&String::from_utf8_lossy(&bytes)))
+    let start = tokio::time::Instant::now();
+    loop {
+        // Without `latest`, EC2 answers the output buffered at the last instance state change,
+        // often empty for minutes on Nitro instances; the latest output has cloud-init's block
+        // as soon as it is printed.
+        let out =
+            aws.ec2.get_console_output().instance_id(&running.id).latest(true).send().await.map_err(|e| {
+                anyhow!("ec2:GetConsoleOutput: {}", aws_sdk_ec2::error::DisplayErrorContext(&e))
+            })?;
+        let found = match out.output() {
+            Some(encoded) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|e| anyhow!("the console output is not base64: {e}"))?;
+                console_fingerprints(&String::from_utf8_lossy(&bytes))
+            }
+            None => Vec::new(),
+        };
+        if !found.is_empty() || start.elapsed() + CONSOLE_POLL > CONSOLE_WAIT {
+            return Ok(Some((found, start.elapsed())));
+        }
+        tokio::time::sleep(CONSOLE_POLL).await;
+    }
 }
 
 /// Runs `regctl deploy`.

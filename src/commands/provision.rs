@@ -52,6 +52,7 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
         insync_timeout: Duration::from_secs(600),
         state_file: Some(args.state.state_file.clone()),
         ssh_cidr_origin,
+        replace_foreign_record: global.yes,
     };
     let json = json(global);
     block_on(async {

@@ -22,6 +22,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<()> {
             insync_timeout: Duration::from_secs(0),
             state_file: None,
             ssh_cidr_origin: args.state.state_file.display().to_string(),
+            replace_foreign_record: false,
         },
         probe: !args.no_probe,
         health_url: args.health_url.clone(),

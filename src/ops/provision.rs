@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::progress::{Reporter, StepReport};
 use super::state::{Settings, StateFile};
 use crate::aws::{
-    Aws, Change, Names, Retry, association, bucket, dns, elastic_ip, instance, instance_profile, policy,
-    role, security_group,
+    Aws, AwsError, Change, Names, Retry, association, bucket, dns, elastic_ip, instance, instance_profile,
+    policy, role, security_group,
 };
 use crate::policies;
 
@@ -39,6 +39,9 @@ pub struct ProvisionOptions {
     pub state_file: Option<PathBuf>,
     /// Where the SSH CIDR came from, for the message saying what was chosen.
     pub ssh_cidr_origin: String,
+    /// Point the DNS name at the deployment even when its A record points somewhere else now
+    /// (`--yes`).
+    pub replace_foreign_record: bool,
 }
 
 /// The result of a run.
@@ -121,9 +124,11 @@ pub async fn provision(
              address with `curl https://checkip.amazonaws.com`; 0.0.0.0/0 opens SSH to everyone)"
         ),
     };
-    let account = aws.account_id().await?;
-    let bucket_name = s.bucket.clone().unwrap_or_else(|| names.default_bucket(&account, &aws.region));
-    let policy_doc = policies::s3_bucket_policy(&bucket_name).map_err(anyhow::Error::msg)?;
+    let caller = aws.caller().await?;
+    let account = &caller.account;
+    let bucket_name = s.bucket.clone().unwrap_or_else(|| names.default_bucket(account, &aws.region));
+    let policy_doc =
+        policies::s3_bucket_policy(&caller.partition, &bucket_name).map_err(anyhow::Error::msg)?;
     let zone = match &s.hosted_zone_id {
         Some(z) => z.trim_start_matches("/hostedzone/").to_string(),
         None => dns::find_zone(aws, &domain).await?,
@@ -138,6 +143,14 @@ pub async fn provision(
         }),
     };
     let want_eip = s.elastic_ip.unwrap_or(false);
+    // What was just created may not be visible to the next call yet: say so while waiting.
+    let not_yet = |e: &AwsError, delay: Duration| {
+        rep.note(format!(
+            "not visible yet ({}); retrying in {:.1}s",
+            e.code.as_deref().unwrap_or("error"),
+            delay.as_secs_f64()
+        ))
+    };
 
     rep.say(format!(
         "deployment {deployment} in {} (account {account}){}",
@@ -184,7 +197,7 @@ pub async fn provision(
         }
         let plan = bucket::plan(observed.as_ref(), &bucket_desired)?;
         if !dry {
-            bucket::apply(aws, &bucket_desired, &plan).await?;
+            bucket::apply(aws, &bucket_desired, &plan, &not_yet).await?;
         }
         Ok((plan.change, ()))
     })
@@ -193,7 +206,7 @@ pub async fn provision(
     // 2. IAM policy, role, instance profile.
     let policy_desired = policy::Desired {
         name: names.policy(),
-        arn: names.policy_arn(&account),
+        arn: names.policy_arn(&caller),
         document: policy_doc,
         deployment: deployment.to_string(),
     };
@@ -216,7 +229,7 @@ pub async fn provision(
         let observed = role::observe(aws, &role_desired.name, deployment).await?;
         let plan = role::plan(observed.as_ref(), &role_desired);
         if !dry {
-            role::apply(aws, &role_desired, &plan).await?;
+            role::apply(aws, &role_desired, &plan, &not_yet).await?;
         }
         Ok((plan.change, ()))
     })
@@ -230,7 +243,7 @@ pub async fn provision(
         let observed = instance_profile::observe(aws, &profile_desired.name, deployment).await?;
         let plan = instance_profile::plan(observed.as_ref(), &profile_desired);
         if !dry {
-            instance_profile::apply(aws, &profile_desired, &plan).await?;
+            instance_profile::apply(aws, &profile_desired, &plan, &not_yet).await?;
         }
         Ok((plan.change, ()))
     })
@@ -256,15 +269,16 @@ pub async fn provision(
                 .as_ref()
                 .and_then(|o| o.recorded_dns())
                 .filter(|(d, z)| dns::fqdn(d) != dns::fqdn(&domain) || *z != zone);
+            let recorded_value = observed.as_ref().and_then(|o| o.recorded_dns_value());
             let id = if dry {
                 observed.map(|o| o.id)
             } else {
-                Some(security_group::apply(aws, &group_desired, &plan).await?)
+                Some(security_group::apply(aws, &group_desired, &plan, &not_yet).await?)
             };
-            Ok((plan.change, (id, old_dns)))
+            Ok((plan.change, (id, old_dns, recorded_value)))
         })
         .await?;
-    let (group_id, old_dns) = group_id;
+    let (group_id, old_dns, recorded_value) = group_id;
 
     // 4. The instance.
     let instance_label = match (&instance_wanted, &current_instance) {
@@ -287,6 +301,7 @@ pub async fn provision(
                 current_instance.as_ref(),
                 &placement,
                 group,
+                &not_yet,
             )
             .await?;
             Ok((plan.change, Some(o)))
@@ -353,18 +368,45 @@ pub async fn provision(
             instance_id.as_deref().unwrap_or("?")
         );
     }
+    // The addresses that are the deployment's: a record at any other is someone else's.
+    let owned: Vec<String> = [
+        current_instance.as_ref().and_then(|o| o.public_ip.clone()),
+        running.as_ref().and_then(|o| o.public_ip.clone()),
+        existing_eip.as_ref().map(|e| e.public_ip.clone()),
+        public_ip.clone(),
+        recorded_value.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     rep.step("DNS record", &format!("{domain} A (zone {zone})"), dry, async {
         let observed = dns::observe(aws, &zone, &domain).await?;
-        let plan = dns::plan(observed.as_ref(), public_ip.as_deref());
+        let plan = dns::plan(observed.as_ref(), public_ip.as_deref(), &owned);
+        if let Some(values) = &plan.foreign
+            && !dry
+            && !opts.replace_foreign_record
+        {
+            bail!(
+                "the A record of {domain} points at {}, not at this deployment's instance or Elastic IP: \
+                 it may serve something else. Check it, then run again with --yes to point it at {}",
+                values.join(","),
+                public_ip.as_deref().unwrap_or("the instance")
+            );
+        }
         if !dry && let Some(ip) = &public_ip {
             dns::apply(aws, &zone, &domain, ip, &plan, opts.insync_timeout).await?;
+            if recorded_value.as_deref() != Some(ip.as_str())
+                && let Some(group) = &group_id
+            {
+                security_group::record_dns_value(aws, group, ip).await?;
+            }
         }
         let mut change = plan.change;
         if let Some((old_domain, old_zone)) = &old_dns
             && dns::observe(aws, old_zone, old_domain).await?.is_some()
         {
             if !dry {
-                dns::destroy(aws, old_zone, old_domain, opts.insync_timeout).await?;
+                dns::destroy(aws, old_zone, old_domain, &owned, opts.insync_timeout).await?;
             }
             let note = format!("remove the record of the former name {old_domain}");
             change = match change {

@@ -22,6 +22,8 @@ pub enum Item {
         zone: String,
         /// DNS name.
         domain: String,
+        /// The deployment's addresses: the record is deleted only while it points at them.
+        owned: Vec<String>,
     },
     /// The instance profile association of an instance.
     Association {
@@ -73,7 +75,7 @@ impl Item {
     /// Its name or ID, as printed.
     pub fn name(&self) -> String {
         match self {
-            Item::DnsRecord { zone, domain } => format!("{domain} A (zone {zone})"),
+            Item::DnsRecord { zone, domain, .. } => format!("{domain} A (zone {zone})"),
             Item::Association { instance } => instance.clone(),
             Item::Instance(o) if o.launched => format!("{} (launched by regctl: terminate)", o.id),
             Item::Instance(o) => format!("{} (not launched by regctl: untag, keep)", o.id),
@@ -158,9 +160,23 @@ pub async fn inventory(
     let deployment = names.deployment();
     let mut items = Vec::new();
     let mut warnings = Vec::new();
-    let account = aws.account_id().await?;
+    let caller = aws.caller().await?;
 
     let groups = security_group::find_tagged(aws, deployment).await?;
+    let mut instances = instance::find_tagged(aws, deployment).await?;
+    if let Some(id) = &settings.instance_id
+        && !instances.iter().any(|i| &i.id == id)
+        && let Some(o) = instance::observe_id(aws, id).await?
+    {
+        instances.push(o);
+    }
+    let eip = elastic_ip::observe(aws, deployment).await?;
+    let owned: Vec<String> = instances
+        .iter()
+        .filter_map(|i| i.public_ip.clone())
+        .chain(eip.as_ref().map(|e| e.public_ip.clone()))
+        .chain(groups.iter().filter_map(|g| g.dns_value.clone()))
+        .collect();
     let domain = settings.domain.clone().or_else(|| groups.iter().find_map(|g| g.domain.clone()));
     let zone =
         settings.hosted_zone_id.clone().or_else(|| groups.iter().find_map(|g| g.hosted_zone_id.clone()));
@@ -178,17 +194,10 @@ pub async fn inventory(
         if let Some(zone) = zone
             && dns::observe(aws, &zone, domain).await?.is_some()
         {
-            items.push(Item::DnsRecord { zone, domain: domain.clone() });
+            items.push(Item::DnsRecord { zone, domain: domain.clone(), owned });
         }
     }
 
-    let mut instances = instance::find_tagged(aws, deployment).await?;
-    if let Some(id) = &settings.instance_id
-        && !instances.iter().any(|i| &i.id == id)
-        && let Some(o) = instance::observe_id(aws, id).await?
-    {
-        instances.push(o);
-    }
     for i in &instances {
         if let Some(a) = association::observe(aws, &i.id).await?
             && association::is_profile(&a.profile_arn, &names.instance_profile())
@@ -205,11 +214,11 @@ pub async fn inventory(
     if role::observe(aws, &names.role(), deployment).await?.is_some() {
         items.push(Item::Role(names.role()));
     }
-    let arn = names.policy_arn(&account);
+    let arn = names.policy_arn(&caller);
     if policy::observe(aws, &names.policy(), &arn).await?.is_some() {
         items.push(Item::Policy { name: names.policy(), arn });
     }
-    if let Some(eip) = elastic_ip::observe(aws, deployment).await? {
+    if let Some(eip) = eip {
         items.push(Item::ElasticIp(eip));
     }
 
@@ -239,7 +248,9 @@ async fn remove(
     let names = &opts.names;
     let deployment = names.deployment();
     let removed = match item {
-        Item::DnsRecord { zone, domain } => dns::destroy(aws, zone, domain, opts.insync_timeout).await?,
+        Item::DnsRecord { zone, domain, owned } => {
+            dns::destroy(aws, zone, domain, owned, opts.insync_timeout).await?
+        }
         Item::Association { instance } => {
             association::destroy(aws, instance, &names.instance_profile()).await?
         }
