@@ -92,6 +92,7 @@ def inventory(c):
                 "groups": sorted(g["GroupName"] for g in i.get("SecurityGroups", [])),
                 "profile": [a["IamInstanceProfile"]["Arn"] for a in assoc if a["State"] == "associated"],
                 "metadata_tokens": i.get("MetadataOptions", {}).get("HttpTokens"),
+                "zone": i.get("Placement", {}).get("AvailabilityZone"),
             })
     for a in ec2.describe_addresses()["Addresses"]:
         out["addresses"].append({"ip": a["PublicIp"], "instance": a.get("InstanceId"), "tags": tags_of(a.get("Tags"))})

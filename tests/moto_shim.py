@@ -36,6 +36,9 @@ It forwards every request to moto unchanged, and can:
                     answer GetConsoleOutput with cloud-init's host-key block when it asks for the
                     latest output (Latest=true), and with no output otherwise: on Nitro instances
                     the output buffered at boot stays empty for minutes;
+* --type-not-offered-in ZONE
+                    leave ZONE out of DescribeInstanceTypeOfferings' answers: a zone that does not
+                    offer the instance type (t3 is missing in some zones of some accounts);
 * --s3-faults RATE  for that fraction of S3 requests (chosen with --seed), inject one fault:
                     503 SlowDown without forwarding, 500 InternalError after forwarding (the
                     request took effect), a stall of 1 s, the connection closed without an
@@ -48,7 +51,7 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
                     [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--amazon-images-elsewhere]
-                    [--console-output-latest-only] [--s3-faults RATE --seed N]
+                    [--console-output-latest-only] [--type-not-offered-in ZONE] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
@@ -206,6 +209,7 @@ def main():
     parser.add_argument("--stale-read", action="append", default=[])
     parser.add_argument("--amazon-images-elsewhere", action="store_true")
     parser.add_argument("--console-output-latest-only", action="store_true")
+    parser.add_argument("--type-not-offered-in")
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -325,6 +329,10 @@ def main():
             if outdated:
                 data = re.sub(rb"<ipPermissions>.*?</ipPermissions>", b"<ipPermissions/>", data, flags=re.S)
                 print(f"STALE {action}", flush=True)
+            if args.type_not_offered_in and action == "DescribeInstanceTypeOfferings":
+                zone = f"<location>{args.type_not_offered_in}</location>".encode()
+                data = re.sub(rb"<item>(?:(?!</item>).)*</item>",
+                              lambda m: b"" if zone in m.group(0) else m.group(0), data, flags=re.S)
             if action in CREATE_ACTIONS and 200 <= resp.status < 300:
                 with lock:
                     created.update(created_names(action, form, self.path, data))

@@ -824,3 +824,18 @@ fn deploy_reads_the_latest_console_output_for_the_host_keys() {
     assert!(t.contains("The instance printed 2 host key fingerprint(s) to its console (read after"), "{t}");
     assert_eq!(shim_lines(&mut console, "CONSOLE "), ["CONSOLE latest=True"]);
 }
+
+#[test]
+fn the_instance_is_launched_in_a_zone_that_offers_its_type() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // The first zone (by name) does not offer t3.small in this account.
+    let shim = moto.shim(&["--type-not-offered-in", "us-east-1a"]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&[]));
+    assert!(out.contains("the first zone of the default VPC that offers t3.small"), "{out}");
+    let inv = moto.inventory();
+    let zone = live_instances(&inv)[0]["zone"].as_str().unwrap_or("").to_string();
+    assert!(zone.starts_with("us-east-1") && zone != "us-east-1a", "{inv:#}");
+    assert!(out.contains(&format!(" in {zone}: ")), "{out}");
+}

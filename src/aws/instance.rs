@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    HttpTokensState, Instance, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, ResourceType,
+    HttpTokensState, Instance, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, LocationType,
+    ResourceType,
 };
 
 use super::{
@@ -53,6 +54,8 @@ pub struct Placement {
     pub vpc_id: String,
     /// Subnet ID.
     pub subnet_id: Option<String>,
+    /// Why this subnet, when regctl chose it.
+    pub reason: Option<String>,
 }
 
 /// The instance as it is.
@@ -166,9 +169,9 @@ pub async fn placement(
     existing: Option<&Observed>,
 ) -> Result<Placement, AwsError> {
     if let Some(vpc) = existing.and_then(|o| o.vpc_id.clone()) {
-        return Ok(Placement { vpc_id: vpc, subnet_id: None });
+        return Ok(Placement { vpc_id: vpc, subnet_id: None, reason: None });
     }
-    let subnet = match d {
+    let (subnet, instance_type) = match d {
         Desired::Existing { id } => {
             return Err(AwsError::local(
                 "ec2:DescribeInstances",
@@ -176,7 +179,7 @@ pub async fn placement(
                 "the instance is not in a VPC (EC2-Classic): use an instance in a VPC",
             ));
         }
-        Desired::Launch(spec) => spec.subnet_id.clone(),
+        Desired::Launch(spec) => (spec.subnet_id.clone(), spec.instance_type.as_str()),
     };
     if let Some(subnet) = subnet {
         let res = format!("subnet {subnet}");
@@ -185,7 +188,7 @@ pub async fn placement(
         let vpc = out.subnets().first().and_then(|s| s.vpc_id()).ok_or_else(|| {
             AwsError::local("ec2:DescribeSubnets", &res, "no such subnet: check --subnet-id and --region")
         })?;
-        return Ok(Placement { vpc_id: vpc.to_string(), subnet_id: Some(subnet) });
+        return Ok(Placement { vpc_id: vpc.to_string(), subnet_id: Some(subnet), reason: None });
     }
     let res = format!("the default VPC of {}", aws.region);
     let vpcs = aws
@@ -206,10 +209,47 @@ pub async fn placement(
         .send()
         .await
         .aws("ec2:DescribeSubnets", &res)?;
-    let mut subnets: Vec<_> = subnets.subnets().iter().collect();
+    // Not every zone offers every type (t3 is missing in some), and zone names map to other
+    // zones in each account: ask which zones offer the type here.
+    let offered = offered_zones(aws, instance_type).await?;
+    let mut subnets: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .filter(|s| s.availability_zone().is_some_and(|z| offered.iter().any(|o| o == z)))
+        .collect();
     subnets.sort_by_key(|s| s.availability_zone().unwrap_or_default().to_string());
-    let subnet = subnets.first().and_then(|s| s.subnet_id()).map(str::to_string);
-    Ok(Placement { vpc_id: vpc, subnet_id: subnet })
+    let Some((subnet, zone)) = subnets.first().and_then(|s| Some((s.subnet_id()?, s.availability_zone()?)))
+    else {
+        return Err(AwsError::local(
+            "ec2:DescribeInstanceTypeOfferings",
+            &res,
+            format!(
+                "no default subnet is in a zone that offers {instance_type} (offered in: {}): pass another \
+                 --instance-type, or --subnet-id",
+                if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+            ),
+        ));
+    };
+    Ok(Placement {
+        vpc_id: vpc,
+        subnet_id: Some(subnet.to_string()),
+        reason: Some(format!(
+            "default subnet {subnet} in {zone}: the first zone of the default VPC that offers {instance_type}"
+        )),
+    })
+}
+
+/// The availability zones of the region that offer `instance_type`.
+async fn offered_zones(aws: &super::Aws, instance_type: &str) -> Result<Vec<String>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_instance_type_offerings()
+        .location_type(LocationType::AvailabilityZone)
+        .filters(ec2_filter("instance-type", &[instance_type]))
+        .send()
+        .await
+        .aws("ec2:DescribeInstanceTypeOfferings", &format!("zones offering {instance_type}"))?;
+    Ok(out.instance_type_offerings().iter().filter_map(|o| o.location()).map(str::to_string).collect())
 }
 
 /// Compares the instance with what is wanted. `group` is the security group's ID when it

@@ -252,6 +252,11 @@ pub async fn provision(
     // 3. Security group, in the instance's VPC.
     let current_instance = instance::observe(aws, &instance_wanted, deployment).await?;
     let placement = instance::placement(aws, &instance_wanted, current_instance.as_ref()).await?;
+    if current_instance.is_none()
+        && let Some(reason) = &placement.reason
+    {
+        rep.say(format!("launching in {reason}"));
+    }
     let group_desired = security_group::Desired {
         name: names.security_group(),
         vpc_id: placement.vpc_id.clone(),
