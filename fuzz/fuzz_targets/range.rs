@@ -1,6 +1,6 @@
-//! `Range` request headers: a raw header never yields `start > end`, and a resolved range is
-//! never empty or beyond the blob; numbers written as the RFC writes them parse to exactly
-//! what they say.
+//! `Range` request headers: a resolved range is never empty or beyond the blob, one whose last
+//! byte comes before its first never resolves (it is answered 416); numbers written as the RFC
+//! writes them parse to exactly what they say.
 
 #![no_main]
 
@@ -9,10 +9,10 @@ use regctl_registry::registry::BlobRange;
 
 /// What holds for any parsed range against a blob of `size` bytes.
 fn check(range: BlobRange, size: u64) {
-    if let BlobRange::From { start, end: Some(end) } = range {
-        assert!(start <= end, "{range:?}");
-    }
     let Some(resolved) = range.resolve(size) else { return };
+    if let BlobRange::From { start, end: Some(end) } = range {
+        assert!(start <= end, "{range:?} resolved to {resolved:?}");
+    }
     assert!(resolved.start < resolved.end && resolved.end <= size, "{range:?} of {size}: {resolved:?}");
     match range {
         BlobRange::From { start, end } => {
@@ -29,7 +29,7 @@ fuzz_target!(|input: (u64, u64, u64, &str)| {
         check(range, size);
     }
     let closed = BlobRange::parse(&format!("bytes={a}-{b}"));
-    assert_eq!(closed, (a <= b).then_some(BlobRange::From { start: a, end: Some(b) }));
+    assert_eq!(closed, Some(BlobRange::From { start: a, end: Some(b) }));
     assert_eq!(BlobRange::parse(&format!("bytes={a}-")), Some(BlobRange::From { start: a, end: None }));
     assert_eq!(BlobRange::parse(&format!("bytes=-{b}")), Some(BlobRange::Suffix(b)));
     assert_eq!(BlobRange::parse(&format!("bytes={a}-{b},{a}-{b}")), None, "several ranges");
