@@ -357,18 +357,24 @@ fn ctr_push_and_pull_with_hosts_toml() {
     let untrusted = containerd.ctr(&["images", "pull", "--user", &user, &image]);
     assert!(!untrusted.status.success(), "ctr pulled without trusting the registry's CA");
     assert!(text(&untrusted).contains("x509"), "not a certificate error: {}", text(&untrusted));
+    ctr_pull(&containerd, &hosts, &user, &image);
+    assert_eq!(ctr_digest(&containerd, &image), oci.manifest.digest);
+}
+
+/// `ctr images pull` of `image` as `user` (`USER:PASSWORD`), trusting the registry through the
+/// `hosts.toml` files under `hosts`.
+fn ctr_pull(containerd: &Containerd, hosts: &str, user: &str, image: &str) {
     containerd.ctr_ok(&[
         "images",
         "pull",
         "--snapshotter",
         "native",
         "--hosts-dir",
-        &hosts,
+        hosts,
         "--user",
-        &user,
-        &image,
+        user,
+        image,
     ]);
-    assert_eq!(ctr_digest(&containerd, &image), oci.manifest.digest);
 }
 
 /// Writes an OCI image layout (uncompressed tar layers) as an archive and imports it into
@@ -445,17 +451,7 @@ fn images_pushed_by_each_client_are_pulled_by_the_others() {
             );
         }
         if pusher != "ctr" {
-            containerd.ctr_ok(&[
-                "images",
-                "pull",
-                "--snapshotter",
-                "native",
-                "--hosts-dir",
-                &hosts,
-                "--user",
-                &user,
-                image,
-            ]);
+            ctr_pull(&containerd, &hosts, &user, image);
             assert_eq!(ctr_digest(&containerd, image), digest, "ctr pulled {pusher}'s image");
         }
     }
