@@ -17,11 +17,17 @@ fn paginate(items: Vec<String>, req: &Req<'_>) -> Result<(Vec<String>, Option<us
     let n = page_size(req)?;
     let last = req.query.get("last");
     let mut page: Vec<String> = items.into_iter().filter(|i| last.is_none_or(|l| i.as_str() > l)).collect();
+    let more = cut_to(&mut page, n);
+    Ok((page, n, more))
+}
+
+/// Cuts `page` to at most `n` entries; whether any were cut (another page follows).
+fn cut_to(page: &mut Vec<String>, n: Option<usize>) -> bool {
     let more = n.is_some_and(|n| page.len() > n);
     if let Some(n) = n {
         page.truncate(n);
     }
-    Ok((page, n, more))
+    more
 }
 
 /// The `n` parameter: the most entries a page may hold, if asked.
@@ -60,10 +66,7 @@ pub(super) async fn catalog(req: Req<'_>) -> Result<Response> {
     // One more than asked, to know whether another page follows.
     let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
     let mut page = req.state.registry.catalog_page(req.query.get("last"), limit).await?;
-    let more = n.is_some_and(|n| page.len() > n);
-    if let Some(n) = n {
-        page.truncate(n);
-    }
+    let more = cut_to(&mut page, n);
     let response = axum::Json(json!({"repositories": page})).into_response();
     Ok(with_next_link(response, "/v2/_catalog", &page, n, more))
 }

@@ -84,9 +84,7 @@ impl Endpoint {
         }
         Err(Error::RouteUnknown)
     }
-}
 
-impl Endpoint {
     /// What a request with `method` asks of this endpoint, as a `401`'s detail names it.
     pub fn access(&self, method: &Method) -> Access {
         let action = match *method {
