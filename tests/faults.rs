@@ -680,9 +680,12 @@ fn s3_errors_and_stalls_are_retried_or_clean_errors_never_a_corrupt_commit_or_re
     let errors = rt.block_on(regctl_bench::soak::verify_all(&registry, &pushed, 4));
     assert!(errors.is_empty(), "acknowledged pushes lost or corrupt behind S3 faults: {errors:#?}");
     let tags = pull_every_tag(&server, &util::http());
+    // Every S3 request is retried by the SDK, a body cut short is read again, and a retried
+    // conditional write that took effect is recognised: a push fails only when one request
+    // exhausts its attempts, so (nearly) every push survives.
     assert!(
-        pushed.len() > images.len() / 2,
-        "most pushes survive 8 % faults: {outcomes:?}, {faults}, refused: {refused:#?}"
+        pushed.len() + 1 >= images.len(),
+        "pushes survive 8 % faults: {outcomes:?}, {faults}, refused: {refused:#?}"
     );
     eprintln!(
         "s3 faults: {faults} injected; {} of {} image pushes acknowledged, all intact; {tags} visible tags pull \

@@ -72,6 +72,9 @@ const COPY_PART_SIZE: u64 = 256 << 20;
 const COPY_CONCURRENCY: usize = 8;
 /// Keys per `DeleteObjects` call (S3's maximum).
 const DELETE_BATCH: usize = 1000;
+/// How many times a whole small object is requested when its body arrives cut short (the SDK
+/// retries failed requests, but not a body that breaks off after the headers came).
+const READ_ATTEMPTS: u32 = 3;
 
 /// Storage in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -249,9 +252,35 @@ impl S3Storage {
     }
 
     async fn get_key(&self, path: &StoragePath, key: &str) -> Result<Bytes, StorageError> {
-        let out = self.get_object(path, key, None).await?;
-        let body = out.body.collect().await.map_err(Self::backend(path))?;
-        Ok(body.into_bytes())
+        let (body, _) = self.read_whole(path, || self.get_object(path, key, None)).await?;
+        Ok(body)
+    }
+
+    /// Reads the whole object `request` opens, with its ETag. A body cut short is requested
+    /// again, up to [`READ_ATTEMPTS`] times: the objects read whole are small (links, upload
+    /// state, tails), and a commit must not fail on one broken connection.
+    async fn read_whole<F, Fut>(
+        &self,
+        path: &StoragePath,
+        request: F,
+    ) -> Result<(Bytes, String), StorageError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<GetObjectOutput, StorageError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let out = request().await?;
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            match out.body.collect().await {
+                Ok(body) => return Ok((body.into_bytes(), etag)),
+                Err(e) if attempt < READ_ATTEMPTS => {
+                    tracing::debug!(%path, error = %e, attempt, "S3 body cut short; reading again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(Self::backend(path)(e)),
+            }
+        }
     }
 
     async fn get_object(
@@ -399,13 +428,11 @@ impl S3Storage {
         path: &StoragePath,
     ) -> Result<Option<(UploadState, String)>, StorageError> {
         let key = format!("{}{STATE_SUFFIX}", self.key(path));
-        let out = match self.get_object(path, &key, None).await {
-            Ok(out) => out,
+        let (body, etag) = match self.read_whole(path, || self.get_object(path, &key, None)).await {
+            Ok(read) => read,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let etag = out.e_tag().unwrap_or_default().to_string();
-        let body = out.body.collect().await.map_err(Self::backend(path))?.into_bytes();
         let state = serde_json::from_slice(&body).map_err(Self::backend(path))?;
         Ok(Some((state, etag)))
     }
@@ -768,9 +795,9 @@ fn urlencode_key(key: &str) -> String {
 #[async_trait]
 impl Storage for S3Storage {
     async fn get(&self, path: &StoragePath) -> Result<Bytes, StorageError> {
-        let out = self.open(path, &self.key(path), None).await?;
-        let body = out.body.collect().await.map_err(Self::backend(path))?;
-        Ok(body.into_bytes())
+        let key = self.key(path);
+        let (body, _) = self.read_whole(path, || self.open(path, &key, None)).await?;
+        Ok(body)
     }
 
     async fn reader(
