@@ -430,7 +430,7 @@ fn web_ui_in_headless_chromium_lists_repositories_shows_tags_and_asks_for_a_pass
         "data-tag=\"v1\"".to_string(),
         "data-tag=\"stable\"".to_string(),
         format!("sha256:{}", &hex[..12]),
-        regctl_registry::gc::human_bytes(size),
+        regctl_registry::units::human_bytes(size),
         "2026-01-01 00:00:00 UTC".to_string(),
         "linux/amd64".to_string(),
         format!("docker pull {host}/web/app:v1"),

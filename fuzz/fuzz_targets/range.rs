@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regctl_registry::registry::BlobRange;
+use regctl_registry::routes::BlobRange;
 
 /// What holds for any parsed range against a blob of `size` bytes.
 fn check(range: BlobRange, size: u64) {

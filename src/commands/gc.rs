@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use regctl_registry::config::Config;
-use regctl_registry::gc::{self, GcOptions, GcReport, human_bytes};
+use regctl_registry::gc::{self, GcOptions, GcReport};
 use regctl_registry::storage::{FsStorage, S3Storage, Storage};
+use regctl_registry::units::human_bytes;
 
 use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
 

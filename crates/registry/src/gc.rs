@@ -10,30 +10,10 @@
 //! asked), the `_layers` links of deleted blobs, and upload sessions idle for longer than
 //! `upload_max_age`.
 //!
-//! **Why a concurrent push never loses a layer.**
-//! 1. Nothing written (blob, manifest revision, layer link) within the grace period is deleted:
-//!    content uploaded or linked by a push in progress survives until its manifest lands.
-//! 2. A collection announces itself (`_regctl/gc/active`), then waits `settle` before marking,
-//!    so every push either finished its manifest before the mark (and is marked) or sees the
-//!    announcement. Every server then *pins* (`_regctl/gc/pins/<id>`) what it confirmed to
-//!    clients within the grace period (a blob a `HEAD` found: the client will not upload it
-//!    again; at most an hour back), and
-//!    from then on whatever a request relies on (every blob and child a manifest names, a blob
-//!    found, uploaded or mounted) *before* checking that it exists ([`Guard::protect`]).
-//! 3. Before deleting, the collection writes what it is about to delete (`_regctl/gc/doomed`),
-//!    *then* reads the pins and spares whatever is pinned. A push that pinned too late to be
-//!    seen finds its digest doomed and waits until the collection ends, then checks again: the
-//!    blob is either still there or gone, never deleted under a manifest that was accepted.
-//!
-//! Storage layout of the coordination objects:
-//! ```text
-//! docker/registry/v2/_regctl/gc/active        a collection runs (JSON: when, where)
-//! docker/registry/v2/_regctl/gc/doomed        digests it is about to delete, one a line
-//! docker/registry/v2/_regctl/gc/pins/<uuid>   digests a push relies on, one a line
-//! ```
+//! Pushes and collections coordinate through the pin protocol of [`crate::registry::pins`], so
+//! a push running during a collection never loses a layer.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -42,33 +22,9 @@ use serde::Serialize;
 use crate::layout;
 use crate::oci::Digest;
 use crate::oci::manifest::References;
+use crate::registry::pins::{LEASE, MIN_SETTLE, active_path, digest_lines, doomed_path, pins_dir, read_pins};
 use crate::storage::{Storage, StorageError, StoragePath};
-
-/// An announcement older than this is left over from a collection that died.
-const LEASE: Duration = Duration::from_secs(6 * 3600);
-/// How long a push trusts what it learnt about a running collection.
-const ACTIVE_CACHE: Duration = Duration::from_secs(1);
-/// The shortest wait between announcing and marking: every server notices the announcement
-/// (its watch checks each second, through a one-second cache) and pins what it must.
-const MIN_SETTLE: Duration = Duration::from_secs(3);
-/// How long a push waits for a collection that is about to delete what it needs.
-const DOOMED_WAIT: Duration = Duration::from_secs(120);
-
-fn gc_dir() -> StoragePath {
-    layout::regctl_state().join("gc")
-}
-
-fn active_path() -> StoragePath {
-    gc_dir().join("active")
-}
-
-fn doomed_path() -> StoragePath {
-    gc_dir().join("doomed")
-}
-
-fn pins_dir() -> StoragePath {
-    gc_dir().join("pins")
-}
+use crate::units::human_bytes;
 
 /// What a collection does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,12 +260,6 @@ async fn scan_repositories(
     Ok(repos)
 }
 
-/// What a pushed manifest relies on: itself, its config and layers, and its children.
-pub fn named_by(digest: &Digest, manifest: &crate::oci::Manifest) -> Vec<Digest> {
-    let References { blobs, children } = manifest.references();
-    std::iter::once(digest.clone()).chain(blobs).chain(children).collect()
-}
-
 /// Manifests read so far, by digest (a manifest in many repositories is read once), and the
 /// ones that could not be read.
 #[derive(Default)]
@@ -392,15 +342,6 @@ async fn mark_repository(
         }
     }
     Ok(kept)
-}
-
-fn parse_digests(text: &[u8]) -> HashSet<Digest> {
-    String::from_utf8_lossy(text).lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
-
-fn digest_lines<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> Bytes {
-    let text: Vec<String> = digests.into_iter().map(|d| d.to_string()).collect();
-    Bytes::from(text.join("\n"))
 }
 
 /// Deletes `path`, treating "already gone" as done.
@@ -620,231 +561,6 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
     Ok(report)
 }
 
-/// Every digest pinned by pushes since the announcement.
-async fn read_pins(storage: &dyn Storage) -> Result<HashSet<Digest>, StorageError> {
-    let mut pinned = HashSet::new();
-    for (name, _) in storage.walk(&pins_dir()).await? {
-        match storage.get(&pins_dir().join(&name)).await {
-            Ok(text) => pinned.extend(parse_digests(&text)),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(pinned)
-}
-
-/// The serving side of the protocol, kept by every [`crate::Registry`].
-///
-/// It remembers which blobs and manifests were recently confirmed to clients (a `HEAD` that
-/// found a blob, an upload or mount that stored one, a manifest's references), because a client
-/// that was told "the registry has it" will not upload it again. When it sees a collection
-/// announced (checked at most once a second, on requests and by [`spawn_watch`]), it pins
-/// everything confirmed within the collection's grace period (an hour at most) in one object, then pins each further
-/// confirmation as it happens, and makes a request wait while the collection is about to
-/// delete what it needs.
-#[derive(Debug, Default)]
-pub struct Guard {
-    state: Mutex<GuardState>,
-}
-
-#[derive(Debug, Default)]
-struct GuardState {
-    /// When the announcement was last checked.
-    checked: Option<Instant>,
-    /// The announcement being honoured (its modification time), if a collection runs.
-    run: Option<SystemTime>,
-    /// Digests pinned during `run`.
-    pinned: HashSet<Digest>,
-    /// Digests confirmed to clients, and when.
-    recent: HashMap<Digest, Instant>,
-}
-
-/// How long a confirmation to a client is remembered at most; a collection's announcement says
-/// how far back to pin (its grace period).
-const RECENT_WINDOW: Duration = Duration::from_secs(3600);
-/// Most confirmations remembered; older ones are forgotten first.
-const MAX_RECENT: usize = 200_000;
-
-impl Guard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records that a client relies on `digests` existing; while a collection runs, pins them
-    /// and, if the collection is about to delete any of them, waits until it has finished (the
-    /// caller then checks existence as usual). Without a collection it costs a map insert and
-    /// at most one storage `stat` a second.
-    pub async fn protect(&self, storage: &dyn Storage, digests: &[Digest]) -> Result<(), StorageError> {
-        if digests.is_empty() {
-            return Ok(());
-        }
-        self.remember(digests);
-        if self.current_run(storage).await?.is_none() {
-            return Ok(());
-        }
-        let unpinned: Vec<Digest> = {
-            let state = self.lock();
-            digests.iter().filter(|d| !state.pinned.contains(*d)).cloned().collect()
-        };
-        if !unpinned.is_empty() {
-            pin(storage, &unpinned).await?;
-            self.lock().pinned.extend(unpinned);
-        }
-        let deadline = Instant::now() + DOOMED_WAIT;
-        loop {
-            let doomed = match storage.get(&doomed_path()).await {
-                Ok(text) => parse_digests(&text),
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            if !digests.iter().any(|d| doomed.contains(d)) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let message = "a garbage collection that is deleting content this request names has not \
-                               finished within two minutes; retry";
-                return Err(StorageError::Backend {
-                    path: doomed_path(),
-                    source: std::io::Error::other(message),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn remember(&self, digests: &[Digest]) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        if state.recent.len() + digests.len() > MAX_RECENT {
-            state.recent.retain(|_, at| now.duration_since(*at) < RECENT_WINDOW);
-            if state.recent.len() + digests.len() > MAX_RECENT {
-                let mut times: Vec<Instant> = state.recent.values().copied().collect();
-                times.sort_unstable();
-                let cut = times[times.len() / 2];
-                state.recent.retain(|_, at| *at > cut);
-            }
-        }
-        for d in digests {
-            state.recent.insert(d.clone(), now);
-        }
-    }
-
-    /// The running collection's announcement, checked at most once a second. On seeing a new
-    /// one, pins every recent confirmation first.
-    async fn current_run(&self, storage: &dyn Storage) -> Result<Option<SystemTime>, StorageError> {
-        {
-            let state = self.lock();
-            if state.checked.is_some_and(|at| at.elapsed() < ACTIVE_CACHE) {
-                return Ok(state.run);
-            }
-        }
-        let run = match storage.stat(&active_path()).await {
-            Ok(meta) if meta.modified.is_none_or(|m| m.elapsed().map_or(true, |age| age < LEASE)) => {
-                Some(meta.modified.unwrap_or(SystemTime::UNIX_EPOCH))
-            }
-            Ok(_) => None,
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        {
-            let mut state = self.lock();
-            state.checked = Some(Instant::now());
-            if state.run == run {
-                return Ok(run);
-            }
-            state.run = run;
-            state.pinned.clear();
-            if run.is_none() {
-                return Ok(None);
-            }
-        }
-        // Only confirmations within the grace period before the announcement (and since) need a
-        // pin, as the collection spares anything written later than that anyway.
-        let since = run.and_then(|at| at.elapsed().ok()).unwrap_or_default();
-        let grace = match storage.get(&active_path()).await {
-            Ok(note) => serde_json::from_slice::<serde_json::Value>(&note)
-                .ok()
-                .and_then(|v| v["grace_seconds"].as_f64())
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .map_or(RECENT_WINDOW, |grace| grace.min(RECENT_WINDOW)),
-            Err(e) if e.is_not_found() => return Ok(run), // finished meanwhile
-            Err(e) => return Err(e),
-        };
-        let window = grace + since;
-        let recent: Vec<Digest> = {
-            let state = self.lock();
-            state.recent.iter().filter(|(_, at)| at.elapsed() < window).map(|(d, _)| d.clone()).collect()
-        };
-        if !recent.is_empty() {
-            tracing::info!(
-                digests = recent.len(),
-                "garbage collection announced: pinning recently used content"
-            );
-            pin(storage, &recent).await?;
-            self.lock().pinned.extend(recent);
-        }
-        Ok(run)
-    }
-}
-
-/// Writes a pin naming `digests`.
-async fn pin(storage: &dyn Storage, digests: &[Digest]) -> Result<(), StorageError> {
-    let path = pins_dir().join(&uuid::Uuid::new_v4().simple().to_string());
-    storage.put(&path, digest_lines(digests)).await
-}
-
-/// Checks for a collection's announcement every second, so that a server with clients in the
-/// middle of a push pins what they were told exists even before their next request.
-pub fn spawn_watch(registry: std::sync::Arc<crate::Registry>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(ACTIVE_CACHE);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = registry.gc_guard().current_run(registry.storage()).await {
-                tracing::warn!(error = %e, "cannot check for a running garbage collection");
-            }
-        }
-    });
-}
-
-/// How often a running server lets its storage backend tidy up (see [`Storage::tidy`]).
-const TIDY_INTERVAL: Duration = Duration::from_secs(600);
-
-/// Lets the storage backend tidy up every [`TIDY_INTERVAL`], with `upload_max_age` as the age
-/// past which incomplete writes are abandoned, whether or not collections are scheduled; upload
-/// sessions idle for that long are forgotten from memory at the same time.
-pub fn spawn_tidy(registry: std::sync::Arc<crate::Registry>, upload_max_age: Duration) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
-        loop {
-            ticks.tick().await;
-            let cutoff = SystemTime::now().checked_sub(upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
-            match registry.storage().tidy(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
-                Err(e) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
-            }
-            let forgotten = registry.expire_upload_sessions(upload_max_age);
-            if forgotten > 0 {
-                tracing::info!(forgotten, "forgot upload sessions idle for longer than the upload age");
-            }
-        }
-    });
-}
-
-/// Sizes for people: `1.5 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
 /// Runs a collection every `interval` in the background (the first one `interval` after
 /// start), logging each report and counting it into `metrics`. A collection found running
 /// elsewhere is skipped until the next turn.
@@ -902,14 +618,18 @@ mod tests {
     use super::*;
     use crate::oci::manifest::OCI_MANIFEST;
     use crate::oci::{Reference, RepoName};
-    use crate::registry::Registry;
+    use crate::registry::Caller;
+    use crate::registry::{Registry, spawn_watch};
     use crate::storage::FsStorage;
 
     async fn blob(registry: &Registry, name: &RepoName, bytes: &'static [u8]) -> (Digest, usize) {
         let digest = Digest::of(crate::oci::Algorithm::Sha256, bytes);
-        let id = registry.start_upload(name).await.expect("start");
+        let id = registry.start_upload(&Caller::default(), name).await.expect("start");
         let body = futures_util::stream::iter(vec![Ok(Bytes::from_static(bytes))]).boxed();
-        registry.finish_upload(name, &id, &digest, None, Some(body)).await.expect("finish");
+        registry
+            .finish_upload(&Caller::default(), name, &id, &digest, None, Some(body))
+            .await
+            .expect("finish");
         (digest, bytes.len())
     }
 
@@ -935,10 +655,19 @@ mod tests {
         let config_b = blob(&registry, &name, b"{\"config\":\"B\"}").await;
         let body_b = manifest(&config_b, &[&shared]);
         let b = registry
-            .put_manifest(&name, &Reference::parse("b").expect("tag"), Some(OCI_MANIFEST), body_b)
+            .put_manifest(
+                &Caller::default(),
+                &name,
+                &Reference::parse("b").expect("tag"),
+                Some(OCI_MANIFEST),
+                body_b,
+            )
             .await
             .expect("push B");
-        registry.delete_manifest(&name, &Reference::Digest(b.digest.clone())).await.expect("delete B");
+        registry
+            .delete_manifest(&Caller::default(), &name, &Reference::Digest(b.digest.clone()))
+            .await
+            .expect("delete B");
         let options = GcOptions {
             dry_run: false,
             delete_untagged: false,
@@ -967,7 +696,13 @@ mod tests {
         let config_c = blob(&registry, &name, b"{\"config\":\"C\"}").await;
         let body_c = manifest(&config_c, &[&shared]);
         registry
-            .put_manifest(&name, &Reference::parse("c").expect("tag"), Some(OCI_MANIFEST), body_c)
+            .put_manifest(
+                &Caller::default(),
+                &name,
+                &Reference::parse("c").expect("tag"),
+                Some(OCI_MANIFEST),
+                body_c,
+            )
             .await
             .expect("push C");
         assert!(storage.stat(&layout::blob_data(&shared.0)).await.is_ok());
@@ -1053,12 +788,18 @@ mod tests {
             }
             // Untagged, it still stops the collection.
             if let Some(tag) = tag {
-                registry.delete_manifest(&name, &Reference::parse(tag).expect("tag")).await.expect("untag");
+                registry
+                    .delete_manifest(&Caller::default(), &name, &Reference::parse(tag).expect("tag"))
+                    .await
+                    .expect("untag");
             }
         }
         // Once it is deleted, the collection runs.
         let hostile = Digest::of(crate::oci::Algorithm::Sha256, &body);
-        registry.delete_manifest(&name, &Reference::Digest(hostile.clone())).await.expect("delete");
+        registry
+            .delete_manifest(&Caller::default(), &name, &Reference::Digest(hostile.clone()))
+            .await
+            .expect("delete");
         let report = collect(storage.as_ref(), &quick(false, false)).await.expect("collect");
         assert_eq!(report.blobs.len(), 4, "{report:?}");
         assert!(!exists(storage.as_ref(), &garbage.0).await);
@@ -1094,7 +835,10 @@ mod tests {
         let config = blob(&registry, &name, b"{\"config\":2}").await;
         let body = manifest(&config, &[]);
         let tag = Reference::parse("t").expect("tag");
-        let pushed = registry.put_manifest(&name, &tag, Some(OCI_MANIFEST), body).await.expect("push");
+        let pushed = registry
+            .put_manifest(&Caller::default(), &name, &tag, Some(OCI_MANIFEST), body)
+            .await
+            .expect("push");
         let data = dir.path().join(layout::blob_data(&pushed.digest).as_str());
         std::fs::remove_file(&data).expect("remove the bytes");
         std::fs::create_dir(&data).expect("a directory in their place");
@@ -1120,7 +864,6 @@ mod tests {
         store_manifest(storage.as_ref(), &name, body.as_bytes(), Some("old")).await;
         let report = collect(storage.as_ref(), &quick(false, true)).await.expect("collect");
         assert_eq!((report.blobs.len(), report.blobs_in_use), (0, 2), "{report:?}");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 
     /// A second collection is refused while one is announced.

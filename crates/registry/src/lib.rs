@@ -1,26 +1,35 @@
 //! An OCI distribution-spec v1.1 container registry server.
 //!
-//! A map of the crate:
-//! - [`oci`]: validated OCI types (digests, names, tags, references, manifests).
-//! - [`storage`]: the backend trait and the filesystem backend.
-//! - [`layout`]: where blobs, links and uploads live, in CNCF distribution's layout.
-//! - [`registry`]: the OCI logic over storage (uploads, manifests, tags, catalog, referrers).
-//! - [`routes`]: HTTP: a request path parsed into an [`routes::Endpoint`], then a handler.
-//! - [`auth`]: htpasswd users with a verification cache and failed-attempt throttling.
-//! - [`error`]: the spec's error codes and statuses.
-//! - [`config`]: the TOML file and `REGISTRY_*` variables.
-//! - [`server`]: binding, background tasks and graceful shutdown; [`memory`] gives freed heap
-//!   memory back once the server goes quiet.
-//! - [`tls`]: HTTPS with rustls: certificate files (reloaded) or ACME (HTTP-01, TLS-ALPN-01).
-//! - [`ops`]: the request-observing middleware, `/metrics` and `/health`; with [`metrics`],
-//!   [`notify`] (webhooks in distribution's envelope), [`ui`] (the read-only web UI) and
-//!   [`gc`] (garbage collection that is safe while pushes continue).
+//! The crate in layers, from the bottom up. A module uses modules of its own layer or below,
+//! never one above (tests aside):
+//!
+//! 1. Foundations: [`oci`] (validated digests, names, tags, references, manifests),
+//!    [`storage`] (the backend trait; filesystem and S3), [`layout`] (where blobs, links and
+//!    uploads live, in CNCF distribution's layout), [`config`] (the TOML file and `REGISTRY_*`
+//!    variables), [`error`] (the spec's error codes and statuses), [`units`].
+//! 2. [`registry`]: the OCI logic over storage (uploads, manifests, tags, catalog,
+//!    referrers); the pin protocol that garbage collection and pushes share
+//!    ([`registry::pins`]); the events it publishes ([`registry::events`]): pushed, pulled,
+//!    mounted, deleted, with the caller.
+//! 3. Beside each other, fed by the registry: [`gc`] (garbage collection that is safe while
+//!    pushes continue), [`notify`] (webhooks in distribution's envelope, an event
+//!    subscriber), [`metrics`] (counters and histograms, an event subscriber; storage calls
+//!    counted), [`ui`] (the read-only web UI), [`memory`] (freed heap memory given back once
+//!    the server goes quiet).
+//! 4. HTTP: [`routes`] (a request path parsed into a typed [`routes::Endpoint`], then a
+//!    handler), [`auth`] (htpasswd users, verification cache, throttling), [`ops`] (request
+//!    counting, `/metrics`, `/health`), and [`app`], which puts them together.
+//! 5. Serving: [`connection`] (one connection, plain or TLS, with what a client may hold
+//!    bounded), [`tls`] (HTTPS: certificate files or ACME), [`server`] (state from the
+//!    configuration, background tasks, graceful shutdown), [`cli`] (the command line shared
+//!    by `regctl serve` and `regctl-registry`).
 
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod gc;
 pub mod layout;
@@ -35,6 +44,7 @@ pub mod server;
 pub mod storage;
 pub mod tls;
 pub mod ui;
+pub mod units;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,9 +78,8 @@ impl AppState {
 }
 
 /// The registry's HTTP application: every `/v2` route and the web UI behind authentication,
-/// `/metrics` and `/health` as configured, every request counted and turned into notification
-/// events ([`ops::observe`]), plus the `Docker-Distribution-API-Version` header and a log line
-/// per request.
+/// `/metrics` and `/health` as configured, every request counted ([`ops::observe`]), plus the
+/// `Docker-Distribution-API-Version` header and a log line per request.
 pub fn app(state: AppState) -> Router {
     let (protected, open) = ops::routes(&state);
     Router::new()
@@ -86,12 +95,14 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Rejects requests without valid credentials when authentication is on.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if let Some(auth) = &state.auth {
         let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         match auth.check(authorization, client).await {
-            Ok(()) => {}
+            Ok(user) => {
+                request.extensions_mut().insert(user);
+            }
             Err(error::Error::Unauthorized { realm, rejected, .. }) => {
                 let access = routes::Endpoint::parse(request.uri().path())
                     .ok()
@@ -180,5 +191,86 @@ mod tests {
         assert!(long.len() < LOG_FIELD_MAX, "{}", long.len());
         assert_eq!(capped("PATCH", LOG_METHOD_MAX), "PATCH");
         assert_eq!(capped("éé", 3), "é…");
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    //! Holds the crate to the map in its documentation: no module uses one of a layer above.
+
+    use std::path::Path;
+
+    /// The layer of each top-level module (and of the crate root's own items).
+    fn layer(module: &str) -> Option<u8> {
+        Some(match module {
+            "oci" | "storage" | "layout" | "config" | "error" | "units" | "Config" => 1,
+            "registry" | "Registry" => 2,
+            "gc" | "notify" | "metrics" | "ui" | "memory" => 3,
+            "routes" | "auth" | "ops" | "AppState" | "app" | "lib" => 4,
+            "connection" | "tls" | "server" | "cli" | "main" => 5,
+            _ => return None,
+        })
+    }
+
+    /// The names a line of code takes from `crate::`.
+    fn crate_uses(line: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for (i, _) in line.match_indices("crate::") {
+            let rest = &line[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = group.split('}').next().unwrap_or_default();
+                names.extend(
+                    group.split(',').map(|n| n.trim().split("::").next().unwrap_or_default().to_string()),
+                );
+            } else {
+                names.push(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect());
+            }
+        }
+        names.retain(|n| !n.is_empty());
+        names
+    }
+
+    fn check_dir(dir: &Path, root: &Path, violations: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("source directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                check_dir(&path, root, violations);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(root).expect("under src");
+            let top = relative.components().next().expect("a component").as_os_str().to_string_lossy();
+            let module = top.trim_end_matches(".rs");
+            let own = layer(module).unwrap_or_else(|| panic!("{module} has no layer in the crate map"));
+            let text = std::fs::read_to_string(&path).expect("source");
+            // Tests may reach anywhere.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for name in crate_uses(line) {
+                    if layer(&name).is_some_and(|used| used > own) {
+                        violations.push(format!("{}:{}: {module} uses {name}", relative.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_uses_one_above_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut violations = Vec::new();
+        check_dir(&root, &root, &mut violations);
+        assert!(violations.is_empty(), "imports against the crate map:\n{}", violations.join("\n"));
+    }
+
+    #[test]
+    fn the_check_sees_grouped_and_plain_uses() {
+        assert_eq!(crate_uses("use crate::{AppState, registry::Caller};"), ["AppState", "registry"]);
+        assert_eq!(crate_uses("let x = crate::gc::collect(s);"), ["gc"]);
     }
 }

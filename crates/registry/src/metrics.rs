@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 
-use crate::routes::Endpoint;
+use crate::registry::{Event, Happened, Subscriber};
 use crate::storage::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -71,19 +71,6 @@ impl Route {
         Route::Health,
         Route::Other,
     ];
-
-    /// The route of an API endpoint.
-    pub fn of(endpoint: &Endpoint) -> Route {
-        match endpoint {
-            Endpoint::Base => Route::Base,
-            Endpoint::Catalog => Route::Catalog,
-            Endpoint::Tags(_) => Route::Tags,
-            Endpoint::Manifest(..) => Route::Manifest,
-            Endpoint::Blob(..) => Route::Blob,
-            Endpoint::UploadStart(_) | Endpoint::Upload(..) => Route::BlobUpload,
-            Endpoint::Referrers(..) => Route::Referrers,
-        }
-    }
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -258,17 +245,17 @@ impl Metrics {
     }
 
     /// Counts an upload session started.
-    pub fn upload_started(&self) {
+    fn upload_started(&self) {
         self.uploads_started.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an upload session committed as a blob.
-    pub fn upload_completed(&self) {
+    fn upload_completed(&self) {
         self.uploads_completed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an upload session cancelled.
-    pub fn upload_cancelled(&self) {
+    fn upload_cancelled(&self) {
         self.uploads_cancelled.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -570,6 +557,19 @@ impl Storage for InstrumentedStorage {
 
     async fn tidy(&self, abandoned_before: std::time::SystemTime) -> Result<u64, StorageError> {
         self.record("tidy", self.inner.tidy(abandoned_before).await)
+    }
+}
+
+/// Upload sessions are counted from the registry's events: started, committed as a blob
+/// (a monolithic upload counts as both), cancelled by their client.
+impl Subscriber for Metrics {
+    fn publish(&self, event: Event<'_>) {
+        match event.happened {
+            Happened::UploadStarted => self.upload_started(),
+            Happened::BlobPushed { .. } => self.upload_completed(),
+            Happened::UploadCancelled => self.upload_cancelled(),
+            _ => {}
+        }
     }
 }
 

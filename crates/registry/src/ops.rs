@@ -1,8 +1,7 @@
 //! The operations side of the HTTP application: one middleware ([`observe`]) that counts every
-//! request into the [`Metrics`] and turns successful API requests into notification events;
-//! the `/metrics` and `/health` endpoints; and where the web UI is mounted.
+//! request into the [`Metrics`]; the `/metrics` and `/health` endpoints; and where the web UI
+//! is mounted.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,22 +9,18 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use base64::Engine;
 
 use crate::AppState;
 use crate::config::{Config, OpsEndpointConfig, UiConfig};
 use crate::metrics::{AuthOutcome, Metrics, Route};
-use crate::notify::{Actor, Notifier, Occurrence, RequestInfo, Target};
-use crate::oci::{Digest, Reference, RepoName};
+use crate::notify::Notifier;
 use crate::routes::Endpoint;
 
-/// Media type reported for blobs in events, as distribution does.
-const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
 /// How long the health check waits for storage.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,7 +73,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
     let settings = &state.ops.settings;
     let (mut protected, mut open) = (Router::new(), Router::new());
     if settings.ui.enabled {
-        protected = protected.merge(crate::ui::router());
+        protected = protected.merge(crate::ui::router(state.registry.clone()));
         open = open.route("/", get(|| async { Redirect::to("/ui/") }));
     }
     for (endpoint, handler) in [
@@ -133,75 +128,19 @@ async fn health(State(state): State<AppState>) -> Response {
     response
 }
 
-/// What an event needs from the request, taken before the handler consumes it.
-struct Facts {
-    info: RequestInfo,
-    actor: Actor,
-    content_type: Option<String>,
-    content_length: Option<u64>,
-    mount_from: Option<String>,
-    mount: bool,
-}
-
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The user of a `Basic` `Authorization` header (already verified by the auth middleware).
-fn basic_user(headers: &HeaderMap) -> Option<String> {
-    let value = header_str(headers, header::AUTHORIZATION)?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(user, _)| user.to_string())
-}
-
-fn facts(request: &Request, authenticated: bool) -> Facts {
-    let headers = request.headers();
-    let query: Vec<(String, String)> =
-        request.uri().query().and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
-    let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string());
-    let request_id = header_str(headers, header::HeaderName::from_static("x-request-id"))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-    Facts {
-        info: RequestInfo {
-            id: request_id,
-            addr: addr.unwrap_or_default(),
-            host: header_str(headers, header::HOST).unwrap_or_default().to_string(),
-            method: request.method().to_string(),
-            useragent: header_str(headers, header::USER_AGENT).unwrap_or_default().to_string(),
-        },
-        actor: Actor {
-            name: if authenticated { basic_user(headers).unwrap_or_default() } else { String::new() },
-        },
-        content_type: header_str(headers, header::CONTENT_TYPE)
-            .map(|ct| ct.split(';').next().unwrap_or(ct).trim().to_string())
-            .filter(|ct| !ct.is_empty()),
-        content_length: header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-        mount_from: param("from"),
-        mount: param("mount").is_some(),
-    }
-}
-
-/// Counts every request, and turns successful API requests into notification events.
+/// Counts every request, its bytes and its authentication outcome into the metrics. (What the
+/// registry did is published by the registry itself: [`crate::registry::events`].)
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = request.uri().path();
     let endpoint = (path == "/v2" || path.starts_with("/v2/")).then(|| Endpoint::parse(path));
     let route = match &endpoint {
-        Some(Ok(endpoint)) => Route::of(endpoint),
+        Some(Ok(endpoint)) => endpoint.route(),
         Some(Err(_)) => Route::V2Unknown,
         None => state.ops.settings.route_of(path),
     };
-    let endpoint = endpoint.and_then(Result::ok);
     let method = request.method().clone();
     let had_credentials = request.headers().contains_key(header::AUTHORIZATION);
-    let notifier = state.ops.notifier.clone().filter(|_| endpoint.is_some());
-    let facts = notifier.as_ref().map(|_| facts(&request, state.auth.is_some()));
 
     let metrics = state.ops.metrics.clone();
     let request = request
@@ -217,15 +156,6 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         StatusCode::UNAUTHORIZED => metrics.auth(AuthOutcome::Challenge),
         StatusCode::TOO_MANY_REQUESTS => metrics.auth(AuthOutcome::Throttled),
         _ => {}
-    }
-    if let Some(endpoint) = &endpoint {
-        count_uploads(&metrics, endpoint, &method, status);
-    }
-    if let (Some(notifier), Some(facts), Some(endpoint)) = (notifier, facts, endpoint)
-        && status.is_success()
-    {
-        let occurrences = occurrences(&state, &endpoint, &method, status, response.headers(), &facts).await;
-        notifier.notify(occurrences, &facts.info, &facts.actor);
     }
     response.map(|body| Body::new(Counted { inner: body, metrics, route, incoming: false }))
 }
@@ -243,135 +173,6 @@ impl OpsSettings {
             Route::Other
         }
     }
-}
-
-/// Upload sessions: started (202 to a POST, or 201 to a monolithic POST), committed, cancelled.
-fn count_uploads(metrics: &Metrics, endpoint: &Endpoint, method: &Method, status: StatusCode) {
-    match (endpoint, method, status) {
-        (Endpoint::UploadStart(_), &Method::POST, StatusCode::ACCEPTED) => metrics.upload_started(),
-        (Endpoint::UploadStart(_), &Method::POST, StatusCode::CREATED) => {}
-        (Endpoint::Upload(..), &Method::PUT, StatusCode::CREATED) => metrics.upload_completed(),
-        (Endpoint::Upload(..), &Method::DELETE, StatusCode::NO_CONTENT) => metrics.upload_cancelled(),
-        _ => {}
-    }
-}
-
-/// The events of a successful API request.
-async fn occurrences(
-    state: &AppState,
-    endpoint: &Endpoint,
-    method: &Method,
-    status: StatusCode,
-    headers: &HeaderMap,
-    facts: &Facts,
-) -> Vec<Occurrence> {
-    let digest = header_str(headers, header::HeaderName::from_static("docker-content-digest"))
-        .and_then(|d| d.parse::<Digest>().ok());
-    let length = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let url = |name: &RepoName, kind: &str, digest: &str| {
-        format!("{}://{}/v2/{name}/{kind}/{digest}", state.ops.settings.scheme, facts.info.host)
-    };
-    let tag_of = |reference: &Reference| match reference {
-        Reference::Tag(tag) => tag.to_string(),
-        Reference::Digest(_) => String::new(),
-    };
-    let target = match (endpoint, method) {
-        (Endpoint::Manifest(name, reference), &Method::GET) => {
-            let Some(digest) = digest else { return Vec::new() };
-            let media_type = header_str(headers, header::CONTENT_TYPE).unwrap_or_default().to_string();
-            let target = Target {
-                media_type,
-                size: length,
-                length,
-                url: url(name, "manifests", &digest.to_string()),
-                digest: digest.to_string(),
-                repository: name.to_string(),
-                tag: tag_of(reference),
-                ..Target::default()
-            };
-            ("pull", target)
-        }
-        (Endpoint::Manifest(name, reference), &Method::PUT) => {
-            let Some(digest) = digest else { return Vec::new() };
-            let (media_type, size) = match (&facts.content_type, facts.content_length) {
-                (Some(ct), Some(len)) if crate::oci::manifest::kind_of(ct).is_some() => (ct.clone(), len),
-                _ => match state.registry.get_manifest(name, &Reference::Digest(digest.clone())).await {
-                    Ok(stored) => (stored.media_type, stored.body.len() as u64),
-                    Err(_) => {
-                        (facts.content_type.clone().unwrap_or_default(), facts.content_length.unwrap_or(0))
-                    }
-                },
-            };
-            let target = Target {
-                media_type,
-                size,
-                length: size,
-                url: url(name, "manifests", &digest.to_string()),
-                digest: digest.to_string(),
-                repository: name.to_string(),
-                tag: tag_of(reference),
-                ..Target::default()
-            };
-            ("push", target)
-        }
-        (Endpoint::Manifest(name, reference), &Method::DELETE) => {
-            let target = match reference {
-                Reference::Digest(d) => {
-                    Target { digest: d.to_string(), repository: name.to_string(), ..Target::default() }
-                }
-                Reference::Tag(t) => {
-                    Target { tag: t.to_string(), repository: name.to_string(), ..Target::default() }
-                }
-            };
-            ("delete", target)
-        }
-        (Endpoint::Blob(name, digest), &Method::GET) => {
-            // A range request reports the whole blob's size and the bytes sent.
-            let size = header_str(headers, header::CONTENT_RANGE)
-                .and_then(|r| r.rsplit_once('/'))
-                .and_then(|(_, total)| total.parse().ok())
-                .unwrap_or(length);
-            let target = Target {
-                media_type: BLOB_MEDIA_TYPE.into(),
-                size,
-                length,
-                url: url(name, "blobs", &digest.to_string()),
-                digest: digest.to_string(),
-                repository: name.to_string(),
-                ..Target::default()
-            };
-            ("pull", target)
-        }
-        (Endpoint::Blob(name, digest), &Method::DELETE) => (
-            "delete",
-            Target { digest: digest.to_string(), repository: name.to_string(), ..Target::default() },
-        ),
-        // A blob committed: the last PUT of an upload, or a POST that made the blob at once
-        // (monolithic `?digest=`, or a cross-repository mount).
-        (Endpoint::UploadStart(name), &Method::POST) | (Endpoint::Upload(name, _), &Method::PUT)
-            if status == StatusCode::CREATED =>
-        {
-            let Some(digest) = digest else { return Vec::new() };
-            let size = state.registry.blob_size(name, &digest).await.unwrap_or(0);
-            let mounted = facts.mount && matches!(endpoint, Endpoint::UploadStart(_));
-            let action = if mounted { "mount" } else { "push" };
-            let mut target = Target {
-                media_type: BLOB_MEDIA_TYPE.into(),
-                size,
-                length: size,
-                url: url(name, "blobs", &digest.to_string()),
-                digest: digest.to_string(),
-                repository: name.to_string(),
-                ..Target::default()
-            };
-            if action == "mount" {
-                target.from_repository = facts.mount_from.clone().unwrap_or_default();
-            }
-            (action, target)
-        }
-        _ => return Vec::new(),
-    };
-    vec![Occurrence { action: target.0, target: target.1 }]
 }
 
 /// A body that counts the bytes going through it, keeping the inner body's size hint (so
@@ -417,19 +218,6 @@ impl HttpBody for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_user_is_decoded() {
-        let mut headers = HeaderMap::new();
-        let encoded = base64::engine::general_purpose::STANDARD.encode("alice:pw:with:colons");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).expect("header"),
-        );
-        assert_eq!(basic_user(&headers).as_deref(), Some("alice"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert_eq!(basic_user(&headers), None);
-    }
 
     #[test]
     fn routes_outside_v2() {

@@ -19,6 +19,11 @@ use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 
+/// A user whose credentials were verified; the authentication middleware leaves it in the
+/// request's extensions for the handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User(pub String);
+
 /// How long a successful verification is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Most cached verifications kept; the cache is cleared when full.
@@ -202,18 +207,19 @@ impl Htpasswd {
         }
     }
 
-    /// Checks an `Authorization` header from `client`; `Ok` when it names a valid user.
+    /// Checks an `Authorization` header from `client`; `Ok` with the user when it names a valid
+    /// one.
     ///
     /// A verification remembered in the cache answers at once. Otherwise the attempt is
     /// reserved against the (client, user) pair's failure limit, waits for a verification slot
     /// ([`limiter`]), and runs bcrypt on a blocking thread that keeps the slot until it is done.
-    pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<(), Error> {
+    pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<User, Error> {
         let Some((user, password)) = authorization.and_then(basic_credentials) else {
             return Err(self.unauthorized(false));
         };
         let key = self.cache_key(&user, &password);
         if self.cached(&user, &key) {
-            return Ok(());
+            return Ok(User(user));
         }
         if user.len() > MAX_USER_LEN {
             return Err(self.unauthorized(true));
@@ -227,7 +233,7 @@ impl Htpasswd {
         // While this attempt waited, the one before it may have verified these credentials.
         if self.cached(&user, &key) {
             reservation.succeeded();
-            return Ok(());
+            return Ok(User(user));
         }
         reservation.begin().map_err(too_many)?;
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
@@ -243,8 +249,8 @@ impl Htpasswd {
                 if cache.len() >= CACHE_MAX {
                     cache.clear();
                 }
-                cache.insert(user, Cached { key, at: Instant::now() });
-                Ok(())
+                cache.insert(user.clone(), Cached { key, at: Instant::now() });
+                Ok(User(user))
             }
             _ => {
                 // Debug-formatted: a user name is the client's text and must not start a log line of its own.

@@ -17,7 +17,12 @@ use tokio::sync::mpsc;
 
 use crate::config::{EndpointConfig, NotificationsConfig};
 use crate::metrics::{EventOutcome, Metrics};
+use crate::oci::Digest;
+use crate::registry::{self, Happened, ManifestFacts, Subscriber};
 use crate::storage::Storage;
+
+/// Media type reported for blobs in events, as distribution does.
+const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
 
 /// The media type of an event envelope.
 pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -114,21 +119,14 @@ pub struct Source {
     pub instance_id: String,
 }
 
-/// The part of an event the HTTP layer knows: what happened to what.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Occurrence {
-    /// `push`, `pull`, `mount` or `delete`.
-    pub action: &'static str,
-    /// The content.
-    pub target: Target,
-}
-
 /// Sends events to every configured endpoint, through one queue each.
 #[derive(Debug)]
 pub struct Notifier {
     endpoints: Vec<EndpointHandle>,
     source: Source,
     metrics: Arc<Metrics>,
+    /// `https` when the server speaks TLS: the scheme of the URLs in events.
+    scheme: &'static str,
 }
 
 #[derive(Debug)]
@@ -144,6 +142,7 @@ impl Notifier {
         config: &NotificationsConfig,
         storage: Arc<dyn Storage>,
         source_addr: String,
+        scheme: &'static str,
         metrics: Arc<Metrics>,
     ) -> Option<Arc<Notifier>> {
         let endpoints: Vec<EndpointHandle> = config
@@ -160,38 +159,17 @@ impl Notifier {
             return None;
         }
         let source = Source { addr: source_addr, instance_id: uuid::Uuid::new_v4().to_string() };
-        Some(Arc::new(Notifier { endpoints, source, metrics }))
+        Some(Arc::new(Notifier { endpoints, source, metrics, scheme }))
     }
 
-    /// Queues events that happened in one request, for every endpoint that wants them.
-    pub fn notify(&self, occurrences: Vec<Occurrence>, request: &RequestInfo, actor: &Actor) {
-        if occurrences.is_empty() {
-            return;
-        }
-        let timestamp = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
-        let events: Vec<Event> = occurrences
-            .into_iter()
-            .map(|o| Event {
-                id: uuid::Uuid::new_v4().to_string(),
-                timestamp: timestamp.clone(),
-                action: o.action.to_string(),
-                target: o.target,
-                request: request.clone(),
-                actor: actor.clone(),
-                source: self.source.clone(),
-            })
-            .collect();
+    /// Queues an event for every endpoint that wants it.
+    fn queue(&self, event: Event) {
         for endpoint in &self.endpoints {
-            let (wanted, ignored): (Vec<&Event>, Vec<&Event>) =
-                events.iter().partition(|e| wants(&endpoint.config, e));
-            if !ignored.is_empty() {
-                self.metrics.notification(&endpoint.config.name, EventOutcome::Ignored, ignored.len() as u64);
-            }
-            if wanted.is_empty() {
+            if !wants(&endpoint.config, &event) {
+                self.metrics.notification(&endpoint.config.name, EventOutcome::Ignored, 1);
                 continue;
             }
-            let batch = wanted.into_iter().cloned().collect();
-            if endpoint.tx.send(queue::Command::Events(batch)).is_err() {
+            if endpoint.tx.send(queue::Command::Events(vec![event.clone()])).is_err() {
                 tracing::warn!(endpoint = %endpoint.config.name, "notification queue has stopped; event lost");
             }
         }
@@ -210,6 +188,76 @@ impl Notifier {
             }
         }
     }
+}
+
+impl Subscriber for Notifier {
+    fn publish(&self, event: registry::Event<'_>) {
+        let Some((action, target)) = target(event, self.scheme) else { return };
+        let caller = event.caller;
+        self.queue(Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+            action: action.to_string(),
+            target,
+            request: RequestInfo {
+                id: caller.request_id.clone(),
+                addr: caller.addr.clone(),
+                host: caller.host.clone(),
+                method: caller.method.clone(),
+                useragent: caller.user_agent.clone(),
+            },
+            actor: Actor { name: caller.user.clone().unwrap_or_default() },
+            source: self.source.clone(),
+        });
+    }
+}
+
+/// An event's action and target in distribution's terms, URLs with `scheme`; `None` for
+/// events webhooks do not carry (upload sessions).
+fn target(event: registry::Event<'_>, scheme: &str) -> Option<(&'static str, Target)> {
+    let repository = event.repository.to_string();
+    let url = |kind: &str, digest: &Digest| {
+        format!("{scheme}://{}/v2/{repository}/{kind}/{digest}", event.caller.host)
+    };
+    let manifest = |facts: &ManifestFacts| Target {
+        media_type: facts.media_type.clone(),
+        size: facts.size,
+        length: facts.size,
+        url: url("manifests", &facts.digest),
+        digest: facts.digest.to_string(),
+        repository: repository.clone(),
+        tag: facts.tag.as_ref().map(ToString::to_string).unwrap_or_default(),
+        ..Target::default()
+    };
+    let blob = |digest: &Digest, size: u64, length: u64| Target {
+        media_type: BLOB_MEDIA_TYPE.into(),
+        size,
+        length,
+        url: url("blobs", digest),
+        digest: digest.to_string(),
+        repository: repository.clone(),
+        ..Target::default()
+    };
+    let found = match event.happened {
+        Happened::ManifestPushed(facts) => ("push", manifest(facts)),
+        Happened::ManifestPulled(facts) => ("pull", manifest(facts)),
+        Happened::ManifestDeleted(digest) | Happened::BlobDeleted(digest) => (
+            "delete",
+            Target { digest: digest.to_string(), repository: repository.clone(), ..Target::default() },
+        ),
+        Happened::TagDeleted(tag) => {
+            ("delete", Target { tag: tag.to_string(), repository: repository.clone(), ..Target::default() })
+        }
+        Happened::BlobPushed { digest, size } => ("push", blob(digest, *size, *size)),
+        Happened::BlobMounted { digest, size, from } => {
+            let mut target = blob(digest, *size, *size);
+            target.from_repository = from.as_ref().map(ToString::to_string).unwrap_or_default();
+            ("mount", target)
+        }
+        Happened::BlobPulled { digest, size, length } => ("pull", blob(digest, *size, *length)),
+        Happened::UploadStarted | Happened::UploadCancelled => return None,
+    };
+    Some(found)
 }
 
 /// Whether `endpoint`'s filters let `event` through.

@@ -104,6 +104,14 @@ pub enum ReferenceError {
 }
 
 impl Reference {
+    /// The tag, when this reference is one.
+    pub fn tag(&self) -> Option<&Tag> {
+        match self {
+            Reference::Tag(tag) => Some(tag),
+            Reference::Digest(_) => None,
+        }
+    }
+
     /// Parses a tag or, when it contains `:`, a digest.
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
         if s.contains(':') {

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 
-use super::{Registry, not_found_as};
+use super::{Caller, Happened, ManifestFacts, Registry, not_found_as};
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::oci::manifest::{self, Kind, MAX_MANIFEST_SIZE, Manifest};
+use crate::oci::manifest::{self, Kind, MAX_MANIFEST_SIZE, Manifest, References};
 use crate::oci::{Algorithm, Digest, Reference, RepoName};
 
 /// A manifest as stored: its digest, bytes and media type.
@@ -53,9 +53,28 @@ impl Registry {
         Ok(StoredManifest { digest, body, media_type })
     }
 
+    /// Reads a manifest by tag or digest for `caller`: a pull.
+    pub async fn pull_manifest(
+        &self,
+        caller: &Caller,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let stored = self.get_manifest(name, reference).await?;
+        let facts = ManifestFacts {
+            digest: stored.digest.clone(),
+            tag: reference.tag().cloned(),
+            media_type: stored.media_type.clone(),
+            size: stored.body.len() as u64,
+        };
+        self.publish(name, caller, Happened::ManifestPulled(facts));
+        Ok(stored)
+    }
+
     /// Validates and stores a manifest pushed to `reference` with `content_type`.
     pub async fn put_manifest(
         &self,
+        caller: &Caller,
         name: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
@@ -75,9 +94,15 @@ impl Registry {
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
         let parsed = Manifest::parse(&body, content_type)?;
-        self.gc.protect(self.storage.as_ref(), &crate::gc::named_by(&digest, &parsed)).await?;
+        self.gc.protect(self.storage.as_ref(), &named_by(&digest, &parsed)).await?;
         self.check_references(name, &parsed).await?;
 
+        let facts = ManifestFacts {
+            digest: digest.clone(),
+            tag: reference.tag().cloned(),
+            media_type: parsed.media_type.clone(),
+            size: body.len() as u64,
+        };
         let blob = layout::blob_data(&digest);
         if !self.exists(&blob).await? {
             self.storage.put(&blob, body).await?;
@@ -94,6 +119,7 @@ impl Registry {
             self.write_link(&layout::tag_current_link(name, tag), &digest).await?;
             self.write_link(&layout::tag_index_link(name, tag, &digest), &digest).await?;
         }
+        self.publish(name, caller, Happened::ManifestPushed(facts));
         Ok(PutManifest { digest, subject })
     }
 
@@ -123,11 +149,17 @@ impl Registry {
     }
 
     /// Deletes a manifest by digest (with every tag pointing at it), or a single tag.
-    pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
-        match reference {
+    pub async fn delete_manifest(
+        &self,
+        caller: &Caller,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<()> {
+        let happened = match reference {
             Reference::Tag(tag) => {
                 let deleted = self.storage.delete(&layout::tag(name, tag)).await;
-                deleted.map_err(not_found_as(Error::ManifestUnknown))
+                deleted.map_err(not_found_as(Error::ManifestUnknown))?;
+                Happened::TagDeleted(tag.clone())
             }
             Reference::Digest(digest) => {
                 let stored = self.get_manifest(name, reference).await?;
@@ -147,10 +179,19 @@ impl Registry {
                     }
                 }
                 let deleted = self.storage.delete(&layout::revision_link(name, digest)).await;
-                deleted.map_err(not_found_as(Error::ManifestUnknown))
+                deleted.map_err(not_found_as(Error::ManifestUnknown))?;
+                Happened::ManifestDeleted(digest.clone())
             }
-        }
+        };
+        self.publish(name, caller, happened);
+        Ok(())
     }
+}
+
+/// What a pushed manifest relies on: itself, its config and layers, and its children.
+fn named_by(digest: &Digest, manifest: &Manifest) -> Vec<Digest> {
+    let References { blobs, children } = manifest.references();
+    std::iter::once(digest.clone()).chain(blobs).chain(children).collect()
 }
 
 #[cfg(test)]
@@ -163,6 +204,7 @@ mod tests {
 
     use super::*;
     use crate::oci::Tag;
+    use crate::registry::Caller;
     use crate::storage::{ByteStream, FsStorage, ObjectMeta, Storage, StorageError, StoragePath};
 
     /// Filesystem storage whose writes of a tag's `current` link fail, as a crash between a
@@ -218,9 +260,12 @@ mod tests {
         let name = RepoName::parse("cut/short").expect("a name");
         let config = Bytes::from_static(b"{}");
         let digest = Digest::of(Algorithm::Sha256, &config);
-        let id = registry.start_upload(&name).await.expect("start");
+        let id = registry.start_upload(&Caller::default(), &name).await.expect("start");
         let body = futures_util::stream::iter(vec![Ok(config.clone())]).boxed();
-        registry.finish_upload(&name, &id, &digest, None, Some(body)).await.expect("finish");
+        registry
+            .finish_upload(&Caller::default(), &name, &id, &digest, None, Some(body))
+            .await
+            .expect("finish");
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -228,7 +273,9 @@ mod tests {
             "layers": [],
         });
         let tag = Reference::Tag(Tag::parse("v1").expect("a tag"));
-        let put = registry.put_manifest(&name, &tag, None, Bytes::from(manifest.to_string())).await;
+        let put = registry
+            .put_manifest(&Caller::default(), &name, &tag, None, Bytes::from(manifest.to_string()))
+            .await;
         assert!(put.is_err(), "the injected failure is reported");
         // Whatever the crash left, a listed tag must resolve.
         for listed in registry.tags(&name).await.unwrap_or_default() {

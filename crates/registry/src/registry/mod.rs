@@ -3,8 +3,10 @@
 
 mod blobs;
 mod blocks;
+pub mod events;
 mod listing;
 mod manifests;
+pub mod pins;
 mod referrers;
 mod uploads;
 
@@ -17,10 +19,11 @@ use crate::layout;
 use crate::oci::{Digest, RepoName};
 use crate::storage::{Storage, StorageError, StoragePath};
 
-pub use blobs::BlobRange;
+pub use events::{Caller, Event, Happened, ManifestFacts, Subscriber};
 pub use manifests::{PutManifest, StoredManifest};
+pub use pins::spawn_watch;
 pub use referrers::{MAX_PAGE as MAX_REFERRERS_PAGE, ReferrersPage, ReferrersQuery};
-pub use uploads::UploadId;
+pub use uploads::{UploadId, spawn_tidy};
 
 /// A registry: its storage and the state of the upload sessions this process has seen.
 #[derive(Debug)]
@@ -28,9 +31,11 @@ pub struct Registry {
     storage: Arc<dyn Storage>,
     uploads: uploads::Sessions,
     /// Garbage collection's push side: pins what a push relies on while a collection runs.
-    gc: crate::gc::Guard,
+    gc: pins::Guard,
     /// The largest blob an upload may grow to, in bytes.
     max_blob_size: Option<u64>,
+    /// Who hears of what the registry does.
+    subscribers: events::Subscribers,
 }
 
 impl Registry {
@@ -39,8 +44,9 @@ impl Registry {
         Registry {
             storage,
             uploads: uploads::Sessions::default(),
-            gc: crate::gc::Guard::default(),
+            gc: pins::Guard::default(),
             max_blob_size: None,
+            subscribers: events::Subscribers::default(),
         }
     }
 
@@ -49,13 +55,24 @@ impl Registry {
         Registry { max_blob_size: max, ..self }
     }
 
+    /// Tells `subscriber` of every event from now on.
+    pub fn with_subscriber(mut self, subscriber: Arc<dyn Subscriber>) -> Registry {
+        self.subscribers.add(subscriber);
+        self
+    }
+
+    /// Tells the subscribers that `happened` in `name` on `caller`'s request.
+    fn publish(&self, name: &RepoName, caller: &Caller, happened: Happened) {
+        self.subscribers.publish(name, caller, happened);
+    }
+
     /// The storage backend.
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
     }
 
-    /// Garbage collection's serving side (see [`crate::gc`]).
-    pub fn gc_guard(&self) -> &crate::gc::Guard {
+    /// Garbage collection's serving side (see [`pins`]).
+    pub fn gc_guard(&self) -> &pins::Guard {
         &self.gc
     }
 

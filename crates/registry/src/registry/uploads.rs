@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::Registry;
+use super::{Caller, Happened, Registry};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
@@ -198,7 +198,7 @@ fn hashing(data: ByteStream, mut hasher: Hasher) -> (ByteStream, tokio::task::Jo
 
 impl Registry {
     /// Starts an upload session in `name`.
-    pub async fn start_upload(&self, name: &RepoName) -> Result<UploadId> {
+    pub async fn start_upload(&self, caller: &Caller, name: &RepoName) -> Result<UploadId> {
         let id = UploadId::new();
         // In memory first: a session refused at the bound leaves nothing in storage.
         self.uploads.insert(name, &id, Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) })?;
@@ -207,6 +207,7 @@ impl Registry {
             self.uploads.remove(name, &id);
             return Err(e.into());
         }
+        self.publish(name, caller, Happened::UploadStarted);
         Ok(id)
     }
 
@@ -342,6 +343,7 @@ impl Registry {
     /// equal the bytes received so far. On a mismatch the session is cancelled.
     pub async fn finish_upload(
         &self,
+        caller: &Caller,
         name: &RepoName,
         id: &UploadId,
         digest: &Digest,
@@ -372,7 +374,7 @@ impl Registry {
         };
         if actual != *digest {
             drop(session);
-            self.cancel_upload(name, id).await?;
+            self.discard_upload(name, id).await?;
             return Err(Error::DigestInvalid(format!("content has digest {actual}")));
         }
         self.gc.protect(self.storage.as_ref(), std::slice::from_ref(digest)).await?;
@@ -396,8 +398,11 @@ impl Registry {
             }
         }
         self.link_blob(name, digest).await?;
+        let size = session.size;
         drop(session);
-        self.cancel_upload(name, id).await
+        self.discard_upload(name, id).await?;
+        self.publish(name, caller, Happened::BlobPushed { digest: digest.clone(), size });
+        Ok(())
     }
 
     /// Moves a session's bytes from `from` to `to`, provided they are still the `session.size`
@@ -436,8 +441,15 @@ impl Registry {
         Ok(hasher.finish())
     }
 
+    /// Cancels a session at its client's request: deletes it and its bytes.
+    pub async fn cancel_upload(&self, caller: &Caller, name: &RepoName, id: &UploadId) -> Result<()> {
+        self.discard_upload(name, id).await?;
+        self.publish(name, caller, Happened::UploadCancelled);
+        Ok(())
+    }
+
     /// Deletes a session and its bytes.
-    pub async fn cancel_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
+    async fn discard_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
         self.uploads.remove(name, id);
         match self.storage.delete(&layout::upload(name, id.as_str())).await {
             Err(e) if e.is_not_found() => Err(Error::BlobUploadUnknown),
@@ -468,9 +480,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// How often a running server lets its storage backend tidy up (see [`crate::storage::Storage::tidy`]).
+const TIDY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Lets the storage backend tidy up every [`TIDY_INTERVAL`], with `upload_max_age` as the age
+/// past which incomplete writes are abandoned, whether or not collections are scheduled; upload
+/// sessions idle for that long are forgotten from memory at the same time.
+pub fn spawn_tidy(registry: Arc<Registry>, upload_max_age: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let cutoff = SystemTime::now().checked_sub(upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
+            match registry.storage().tidy(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
+                Err(e) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
+            }
+            let forgotten = registry.expire_upload_sessions(upload_max_age);
+            if forgotten > 0 {
+                tracing::info!(forgotten, "forgot upload sessions idle for longer than the upload age");
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Caller;
 
     #[test]
     fn dates_are_civil() {
@@ -498,10 +536,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = registry(&dir, MAX_SESSIONS);
         let name = RepoName::parse("idle/uploads").expect("a name");
-        let abandoned = registry.start_upload(&name).await.expect("start");
+        let abandoned = registry.start_upload(&Caller::default(), &name).await.expect("start");
         registry.append_upload(&name, &abandoned, Some(0), chunk(b"abc")).await.expect("append");
         let idle_since = Instant::now();
-        let busy = registry.start_upload(&name).await.expect("start");
+        let busy = registry.start_upload(&Caller::default(), &name).await.expect("start");
         assert_eq!(registry.uploads.expire(idle_since), 1, "the one idle since then is forgotten");
         assert!(registry.uploads.get(&name, &busy).is_some() && in_memory(&registry) == 1);
         // What the tidy task calls, with its upload age: a session a request holds is kept.
@@ -515,7 +553,10 @@ mod tests {
         assert_eq!(registry.upload_size(&name, &abandoned).await.expect("size"), 3);
         registry.append_upload(&name, &abandoned, Some(3), chunk(b"def")).await.expect("append");
         let digest = Digest::of(Algorithm::Sha256, b"abcdef");
-        registry.finish_upload(&name, &abandoned, &digest, None, None).await.expect("finish");
+        registry
+            .finish_upload(&Caller::default(), &name, &abandoned, &digest, None, None)
+            .await
+            .expect("finish");
     }
 
     /// Issue 23, item 9: the map of sessions is bounded; at the bound the idlest is forgotten,
@@ -525,10 +566,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = registry(&dir, 2);
         let name = RepoName::parse("many/uploads").expect("a name");
-        let first = registry.start_upload(&name).await.expect("start");
+        let first = registry.start_upload(&Caller::default(), &name).await.expect("start");
         registry.append_upload(&name, &first, Some(0), chunk(b"first")).await.expect("append");
-        let second = registry.start_upload(&name).await.expect("start");
-        let third = registry.start_upload(&name).await.expect("start");
+        let second = registry.start_upload(&Caller::default(), &name).await.expect("start");
+        let third = registry.start_upload(&Caller::default(), &name).await.expect("start");
         assert_eq!(in_memory(&registry), 2);
         assert!(registry.uploads.get(&name, &first).is_none(), "the idlest is forgotten");
         // ...and loaded again from storage when its client comes back, in place of the idlest.
@@ -537,12 +578,19 @@ mod tests {
         assert_eq!(in_memory(&registry), 2);
 
         let held = [registry.session(&name, &first).await, registry.session(&name, &third).await];
-        let refused = registry.start_upload(&name).await.err().map(|e| (e.code(), e.status().as_u16()));
+        let refused = registry
+            .start_upload(&Caller::default(), &name)
+            .await
+            .err()
+            .map(|e| (e.code(), e.status().as_u16()));
         assert_eq!(refused, Some(("TOOMANYREQUESTS", 429)), "a new session at the bound is refused");
         let stored = registry.storage.list(&layout::repository(&name).join("_uploads")).await.expect("list");
         assert_eq!(stored.len(), 3, "the refused session left nothing in storage");
         drop(held);
-        assert!(registry.start_upload(&name).await.is_ok(), "room again once a session is released");
+        assert!(
+            registry.start_upload(&Caller::default(), &name).await.is_ok(),
+            "room again once a session is released"
+        );
     }
 
     #[test]

@@ -11,7 +11,12 @@ use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::{Reference, RepoName};
 
 pub(super) async fn get(req: Req<'_>, name: &RepoName, reference: &Reference) -> Result<Response> {
-    let stored = req.state.registry.get_manifest(name, reference).await?;
+    let registry = &req.state.registry;
+    let stored = if *req.method == axum::http::Method::HEAD {
+        registry.get_manifest(name, reference).await?
+    } else {
+        registry.pull_manifest(&req.caller, name, reference).await?
+    };
     let headers = [
         (header::CONTENT_TYPE, stored.media_type),
         (content_digest(), stored.digest.to_string()),
@@ -54,11 +59,11 @@ async fn read_manifest(body: Body) -> Result<Bytes> {
     Ok(manifest.freeze())
 }
 
-pub(super) async fn put(req: Req<'_>, name: &RepoName, reference: &Reference) -> Result<Response> {
+pub(super) async fn put(mut req: Req<'_>, name: &RepoName, reference: &Reference) -> Result<Response> {
     let registry = req.state.registry.clone();
     let content_type = req.header(header::CONTENT_TYPE).map(str::to_string);
-    let body = read_manifest(req.body).await?;
-    let put = registry.put_manifest(name, reference, content_type.as_deref(), body).await?;
+    let body = read_manifest(std::mem::replace(&mut req.body, Body::empty())).await?;
+    let put = registry.put_manifest(&req.caller, name, reference, content_type.as_deref(), body).await?;
     let mut headers = vec![
         (header::LOCATION, format!("/v2/{name}/manifests/{}", put.digest)),
         (content_digest(), put.digest.to_string()),
@@ -71,6 +76,6 @@ pub(super) async fn put(req: Req<'_>, name: &RepoName, reference: &Reference) ->
 }
 
 pub(super) async fn delete(req: Req<'_>, name: &RepoName, reference: &Reference) -> Result<Response> {
-    req.state.registry.delete_manifest(name, reference).await?;
+    req.state.registry.delete_manifest(&req.caller, name, reference).await?;
     Ok(empty(StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0".to_string())]))
 }

@@ -6,17 +6,22 @@ mod listing;
 mod manifests;
 mod uploads;
 
+pub use blobs::BlobRange;
 pub use uploads::content_range_start;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
+use crate::auth::User;
 use crate::error::{Access, Error, Result};
+use crate::metrics::Route;
 use crate::oci::{Digest, Reference, RepoName};
-use crate::registry::UploadId;
+use crate::registry::{Caller, UploadId};
 use crate::storage::ByteStream;
 
 /// The registry API endpoints, with validated path parameters.
@@ -85,6 +90,19 @@ impl Endpoint {
         Err(Error::RouteUnknown)
     }
 
+    /// The endpoint's label in the request metrics.
+    pub fn route(&self) -> Route {
+        match self {
+            Endpoint::Base => Route::Base,
+            Endpoint::Catalog => Route::Catalog,
+            Endpoint::Tags(_) => Route::Tags,
+            Endpoint::Manifest(..) => Route::Manifest,
+            Endpoint::Blob(..) => Route::Blob,
+            Endpoint::UploadStart(_) | Endpoint::Upload(..) => Route::BlobUpload,
+            Endpoint::Referrers(..) => Route::Referrers,
+        }
+    }
+
     /// What a request with `method` asks of this endpoint, as a `401`'s detail names it.
     pub fn access(&self, method: &Method) -> Access {
         let action = match *method {
@@ -119,10 +137,29 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
         Err(e) => return e.into_response(),
     };
     let query = Query::parse(parts.uri.query());
-    let req = Req { state: &state, method: &parts.method, headers: &parts.headers, query, body };
+    let caller = caller(&parts);
+    let req = Req { state: &state, method: &parts.method, headers: &parts.headers, query, body, caller };
     match route(endpoint, req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Who sent the request, for the events the registry publishes: the user the authentication
+/// middleware verified, and the request's facts.
+fn caller(parts: &axum::http::request::Parts) -> Caller {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let request_id = match header("x-request-id") {
+        "" => uuid::Uuid::new_v4().to_string(),
+        id => id.to_string(),
+    };
+    Caller {
+        user: parts.extensions.get::<User>().map(|user| user.0.clone()),
+        request_id,
+        addr: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
+        host: header("host").to_string(),
+        method: parts.method.to_string(),
+        user_agent: header("user-agent").to_string(),
     }
 }
 
@@ -133,6 +170,7 @@ struct Req<'a> {
     headers: &'a HeaderMap,
     query: Query,
     body: Body,
+    caller: Caller,
 }
 
 impl Req<'_> {
@@ -141,10 +179,11 @@ impl Req<'_> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The body as a stream of bytes.
-    fn into_stream(self) -> ByteStream {
+    /// The body as a stream of bytes (taken: the request keeps an empty one).
+    fn take_stream(&mut self) -> ByteStream {
         use futures_util::{StreamExt, TryStreamExt};
-        self.body.into_data_stream().map_err(std::io::Error::other).boxed()
+        let body = std::mem::replace(&mut self.body, Body::empty());
+        body.into_data_stream().map_err(std::io::Error::other).boxed()
     }
 }
 

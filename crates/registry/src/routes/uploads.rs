@@ -41,19 +41,20 @@ fn query_digest(req: &Req<'_>, key: &str) -> Result<Option<Digest>> {
     req.query.get(key).map(|d| d.parse().map_err(Error::from)).transpose()
 }
 
-pub(super) async fn start(req: Req<'_>, name: &RepoName) -> Result<Response> {
+pub(super) async fn start(mut req: Req<'_>, name: &RepoName) -> Result<Response> {
     let registry = req.state.registry.clone();
     if let Some(digest) = query_digest(&req, "mount")? {
         let from = req.query.get("from").map(|f| RepoName::parse(f).ok_or(Error::NameInvalid)).transpose()?;
-        if registry.mount_blob(name, from.as_ref(), &digest).await? {
+        if registry.mount_blob(&req.caller, name, from.as_ref(), &digest).await? {
             return Ok(created(name, &digest));
         }
     } else if let Some(digest) = query_digest(&req, "digest")? {
-        let id = registry.start_upload(name).await?;
-        registry.finish_upload(name, &id, &digest, None, Some(req.into_stream())).await?;
+        let id = registry.start_upload(&req.caller, name).await?;
+        let body = req.take_stream();
+        registry.finish_upload(&req.caller, name, &id, &digest, None, Some(body)).await?;
         return Ok(created(name, &digest));
     }
-    let id = registry.start_upload(name).await?;
+    let id = registry.start_upload(&req.caller, name).await?;
     Ok(empty(StatusCode::ACCEPTED, session_headers(name, &id, 0)))
 }
 
@@ -76,10 +77,10 @@ fn bad_range() -> Error {
     Error::BlobUploadInvalid("malformed Content-Range".into())
 }
 
-pub(super) async fn patch(req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
+pub(super) async fn patch(mut req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
     let registry = req.state.registry.clone();
     let start = req.header(header::CONTENT_RANGE).map(content_range_start).transpose()?;
-    let size = match registry.append_upload(name, id, start, req.into_stream()).await {
+    let size = match registry.append_upload(name, id, start, req.take_stream()).await {
         Err(Error::ChunkOutOfOrder { size }) => return Ok(out_of_order(name, id, size)),
         other => other?,
     };
@@ -98,12 +99,13 @@ fn out_of_order(name: &RepoName, id: &UploadId, size: u64) -> Response {
     response
 }
 
-pub(super) async fn finish(req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
+pub(super) async fn finish(mut req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
     let registry = req.state.registry.clone();
     let digest = query_digest(&req, "digest")?
         .ok_or_else(|| Error::DigestInvalid("the digest query parameter is required".into()))?;
     let start = req.header(header::CONTENT_RANGE).map(content_range_start).transpose()?;
-    match registry.finish_upload(name, id, &digest, start, Some(req.into_stream())).await {
+    let body = req.take_stream();
+    match registry.finish_upload(&req.caller, name, id, &digest, start, Some(body)).await {
         Err(Error::ChunkOutOfOrder { size }) => Ok(out_of_order(name, id, size)),
         other => other.map(|()| created(name, &digest)),
     }
@@ -115,7 +117,7 @@ pub(super) async fn status(req: Req<'_>, name: &RepoName, id: &UploadId) -> Resu
 }
 
 pub(super) async fn cancel(req: Req<'_>, name: &RepoName, id: &UploadId) -> Result<Response> {
-    req.state.registry.cancel_upload(name, id).await?;
+    req.state.registry.cancel_upload(&req.caller, name, id).await?;
     Ok(empty(StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0".to_string())]))
 }
 

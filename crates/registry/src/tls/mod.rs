@@ -36,7 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChallengeKind, TlsConfig};
-use crate::server::{self, ConnLimits};
+use crate::connection::{self, ConnLimits};
 use acme::{AcmeError, AcmeManager, AcmeSettings};
 use files::CertFiles;
 use redirect::Http01Tokens;
@@ -267,8 +267,8 @@ pub async fn serve(
         let router = redirect::app(tokens.clone(), local.port());
         let cancelled = cancel.clone().cancelled_owned();
         redirect_task =
-            Some(tokio::spawn(server::accept_loop(plain, cancelled, move |tcp, remote, watcher| {
-                server::serve_connection(tcp, remote, router.clone(), limits, watcher)
+            Some(tokio::spawn(connection::accept_loop(plain, cancelled, move |tcp, remote, watcher| {
+                connection::serve(tcp, remote, router.clone(), limits, watcher)
             })));
     }
 
@@ -284,7 +284,7 @@ pub async fn serve(
     tracing::info!(addr = %local, "registry listening on https://{local}");
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let app = if hsts { app.layer(axum::middleware::map_response(strict_transport_security)) } else { app };
-    server::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
+    connection::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
         connection(tcp, remote, acceptor.clone(), app.clone(), limits, watcher)
     })
     .await;
@@ -342,7 +342,7 @@ async fn connection(
         let _ = tls.shutdown().await;
         return;
     }
-    server::serve_connection(tls, remote, app, limits, watcher).await;
+    connection::serve(tls, remote, app, limits, watcher).await;
 }
 
 #[cfg(test)]

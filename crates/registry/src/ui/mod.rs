@@ -13,6 +13,8 @@
 
 mod pages;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,7 +24,6 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::AppState;
 use crate::error::Error;
 use crate::oci::manifest::{Descriptor, Kind, Manifest};
 use crate::oci::{Digest, Reference, RepoName, Tag};
@@ -40,14 +41,15 @@ const MAX_CONFIG: u64 = 4 << 20;
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The UI's routes (the caller puts them behind authentication).
-pub fn router() -> Router<AppState> {
+/// The UI's routes over `registry` (the caller puts them behind authentication).
+pub fn router<S: Clone + Send + Sync + 'static>(registry: Arc<Registry>) -> Router<S> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(repositories))
         .route("/ui/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/ui/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/ui/repositories/{*rest}", get(repository_or_manifest))
+        .with_state(registry)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -110,8 +112,8 @@ pub(crate) struct RepoSummary {
     pub(crate) tags: usize,
 }
 
-async fn repositories(State(state): State<AppState>, Query(search): Query<Search>) -> Response {
-    let registry = &state.registry;
+async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Query<Search>) -> Response {
+    let registry = registry.as_ref();
     let names = match registry.catalog().await {
         Ok(names) => names,
         Err(e) => return error_page(e),
@@ -140,7 +142,7 @@ async fn repositories(State(state): State<AppState>, Query(search): Query<Search
 }
 
 async fn repository_or_manifest(
-    State(state): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Path(rest): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -152,11 +154,11 @@ async fn repository_or_manifest(
     let Some(name) = RepoName::parse(name) else { return error_page(Error::NameUnknown) };
     let result = match tail.and_then(|t| t.strip_prefix("manifests/")) {
         Some(reference) => match Reference::parse(reference) {
-            Ok(reference) => manifest_page(&state.registry, &name, &reference, &host).await,
+            Ok(reference) => manifest_page(&registry, &name, &reference, &host).await,
             Err(_) => Err(Error::ManifestUnknown),
         },
         None if tail.is_some() => Err(Error::ManifestUnknown),
-        None => repository_page(&state.registry, &name, &host).await,
+        None => repository_page(&registry, &name, &host).await,
     };
     result.unwrap_or_else(error_page)
 }

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use axum::http::StatusCode;
 
 use super::{ManifestView, RepoSummary, TagSummary};
-use crate::gc::human_bytes;
 use crate::oci::manifest::{Descriptor, Kind};
+use crate::units::human_bytes;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(crate) fn esc(text: &str) -> String {
