@@ -10,6 +10,22 @@
 //! asked), the `_layers` links of deleted blobs, and upload sessions idle for longer than
 //! `upload_max_age`.
 //!
+//! **Cost** (R repositories, T tags, M distinct manifests, B blobs). The mark reads one
+//! repository at a time, depth first ([`Repositories`]): what it keeps is the mark set, 32 bytes
+//! a marked blob or manifest ([`Key`], in a hash set: about 60 bytes with the table), the child
+//! lists of index manifests, the directories still to list, and what is to be deleted; a
+//! repository's links are dropped once it is marked. Blobs are streamed ([`Storage::visit`]).
+//! - Storage requests: per repository one `list` of its directory, one `walk` of its
+//!   `_manifests` and of its `_layers` (of `_referrers` and `_uploads` when it has them), one
+//!   `get` per tag (8 at a time); one `get` per distinct manifest, however many repositories
+//!   hold it; one walk of the blobs. On S3 a `list` or `walk` is one LIST request per 1000 keys:
+//!   about 3R + T + M + B/1000 requests in all. **Per 10,000 blobs the sweep's walk is 10 LIST
+//!   requests** (0.2-0.3 s at 20-30 ms each); the mark costs the repositories, e.g. 1,000
+//!   repositories of 3 tags: about 6,000 requests, 2-3 minutes at 20-30 ms each.
+//! - Time: proportional to those requests, O(R + T + M + B); marking is a hash lookup each.
+//! - A real run (not `--dry-run`) that deletes blobs walks the repositories' `_layers` once more
+//!   to remove links to them, and deletes each item with one request.
+//!
 //! Pushes and collections coordinate through the pin protocol of [`crate::registry::pins`], so
 //! a push running during a collection never loses a layer.
 
@@ -163,19 +179,74 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
-/// What a collection learns from one walk of the repositories.
+/// A digest as the mark set keeps it: its first 32 bytes (all of a SHA-256; a SHA-512's first
+/// half, which no SHA-256 digest can be made to equal short of a preimage attack), a tenth of
+/// the memory of its text.
+type Key = [u8; 32];
+
+fn key(digest: &Digest) -> Key {
+    let mut key = [0u8; 32];
+    // A parsed digest's hex is lowercase hex of at least 64 digits, so this cannot fail.
+    let _ = hex::decode_to_slice(&digest.hex().as_bytes()[..64], &mut key);
+    key
+}
+
+/// Whether a name read from storage can be joined to a path ([`StoragePath::new`]'s rule): a
+/// hostile bucket may hold keys with `..` in them.
+fn safe_component(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
+}
+
+/// The repositories below [`layout::repositories`], one at a time, depth first: what is held
+/// between two repositories is the directories still to be listed, nothing of the ones done.
+struct Repositories {
+    /// Directories to list: (repository name they would have, path).
+    pending: Vec<(String, StoragePath)>,
+}
+
+impl Repositories {
+    fn new() -> Repositories {
+        Repositories { pending: vec![(String::new(), layout::repositories())] }
+    }
+
+    /// The next repository: its name, its directory and the names of its `_` parts. A
+    /// directory with a `_` child is a repository; its other children may hold more.
+    async fn next(
+        &mut self,
+        storage: &dyn Storage,
+    ) -> Result<Option<(String, StoragePath, Vec<String>)>, StorageError> {
+        while let Some((name, dir)) = self.pending.pop() {
+            let mut children = storage.list(&dir).await?;
+            // Reversed, so the stack pops them in name order.
+            children.sort_unstable_by(|a, b| b.cmp(a));
+            let mut parts = Vec::new();
+            for child in children.into_iter().filter(|c| safe_component(c)) {
+                if child.starts_with('_') {
+                    parts.push(child);
+                } else {
+                    let nested = if name.is_empty() { child.clone() } else { format!("{name}/{child}") };
+                    self.pending.push((nested, dir.join(&child)));
+                }
+            }
+            if !name.is_empty() && !parts.is_empty() {
+                return Ok(Some((name, dir, parts)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One repository's links, read just before it is marked and dropped right after.
 #[derive(Debug, Default)]
-struct Repo {
-    /// Manifest revisions: digest -> path of the revision directory, and whether it is recent.
-    revisions: BTreeMap<Digest, (StoragePath, bool)>,
-    /// Tag -> its `current` directory (holding the link).
-    tags: BTreeMap<String, StoragePath>,
+struct RepoLinks {
+    /// Manifest revisions, and whether each was linked within the grace period.
+    revisions: BTreeMap<Digest, bool>,
+    /// Tags that have a `current` link.
+    tags: Vec<String>,
     /// Tag history entries: digest -> their directories.
     tag_index: HashMap<Digest, Vec<StoragePath>>,
-    /// Layer links: digest -> directory of the link.
-    layers: HashMap<Digest, StoragePath>,
     /// Blobs linked within the grace period.
-    recent_layers: HashSet<Digest>,
+    recent_layers: Vec<Digest>,
     /// Referrers: subject -> (referrer, directory of the link).
     referrers: HashMap<Digest, Vec<(Digest, StoragePath)>>,
     /// Upload sessions: id -> latest modification time of anything in them.
@@ -184,128 +255,207 @@ struct Repo {
     unreadable: Vec<Unreadable>,
 }
 
-/// Joins `base` and a relative path whose last components are dropped.
-fn dir_of(base: &StoragePath, parts: &[&str]) -> StoragePath {
-    StoragePath::new(std::iter::once(base.as_str()).chain(parts.iter().copied()))
-}
-
 /// Parses `<alg>/<hex>` at `parts[i..i + 2]`.
 fn digest_at(parts: &[&str], i: usize) -> Option<Digest> {
     let (alg, hex) = (parts.get(i)?, parts.get(i + 1)?);
     format!("{alg}:{hex}").parse().ok()
 }
 
-/// Reads every repository's links and uploads in one walk.
-async fn scan_repositories(
+/// The `_` parts a collection reads; anything else under a repository is not ours.
+const PARTS: [&str; 4] = ["_manifests", "_layers", "_referrers", "_uploads"];
+
+/// Reads the links of repository `name` (directory `dir`), one walk of each of its `parts`.
+async fn read_repository(
     storage: &dyn Storage,
+    name: &str,
+    dir: &StoragePath,
+    parts: &[String],
     cutoff: SystemTime,
-) -> Result<BTreeMap<String, Repo>, StorageError> {
-    let base = layout::repositories();
-    let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+) -> Result<RepoLinks, StorageError> {
     let recent = |m: Option<SystemTime>| m.is_none_or(|m| m > cutoff);
-    for (relative, meta) in storage.walk(&base).await? {
-        let parts: Vec<&str> = relative.split('/').collect();
-        let Some(split) = parts.iter().position(|p| p.starts_with('_')) else { continue };
-        if split == 0 {
-            continue;
-        }
-        let name = parts[..split].join("/");
-        let rest = &parts[split..];
-        let repo = repos.entry(name).or_default();
-        let at = |n: usize| dir_of(&base, &parts[..split + n]);
-        match rest {
-            ["_manifests", "revisions", _, _, "link"] => match digest_at(rest, 2) {
-                Some(d) => {
-                    repo.revisions.insert(d, (at(4), recent(meta.modified)));
-                }
-                None => repo.unreadable.push(Unreadable {
-                    repository: parts[..split].join("/"),
-                    item: format!("revision {}", rest[2..4].join("/")),
-                    reason: "its path names no digest this registry reads".into(),
-                }),
-            },
-            ["_manifests", "tags", tag, "current", "link"] => {
-                repo.tags.insert((*tag).to_string(), at(4));
+    let mut repo = RepoLinks::default();
+    for part in parts.iter().filter(|p| PARTS.contains(&p.as_str())) {
+        for (relative, meta) in storage.walk(&dir.join(part)).await? {
+            let full = format!("{part}/{relative}");
+            let rest: Vec<&str> = full.split('/').collect();
+            if !rest.iter().all(|c| safe_component(c)) {
+                continue;
             }
-            ["_manifests", "tags", _, "index", _, _, "link"] => {
-                if let Some(d) = digest_at(rest, 4) {
-                    repo.tag_index.entry(d).or_default().push(at(6));
-                }
-            }
-            ["_layers", _, _, "link"] => {
-                if let Some(d) = digest_at(rest, 1) {
-                    if recent(meta.modified) {
-                        // Linked just now (an upload finished or a blob was mounted): it
-                        // belongs to a push whose manifest may not have landed yet.
-                        repo.recent_layers.insert(d.clone());
+            let at =
+                |n: usize| StoragePath::new(std::iter::once(dir.as_str()).chain(rest[..n].iter().copied()));
+            match rest.as_slice() {
+                ["_manifests", "revisions", _, _, "link"] => match digest_at(&rest, 2) {
+                    Some(d) => {
+                        repo.revisions.insert(d, recent(meta.modified));
                     }
-                    repo.layers.insert(d, at(3));
+                    None => repo.unreadable.push(Unreadable {
+                        repository: name.to_string(),
+                        item: format!("revision {}", rest[2..4].join("/")),
+                        reason: "its path names no digest this registry reads".into(),
+                    }),
+                },
+                ["_manifests", "tags", tag, "current", "link"] => repo.tags.push((*tag).to_string()),
+                ["_manifests", "tags", _, "index", _, _, "link"] => {
+                    if let Some(d) = digest_at(&rest, 4) {
+                        repo.tag_index.entry(d).or_default().push(at(6));
+                    }
                 }
-            }
-            ["_referrers", _, _, _, _, "link"] => {
-                if let (Some(subject), Some(referrer)) = (digest_at(rest, 1), digest_at(rest, 3)) {
-                    repo.referrers.entry(subject).or_default().push((referrer, at(5)));
+                // Linked just now (an upload finished or a blob was mounted): it belongs to a
+                // push whose manifest may not have landed yet.
+                ["_layers", _, _, "link"] if recent(meta.modified) => {
+                    repo.recent_layers.extend(digest_at(&rest, 1));
                 }
+                ["_referrers", _, _, _, _, "link"] => {
+                    if let (Some(subject), Some(referrer)) = (digest_at(&rest, 1), digest_at(&rest, 3)) {
+                        repo.referrers.entry(subject).or_default().push((referrer, at(5)));
+                    }
+                }
+                ["_uploads", id, ..] => {
+                    let latest = repo.uploads.entry((*id).to_string()).or_insert(meta.modified);
+                    *latest = match (*latest, meta.modified) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+                _ => {}
             }
-            ["_uploads", id, ..] => {
-                let latest = repo.uploads.entry((*id).to_string()).or_insert(meta.modified);
-                *latest = match (*latest, meta.modified) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    _ => None,
-                };
-            }
-            _ => {}
         }
     }
-    Ok(repos)
+    Ok(repo)
 }
 
-/// Manifests read so far, by digest (a manifest in many repositories is read once), and the
-/// ones that could not be read.
+/// Reads the links of repository `name` found by its name (not by a walk).
+async fn read_named(
+    storage: &dyn Storage,
+    name: &str,
+    cutoff: SystemTime,
+) -> Result<RepoLinks, StorageError> {
+    let dir = layout::repositories().join(name);
+    let parts = storage.list(&dir).await?;
+    read_repository(storage, name, &dir, &parts, cutoff).await
+}
+
+/// The mark: what is in use, as compact [`Key`]s, and what is known of the manifests read so
+/// far (a manifest shared by many repositories is read once).
 #[derive(Default)]
-struct ManifestCache {
-    /// What each manifest names; `None` when its bytes are gone or cannot be read.
-    read: HashMap<Digest, Option<References>>,
+struct Mark {
+    /// Blobs and manifests in use.
+    marked: HashSet<Key>,
+    /// Manifests whose blobs are marked.
+    expanded: HashSet<Key>,
+    /// The child manifests of expanded indexes (an image has none and takes no entry).
+    children: HashMap<Key, Box<[Digest]>>,
+    /// Manifests read and found readable but not marked (untagged, under `delete_untagged`).
+    checked: HashSet<Key>,
+    /// Manifests that could not be read or whose bytes are gone (recorded once).
+    failed: HashSet<Key>,
     /// Manifests (and links) whose content cannot be read: what they keep alive is unknown.
     unreadable: Vec<Unreadable>,
     /// Manifests whose bytes are gone.
     missing: Vec<String>,
 }
 
-impl ManifestCache {
-    /// The references of manifest `digest`, found in `repository`; `None` (and recorded) when
-    /// its bytes are gone or cannot be read.
-    async fn get(
+impl Mark {
+    /// Reads manifest `digest`, found in `repository`; `None` (and recorded) when its bytes are
+    /// gone or cannot be read.
+    async fn read(
         &mut self,
         storage: &dyn Storage,
         repository: &str,
         digest: &Digest,
     ) -> Result<Option<References>, StorageError> {
-        if let Some(found) = self.read.get(digest) {
-            return Ok(found.clone());
-        }
-        let found = match storage.get(&layout::blob_data(digest)).await {
+        let failure = match storage.get(&layout::blob_data(digest)).await {
             Ok(body) => match References::of_stored(&body) {
-                Ok(refs) => Some(refs),
+                Ok(refs) => return Ok(Some(refs)),
                 Err(e) => {
                     self.unreadable.push(Unreadable {
                         repository: repository.to_string(),
                         item: format!("manifest {digest}"),
                         reason: e.to_string(),
                     });
-                    None
+                    key(digest)
                 }
             },
             Err(e) if e.is_not_found() => {
                 // No pull can reach what it named any more, and the bytes cannot come back but
                 // by a push that uploads what it names again.
                 self.missing.push(format!("manifest {digest} in {repository} has no bytes in storage"));
-                None
+                key(digest)
             }
             Err(e) => return Err(e),
         };
-        self.read.insert(digest.clone(), found.clone());
-        Ok(found)
+        self.failed.insert(failure);
+        Ok(None)
+    }
+
+    /// Marks the blobs manifest `digest` names (reading it the first time); its children.
+    async fn expand(
+        &mut self,
+        storage: &dyn Storage,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Vec<Digest>, StorageError> {
+        let k = key(digest);
+        if self.expanded.contains(&k) {
+            return Ok(self.children.get(&k).map(|c| c.to_vec()).unwrap_or_default());
+        }
+        if self.failed.contains(&k) {
+            return Ok(Vec::new());
+        }
+        let Some(References { blobs, children }) = self.read(storage, repository, digest).await? else {
+            return Ok(Vec::new());
+        };
+        self.marked.extend(blobs.iter().map(key));
+        self.expanded.insert(k);
+        self.checked.remove(&k);
+        if !children.is_empty() {
+            self.children.insert(k, children.clone().into_boxed_slice());
+        }
+        Ok(children)
+    }
+
+    /// Reads manifest `digest` once without marking what it names: unreadable bytes are a sign
+    /// of something wrong (another tool's format, corruption) that the operator must see.
+    async fn check(
+        &mut self,
+        storage: &dyn Storage,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<(), StorageError> {
+        let k = key(digest);
+        if self.expanded.contains(&k) || self.checked.contains(&k) || self.failed.contains(&k) {
+            return Ok(());
+        }
+        if self.read(storage, repository, digest).await?.is_some() {
+            self.checked.insert(k);
+        }
+        Ok(())
+    }
+
+    /// Marks everything `roots` reach in repository `name` (and, with `follow_referrers`, the
+    /// referrers of what they reach); returns the manifests of the repository kept.
+    async fn repository(
+        &mut self,
+        storage: &dyn Storage,
+        name: &str,
+        repo: &RepoLinks,
+        roots: Vec<Digest>,
+        follow_referrers: bool,
+    ) -> Result<HashSet<Digest>, StorageError> {
+        let mut kept = HashSet::new();
+        let mut work = roots;
+        while let Some(digest) = work.pop() {
+            if kept.contains(&digest) {
+                continue;
+            }
+            self.marked.insert(key(&digest));
+            work.extend(self.expand(storage, name, &digest).await?);
+            if follow_referrers && let Some(referrers) = repo.referrers.get(&digest) {
+                work.extend(referrers.iter().map(|(r, _)| r.clone()));
+            }
+            kept.insert(digest);
+        }
+        Ok(kept)
     }
 
     /// Stops the collection before it deletes anything if a manifest could not be read.
@@ -317,31 +467,61 @@ impl ManifestCache {
     }
 }
 
-/// Marks everything `roots` reach in one repository; returns the manifests kept.
-async fn mark_repository(
+/// The roots of repository `name`: its tags' manifests, and every revision unless untagged
+/// ones are to go (those linked within the grace period stay roots). Untagged revisions are
+/// read all the same ([`Mark::check`]).
+async fn roots_of(
     storage: &dyn Storage,
-    (name, repo): (&str, &Repo),
-    roots: Vec<Digest>,
-    follow_referrers: bool,
-    marked: &mut HashSet<Digest>,
-    cache: &mut ManifestCache,
-) -> Result<HashSet<Digest>, StorageError> {
-    let mut kept = HashSet::new();
-    let mut work = roots;
-    while let Some(digest) = work.pop() {
-        if !kept.insert(digest.clone()) {
-            continue;
-        }
-        marked.insert(digest.clone());
-        if let Some(References { blobs, children }) = cache.get(storage, name, &digest).await? {
-            marked.extend(blobs);
-            work.extend(children);
-        }
-        if follow_referrers && let Some(referrers) = repo.referrers.get(&digest) {
-            work.extend(referrers.iter().map(|(r, _)| r.clone()));
+    name: &str,
+    dir: &StoragePath,
+    repo: &RepoLinks,
+    options: &GcOptions,
+    mark: &mut Mark,
+) -> Result<Vec<Digest>, StorageError> {
+    let tags = dir.join("_manifests").join("tags");
+    // A handful of tag links read at once: on S3 each is a request of 10-30 ms.
+    let mut links = Vec::new();
+    for chunk in repo.tags.chunks(TAG_READS) {
+        let paths: Vec<StoragePath> =
+            chunk.iter().map(|t| tags.join(t).join("current").join("link")).collect();
+        links.extend(
+            chunk.iter().zip(futures_util::future::join_all(paths.iter().map(|p| storage.get(p))).await),
+        );
+    }
+    let mut roots = Vec::new();
+    for (tag, link) in links {
+        match link {
+            Ok(text) => match String::from_utf8_lossy(&text).trim().parse::<Digest>() {
+                Ok(digest) => roots.push(digest),
+                Err(e) => mark.unreadable.push(Unreadable {
+                    repository: name.to_string(),
+                    item: format!("tag {tag}"),
+                    reason: format!("its link does not name a digest: {e}"),
+                }),
+            },
+            Err(e) if e.is_not_found() => {} // the tag was deleted since the walk
+            Err(e) => return Err(e),
         }
     }
-    Ok(kept)
+    for (digest, recent) in &repo.revisions {
+        if !options.delete_untagged || *recent {
+            roots.push(digest.clone());
+        } else {
+            mark.check(storage, name, digest).await?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Tag links read concurrently within a repository.
+const TAG_READS: usize = 8;
+
+/// An untagged manifest to delete: the report's entry and the links that name it.
+struct Untagged {
+    repository: String,
+    digest: Digest,
+    /// Its revision, tag history and referrer links.
+    links: Vec<StoragePath>,
 }
 
 /// Deletes `path`, treating "already gone" as done.
@@ -415,150 +595,154 @@ async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcE
     let upload_cutoff = now.checked_sub(options.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
     let mut report = GcReport { dry_run: options.dry_run, ..GcReport::default() };
 
-    // Mark.
-    let repos = scan_repositories(storage, cutoff).await?;
-    report.repositories = repos.len();
-    let mut marked: HashSet<Digest> = HashSet::new();
-    let mut cache = ManifestCache::default();
-    let mut untagged: Vec<(String, Digest)> = Vec::new();
-    let mut recently_linked: HashSet<Digest> = HashSet::new();
-    for (name, repo) in &repos {
-        recently_linked.extend(repo.recent_layers.iter().cloned());
-        cache.unreadable.extend(repo.unreadable.iter().cloned());
-        let mut roots = Vec::new();
-        for (tag, link) in &repo.tags {
-            match storage.get(&link.join("link")).await {
-                Ok(text) => match String::from_utf8_lossy(&text).trim().parse::<Digest>() {
-                    Ok(digest) => roots.push(digest),
-                    Err(e) => cache.unreadable.push(Unreadable {
-                        repository: name.clone(),
-                        item: format!("tag {tag}"),
-                        reason: format!("its link does not name a digest: {e}"),
-                    }),
-                },
-                Err(e) if e.is_not_found() => {} // the tag was deleted since the walk
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for (digest, (_, recent)) in &repo.revisions {
-            if !options.delete_untagged || *recent {
-                roots.push(digest.clone());
-            } else {
-                // Read even if nothing reaches it: unreadable bytes are a sign of something
-                // wrong (another tool's format, corruption) that the operator must see.
-                cache.get(storage, name, digest).await?;
-            }
-        }
-        let kept =
-            mark_repository(storage, (name, repo), roots, options.delete_untagged, &mut marked, &mut cache)
-                .await?;
+    // Mark, one repository at a time: its links are read, marked from and dropped.
+    let mut mark = Mark::default();
+    let mut untagged: Vec<Untagged> = Vec::new();
+    let mut recently_linked: HashSet<Key> = HashSet::new();
+    let mut repositories = Repositories::new();
+    while let Some((name, dir, parts)) = repositories.next(storage).await? {
+        let repo = read_repository(storage, &name, &dir, &parts, cutoff).await?;
+        report.repositories += 1;
+        recently_linked.extend(repo.recent_layers.iter().map(key));
+        mark.unreadable.extend(repo.unreadable.iter().cloned());
+        let roots = roots_of(storage, &name, &dir, &repo, options, &mut mark).await?;
+        let kept = mark.repository(storage, &name, &repo, roots, options.delete_untagged).await?;
         report.manifests_kept += repo.revisions.keys().filter(|d| kept.contains(*d)).count();
         if options.delete_untagged {
-            untagged.extend(
-                repo.revisions.keys().filter(|d| !kept.contains(*d)).map(|d| (name.clone(), d.clone())),
-            );
+            for digest in repo.revisions.keys().filter(|d| !kept.contains(*d)) {
+                let revision = StoragePath::new([
+                    dir.as_str(),
+                    "_manifests/revisions",
+                    digest.algorithm().as_str(),
+                    digest.hex(),
+                ]);
+                let history = repo.tag_index.get(digest).into_iter().flatten().cloned();
+                let referring = repo.referrers.values().flatten().filter(|(r, _)| r == digest);
+                let links = std::iter::once(revision).chain(history).chain(referring.map(|(_, l)| l.clone()));
+                untagged.push(Untagged {
+                    repository: name.clone(),
+                    digest: digest.clone(),
+                    links: links.collect(),
+                });
+            }
+        }
+        for (id, latest) in &repo.uploads {
+            if latest.is_some_and(|t| t <= upload_cutoff) {
+                report.uploads.push(SweptUpload { repository: name.clone(), id: id.clone() });
+            }
         }
     }
+    mark.refuse_on_doubt()?;
 
-    cache.refuse_on_doubt()?;
-
-    // Candidates.
+    // Candidates: blobs nothing marked, streamed from storage.
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
-    for (relative, meta) in storage.walk(&layout::blobs()).await? {
-        let parts: Vec<&str> = relative.split('/').collect();
-        let [alg, _, hex, "data"] = parts.as_slice() else { continue };
-        let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
-        report.blobs_total += 1;
-        if marked.contains(&digest) {
-            report.blobs_in_use += 1;
-        } else if meta.modified.is_none_or(|m| m > cutoff) || recently_linked.contains(&digest) {
-            report.blobs_spared_recent += 1;
-        } else {
-            blobs.insert(digest, meta.size);
-        }
-    }
+    storage
+        .visit(&layout::blobs(), &mut |relative, meta| {
+            let parts: Vec<&str> = relative.split('/').collect();
+            let [alg, _, hex, "data"] = parts.as_slice() else { return };
+            let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { return };
+            report.blobs_total += 1;
+            let k = key(&digest);
+            if mark.marked.contains(&k) {
+                report.blobs_in_use += 1;
+            } else if meta.modified.is_none_or(|m| m > cutoff) || recently_linked.contains(&k) {
+                report.blobs_spared_recent += 1;
+            } else {
+                blobs.insert(digest, meta.size);
+            }
+        })
+        .await?;
 
     if !options.dry_run && (!blobs.is_empty() || !untagged.is_empty()) {
         // Say what is about to go, then see what pushes pinned meanwhile.
-        let doomed = digest_lines(blobs.keys().chain(untagged.iter().map(|(_, d)| d)));
+        let doomed = digest_lines(blobs.keys().chain(untagged.iter().map(|u| &u.digest)));
         storage.put(&doomed_path(), doomed).await?;
         let pinned = read_pins(storage).await?;
         if !pinned.is_empty() {
             // A pinned manifest keeps what it names, as if it were tagged.
-            let spared: Vec<Digest> =
-                untagged.iter().filter(|(_, d)| pinned.contains(d)).map(|(_, d)| d.clone()).collect();
-            untagged.retain(|(_, d)| !pinned.contains(d));
-            let mut keep = pinned.clone();
-            for (name, repo) in repos.iter() {
-                let roots: Vec<Digest> =
-                    spared.iter().filter(|d| repo.revisions.contains_key(*d)).cloned().collect();
-                if !roots.is_empty() {
-                    mark_repository(storage, (name, repo), roots, true, &mut keep, &mut cache).await?;
-                }
+            let (spared, doomed): (Vec<Untagged>, Vec<Untagged>) =
+                untagged.into_iter().partition(|u| pinned.contains(&u.digest));
+            untagged = doomed;
+            let mut keep = Mark { marked: pinned.iter().map(key).collect(), ..Mark::default() };
+            for Untagged { repository, digest, .. } in spared {
+                let repo = read_named(storage, &repository, cutoff).await?;
+                keep.repository(storage, &repository, &repo, vec![digest], true).await?;
             }
             // The children of a spared manifest were not all read by the mark.
-            cache.refuse_on_doubt()?;
+            keep.refuse_on_doubt()?;
             let before = blobs.len();
-            blobs.retain(|d, _| !keep.contains(d));
+            blobs.retain(|d, _| !keep.marked.contains(&key(d)));
             report.blobs_spared_pinned = before - blobs.len();
         }
     }
 
     // Sweep.
-    for (name, digest) in &untagged {
-        report.manifests.push(SweptManifest { repository: name.clone(), digest: digest.to_string() });
-        if options.dry_run {
-            continue;
-        }
-        let Some(repo) = repos.get(name) else { continue };
-        if let Some((dir, _)) = repo.revisions.get(digest) {
-            remove(storage, dir).await?;
-        }
-        for dir in repo.tag_index.get(digest).into_iter().flatten() {
-            remove(storage, dir).await?;
-        }
-        for (_, links) in repo.referrers.iter() {
-            for (referrer, dir) in links {
-                if referrer == digest {
-                    remove(storage, dir).await?;
-                }
-            }
-        }
-    }
-    for (digest, size) in &blobs {
-        report.blobs.push(SweptBlob { digest: digest.to_string(), size: *size });
-        report.bytes_freed += size;
-        if options.dry_run {
-            continue;
-        }
-        let hex = digest.hex();
-        let dir = StoragePath::new([layout::blobs().as_str(), digest.algorithm().as_str(), &hex[..2], hex]);
-        remove(storage, &dir).await?;
-        for repo in repos.values() {
-            if let Some(link) = repo.layers.get(digest) {
+    for u in &untagged {
+        if !options.dry_run {
+            for link in &u.links {
                 remove(storage, link).await?;
             }
         }
     }
-    for (name, repo) in &repos {
-        for (id, latest) in &repo.uploads {
-            if latest.is_none_or(|t| t > upload_cutoff) {
-                continue;
-            }
-            report.uploads.push(SweptUpload { repository: name.clone(), id: id.clone() });
-            if !options.dry_run {
-                remove(storage, &layout::repositories().join(name).join("_uploads").join(id)).await?;
-            }
+    report.manifests = untagged
+        .into_iter()
+        .map(|u| SweptManifest { repository: u.repository, digest: u.digest.to_string() })
+        .collect();
+    for (digest, size) in &blobs {
+        report.blobs.push(SweptBlob { digest: digest.to_string(), size: *size });
+        report.bytes_freed += size;
+        if !options.dry_run {
+            let hex = digest.hex();
+            let dir =
+                StoragePath::new([layout::blobs().as_str(), digest.algorithm().as_str(), &hex[..2], hex]);
+            remove(storage, &dir).await?;
         }
     }
     if !options.dry_run {
+        let deleted: HashSet<Key> = blobs.keys().map(key).collect();
+        unlink_layers(storage, &deleted, cutoff).await?;
+        for upload in &report.uploads {
+            remove(
+                storage,
+                &layout::repositories().join(&upload.repository).join("_uploads").join(&upload.id),
+            )
+            .await?;
+        }
         report.incomplete_writes = storage.tidy(upload_cutoff).await?;
         remove(storage, &pins_dir()).await?;
     }
     report.manifests.sort();
     report.uploads.sort();
-    report.warnings = cache.missing;
+    report.warnings = mark.missing;
     Ok(report)
+}
+
+/// Removes the `_layers` links to `deleted` blobs, one repository at a time. A link written
+/// within the grace period belongs to a push that uploaded the blob again since: it stays.
+async fn unlink_layers(
+    storage: &dyn Storage,
+    deleted: &HashSet<Key>,
+    cutoff: SystemTime,
+) -> Result<(), StorageError> {
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let mut repositories = Repositories::new();
+    while let Some((_, dir, parts)) = repositories.next(storage).await? {
+        if !parts.iter().any(|p| p == "_layers") {
+            continue;
+        }
+        let layers = dir.join("_layers");
+        for (relative, meta) in storage.walk(&layers).await? {
+            let rest: Vec<&str> = relative.split('/').collect();
+            let [alg, hex, "link"] = rest.as_slice() else { continue };
+            let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
+            if deleted.contains(&key(&digest)) && meta.modified.is_some_and(|m| m <= cutoff) {
+                remove(storage, &layers.join(alg).join(hex)).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs a collection every `interval` in the background (the first one `interval` after
@@ -864,6 +1048,84 @@ mod tests {
         store_manifest(storage.as_ref(), &name, body.as_bytes(), Some("old")).await;
         let report = collect(storage.as_ref(), &quick(false, true)).await.expect("collect");
         assert_eq!((report.blobs.len(), report.blobs_in_use), (0, 2), "{report:?}");
+    }
+
+    /// How many `op` calls `metrics` counted.
+    fn ops(metrics: &crate::metrics::Metrics, op: &str) -> u64 {
+        let prefix = format!("regctl_storage_operations_total{{operation=\"{op}\",outcome=\"ok\"}} ");
+        let text = metrics.render(None);
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok()).unwrap_or(0)
+    }
+
+    /// Issue 22: the mark reads one repository at a time (nested ones, and ones holding only
+    /// uploads, too) with a bounded number of requests each, and a manifest shared by every
+    /// repository once.
+    #[tokio::test]
+    async fn the_mark_costs_a_few_requests_per_repository_and_one_read_per_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let fs: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::metrics::InstrumentedStorage::new(fs, metrics.clone()));
+        let registry = Registry::new(storage.clone());
+        let first = RepoName::parse("a").expect("name");
+        let garbage = blob(&registry, &first, b"nothing names this").await;
+        let mut bodies = Vec::new();
+        for i in 0..3u8 {
+            let config =
+                blob(&registry, &first, [b"{\"c\":0}", b"{\"c\":1}", b"{\"c\":2}"][usize::from(i)]).await;
+            let layer = blob(&registry, &first, [b"layer 0", b"layer 1", b"layer 2"][usize::from(i)]).await;
+            bodies.push(manifest(&config, &[&layer]));
+        }
+        let mut names = vec!["a".to_string(), "a/c".to_string()];
+        names.extend((0..10).map(|i| format!("team1/app{i}")));
+        for (i, name) in names.iter().enumerate() {
+            let name = RepoName::parse(name).expect("name");
+            for t in 0..2 {
+                store_manifest(storage.as_ref(), &name, &bodies[(i + t) % 3], Some(&format!("t{t}"))).await;
+            }
+        }
+        registry
+            .start_upload(&Caller::default(), &RepoName::parse("z/uploads").expect("name"))
+            .await
+            .expect("an upload");
+        let (gets, lists, walks) = (ops(&metrics, "get"), ops(&metrics, "list"), ops(&metrics, "walk"));
+
+        let report = collect(storage.as_ref(), &quick(true, false)).await.expect("collect");
+        assert_eq!(report.repositories, names.len() + 1, "{report:?}");
+        assert_eq!((report.blobs_in_use, report.blobs.len()), (9, 1), "{report:?}");
+        assert_eq!(report.blobs[0].digest, garbage.0.to_string());
+        // Every tag link, and each manifest once.
+        assert_eq!(ops(&metrics, "get") - gets, 2 * names.len() as u64 + 3);
+        // Each repository's directory, and the namespaces above them (root, team1, z).
+        assert_eq!(ops(&metrics, "list") - lists, names.len() as u64 + 1 + 3);
+        // `_manifests` and `_layers` where there are any, `_uploads`, and the blobs.
+        assert!(ops(&metrics, "walk") - walks <= 2 * names.len() as u64 + 2);
+    }
+
+    /// A real run removes the links to the blobs it deleted, and only those.
+    #[tokio::test]
+    async fn deleted_blobs_lose_their_layer_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Registry::new(storage.clone());
+        let name = RepoName::parse("gc/links").expect("name");
+        let unused = blob(&registry, &name, b"unused").await;
+        let config = blob(&registry, &name, b"{\"config\":3}").await;
+        registry
+            .put_manifest(
+                &Caller::default(),
+                &name,
+                &Reference::parse("t").expect("tag"),
+                Some(OCI_MANIFEST),
+                manifest(&config, &[]),
+            )
+            .await
+            .expect("push");
+        let report = collect(storage.as_ref(), &quick(false, false)).await.expect("collect");
+        assert_eq!(report.blobs.len(), 1, "{report:?}");
+        assert!(storage.stat(&layout::layer_link(&name, &unused.0)).await.is_err_and(|e| e.is_not_found()));
+        assert!(storage.stat(&layout::layer_link(&name, &config.0)).await.is_ok());
     }
 
     /// A second collection is refused while one is announced.

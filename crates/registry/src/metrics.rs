@@ -535,6 +535,15 @@ impl Storage for InstrumentedStorage {
         self.record("list", self.inner.list(dir).await)
     }
 
+    async fn list_page(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        self.record("list", self.inner.list_page(dir, after, limit).await)
+    }
+
     async fn append(&self, path: &StoragePath, offset: u64, data: ByteStream) -> Result<u64, StorageError> {
         self.record("append", self.inner.append(path, offset, data).await)
     }
@@ -549,6 +558,14 @@ impl Storage for InstrumentedStorage {
 
     async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
         self.record("walk", self.inner.walk(dir).await)
+    }
+
+    async fn visit(
+        &self,
+        dir: &StoragePath,
+        visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
+    ) -> Result<(), StorageError> {
+        self.record("walk", self.inner.visit(dir, visitor).await)
     }
 
     async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>, StorageError> {

@@ -13,13 +13,20 @@ impl Registry {
     /// once its last manifest is deleted it leaves the catalog and its tags list is
     /// `NameUnknown`, though its layers stay readable until garbage collection.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<Tag>> {
-        let names = self.storage.list(&layout::tags(name)).await?;
+        self.tags_page(name, None, usize::MAX).await
+    }
+
+    /// At most `limit` tags of a repository that sort after `after`, in order: one page of
+    /// [`Registry::tags`], costing the page rather than the repository's tags (on the
+    /// filesystem, one read of the tags directory's names; see [`Storage::list_page`]).
+    ///
+    /// [`Storage::list_page`]: crate::storage::Storage::list_page
+    pub async fn tags_page(&self, name: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<Tag>> {
+        let names = self.storage.list_page(&layout::tags(name), after, limit).await?;
         if names.is_empty() && !self.holds_manifests(name).await? {
             return Err(Error::NameUnknown);
         }
-        let mut tags: Vec<Tag> = names.iter().filter_map(|t| Tag::parse(t)).collect();
-        tags.sort();
-        Ok(tags)
+        Ok(names.iter().filter_map(|t| Tag::parse(t)).collect())
     }
 
     /// Every repository holding manifests, sorted by name.
@@ -91,6 +98,44 @@ mod tests {
             .lines()
             .find(|l| l.starts_with(r#"regctl_storage_operations_total{operation="list",outcome="ok"}"#));
         line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// Issue 22: a page of tags is read from the tags directory's names once, and only its
+    /// own tags are looked into (a directory a crash left empty is no tag).
+    #[tokio::test]
+    async fn tags_pages_are_in_order_and_skip_empty_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::new(Arc::new(FsStorage::new(dir.path())));
+        let name = RepoName::parse("big/tags").expect("a name");
+        let mut tags: Vec<String> = (0..150).map(|t| format!("t{t:03}")).collect();
+        tags.extend(["a", "a-b", "a.c", "b"].map(String::from));
+        for tag in &tags {
+            let tag = Tag::parse(tag).expect("a tag");
+            registry
+                .storage
+                .put(&layout::tag_current_link(&name, &tag), Bytes::from_static(b"sha256:00"))
+                .await
+                .expect("put");
+        }
+        let empty = dir.path().join(layout::tags(&name).as_str()).join("t0005");
+        std::fs::create_dir_all(empty.join("current")).expect("an empty tag directory");
+        tags.sort();
+        assert_eq!(
+            registry.tags(&name).await.expect("tags").iter().map(Tag::to_string).collect::<Vec<_>>(),
+            tags
+        );
+        for n in [1, 7, 100] {
+            let mut walked: Vec<String> = Vec::new();
+            loop {
+                let page =
+                    registry.tags_page(&name, walked.last().map(String::as_str), n).await.expect("a page");
+                walked.extend(page.iter().map(Tag::to_string));
+                if page.len() < n {
+                    break;
+                }
+            }
+            assert_eq!(walked, tags, "pages of {n}");
+        }
     }
 
     #[tokio::test]

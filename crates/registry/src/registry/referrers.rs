@@ -159,46 +159,72 @@ impl Registry {
         query: ReferrersQuery<'_>,
     ) -> Result<ReferrersPage> {
         let dir = layout::referrers(name, subject);
-        let mut digests = Vec::new();
-        for algorithm in self.storage.list(&dir).await? {
-            for hex in self.storage.list(&dir.join(&algorithm)).await? {
-                if let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>()
-                    && query.after.is_none_or(|after| digest > *after)
-                {
-                    digests.push(digest);
-                }
-            }
-        }
-        digests.sort();
         let limit = query.limit.min(MAX_PAGE);
         let mut page = ReferrersPage::default();
         let mut spent = 0;
-        for digest in digests {
-            let stored = match self.get_manifest(name, &Reference::Digest(digest)).await {
-                Ok(stored) => stored,
-                Err(Error::ManifestUnknown) => continue, // deleted since it was linked
-                Err(e) => return Err(e),
+        let mut algorithms = self.storage.list(&dir).await?;
+        algorithms.sort_unstable();
+        for algorithm in algorithms {
+            // Digests sort by algorithm, then hex: resume at `after` within its algorithm.
+            let mut after = match query.after {
+                Some(a) if a.algorithm().as_str() == algorithm => Some(a.hex().to_string()),
+                Some(a) if algorithm.as_str() < a.algorithm().as_str() => continue,
+                _ => None,
             };
-            let Some((mut descriptor, annotations)) = descriptor_of(stored.digest, &stored.body) else {
-                continue; // not a manifest: the link outlived what it named
-            };
-            if query.artifact_type.is_some_and(|wanted| descriptor.artifact_type.as_deref() != Some(wanted)) {
-                continue;
+            loop {
+                // Links are listed a page at a time (one more than still fits, to know whether
+                // more follow): what is skipped below asks for the next chunk.
+                let want = limit - page.descriptors.len() + 1;
+                let chunk = self.storage.list_page(&dir.join(&algorithm), after.as_deref(), want).await?;
+                let last_chunk = chunk.len() < want;
+                for hex in chunk {
+                    let digest = format!("{algorithm}:{hex}").parse::<Digest>();
+                    after = Some(hex);
+                    let Ok(digest) = digest else { continue };
+                    let Some((descriptor, cost)) = self.referrer(name, digest, query).await? else {
+                        continue;
+                    };
+                    let full = page.descriptors.len() >= limit
+                        || (!page.descriptors.is_empty() && spent + cost > ANNOTATIONS_PER_PAGE);
+                    if full {
+                        page.more = true;
+                        return Ok(page);
+                    }
+                    spent += cost;
+                    page.descriptors.push(descriptor);
+                }
+                if last_chunk {
+                    break;
+                }
             }
-            if descriptor.artifact_type.as_ref().is_some_and(|t| t.len() > MAX_ARTIFACT_TYPE) {
-                descriptor.artifact_type = None;
-            }
-            let cost = annotations + descriptor.artifact_type.as_ref().map_or(0, String::len);
-            let full = page.descriptors.len() >= limit
-                || (!page.descriptors.is_empty() && spent + cost > ANNOTATIONS_PER_PAGE);
-            if full {
-                page.more = true;
-                break;
-            }
-            spent += cost;
-            page.descriptors.push(descriptor);
         }
         Ok(page)
+    }
+
+    /// The descriptor of referrer `digest` and its cost against [`ANNOTATIONS_PER_PAGE`];
+    /// `None` when it is gone, not a manifest, or filtered out by `query`.
+    async fn referrer(
+        &self,
+        name: &RepoName,
+        digest: Digest,
+        query: ReferrersQuery<'_>,
+    ) -> Result<Option<(Descriptor, usize)>> {
+        let stored = match self.get_manifest(name, &Reference::Digest(digest)).await {
+            Ok(stored) => stored,
+            Err(Error::ManifestUnknown) => return Ok(None), // deleted since it was linked
+            Err(e) => return Err(e),
+        };
+        let Some((mut descriptor, annotations)) = descriptor_of(stored.digest, &stored.body) else {
+            return Ok(None); // not a manifest: the link outlived what it named
+        };
+        if query.artifact_type.is_some_and(|wanted| descriptor.artifact_type.as_deref() != Some(wanted)) {
+            return Ok(None);
+        }
+        if descriptor.artifact_type.as_ref().is_some_and(|t| t.len() > MAX_ARTIFACT_TYPE) {
+            descriptor.artifact_type = None;
+        }
+        let cost = annotations + descriptor.artifact_type.as_ref().map_or(0, String::len);
+        Ok(Some((descriptor, cost)))
     }
 }
 

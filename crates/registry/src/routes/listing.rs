@@ -12,13 +12,10 @@ use crate::oci::manifest::{Descriptor, OCI_INDEX};
 use crate::oci::{Digest, RepoName};
 use crate::registry::{MAX_REFERRERS_PAGE, ReferrersQuery};
 
-/// One page of a sorted list: entries after `last`, at most `n`, and whether more follow.
-fn paginate(items: Vec<String>, req: &Req<'_>) -> Result<(Vec<String>, Option<usize>, bool)> {
-    let n = page_size(req)?;
-    let last = req.query.get("last");
-    let mut page: Vec<String> = items.into_iter().filter(|i| last.is_none_or(|l| i.as_str() > l)).collect();
-    let more = cut_to(&mut page, n);
-    Ok((page, n, more))
+/// How many entries to read for a page of `n`: one more than asked, to know whether another
+/// page follows.
+fn one_more(n: Option<usize>) -> usize {
+    n.map_or(usize::MAX, |n| n.saturating_add(1))
 }
 
 /// Cuts `page` to at most `n` entries; whether any were cut (another page follows).
@@ -53,9 +50,12 @@ fn with_next_link(
     response
 }
 
+/// One page of a repository's tags, read from storage only as far as the page reaches.
 pub(super) async fn tags(req: Req<'_>, name: &RepoName) -> Result<Response> {
-    let tags = req.state.registry.tags(name).await?;
-    let (page, n, more) = paginate(tags.iter().map(|t| t.to_string()).collect(), &req)?;
+    let n = page_size(&req)?;
+    let tags = req.state.registry.tags_page(name, req.query.get("last"), one_more(n)).await?;
+    let mut page: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let more = cut_to(&mut page, n);
     let response = axum::Json(json!({"name": name.as_str(), "tags": page})).into_response();
     Ok(with_next_link(response, &format!("/v2/{name}/tags/list"), &page, n, more))
 }
@@ -63,9 +63,7 @@ pub(super) async fn tags(req: Req<'_>, name: &RepoName) -> Result<Response> {
 /// One page of the catalog, read from storage only as far as the page reaches.
 pub(super) async fn catalog(req: Req<'_>) -> Result<Response> {
     let n = page_size(&req)?;
-    // One more than asked, to know whether another page follows.
-    let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
-    let mut page = req.state.registry.catalog_page(req.query.get("last"), limit).await?;
+    let mut page = req.state.registry.catalog_page(req.query.get("last"), one_more(n)).await?;
     let more = cut_to(&mut page, n);
     let response = axum::Json(json!({"repositories": page})).into_response();
     Ok(with_next_link(response, "/v2/_catalog", &page, n, more))

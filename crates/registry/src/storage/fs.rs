@@ -184,6 +184,21 @@ impl Storage for FsStorage {
             .map_err(map_err(dir))
     }
 
+    async fn list_page(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let path = self.file(dir);
+        let after = after.map(str::to_string);
+        let listed =
+            tokio::task::spawn_blocking(move || list_children_page(&path, after.as_deref(), limit)).await;
+        listed
+            .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
+            .map_err(map_err(dir))
+    }
+
     async fn append(
         &self,
         path: &StoragePath,
@@ -287,42 +302,43 @@ impl Storage for FsStorage {
 
     async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
         let mut found = Vec::new();
+        self.visit(dir, &mut |relative, meta| found.push((relative, meta))).await?;
+        Ok(found)
+    }
+
+    async fn visit(
+        &self,
+        dir: &StoragePath,
+        visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
+    ) -> Result<(), StorageError> {
         let mut pending = vec![(self.file(dir), String::new())];
         while let Some((current, prefix)) = pending.pop() {
-            let mut entries = match fs::read_dir(&current).await {
-                Ok(entries) => entries,
-                // Gone since it was listed (deleted by a concurrent request), or never there.
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                    continue;
-                }
-                Err(source) => return Err(StorageError::Backend { path: dir.clone(), source }),
-            };
-            while let Some(entry) = entries.next_entry().await.map_err(map_err(dir))? {
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-                if name.starts_with(TEMP_PREFIX) {
-                    continue;
-                }
+            // One blocking task per directory, not one per entry.
+            let read = tokio::task::spawn_blocking(move || read_entries(&current)).await;
+            let entries = read
+                .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
+                .map_err(map_err(dir))?;
+            for (name, entry) in entries {
                 let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-                let meta = match entry.metadata().await {
-                    Ok(meta) => meta,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(StorageError::Backend { path: dir.clone(), source }),
-                };
-                if meta.is_dir() {
-                    pending.push((entry.path(), relative));
-                } else {
-                    found.push((relative, ObjectMeta { size: meta.len(), modified: meta.modified().ok() }));
+                match entry {
+                    Entry::Dir(path) => pending.push((path, relative)),
+                    Entry::Object(meta) => visitor(relative, meta),
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
 }
 
-/// The children of `dir` that are objects, or directories with an object somewhere below them.
-/// A directory that a crash left holding only temporary files (or nothing) does not exist, as
-/// the storage contract says: a tag whose link was never renamed into place is not listed.
-fn list_children(dir: &Path) -> io::Result<Vec<String>> {
+/// A directory entry as [`Storage::visit`] sees it.
+enum Entry {
+    Dir(PathBuf),
+    Object(ObjectMeta),
+}
+
+/// The entries of `dir` (none when it is gone: deleted by a concurrent request, or never
+/// there), leaving out temporary files and entries removed while being read.
+fn read_entries(dir: &Path) -> io::Result<Vec<(String, Entry)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
@@ -330,14 +346,63 @@ fn list_children(dir: &Path) -> io::Result<Vec<String>> {
         }
         Err(e) => return Err(e),
     };
-    let mut names = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-        if name.starts_with(TEMP_PREFIX) || (entry.file_type()?.is_dir() && !holds_object(&entry.path())?) {
+        if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        names.push(name);
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let entry = if meta.is_dir() {
+            Entry::Dir(entry.path())
+        } else {
+            Entry::Object(ObjectMeta { size: meta.len(), modified: meta.modified().ok() })
+        };
+        found.push((name, entry));
+    }
+    Ok(found)
+}
+
+/// The children of `dir` that are objects, or directories with an object somewhere below them.
+/// A directory that a crash left holding only temporary files (or nothing) does not exist, as
+/// the storage contract says: a tag whose link was never renamed into place is not listed.
+fn list_children(dir: &Path) -> io::Result<Vec<String>> {
+    list_children_page(dir, None, usize::MAX)
+}
+
+/// One page of [`list_children`]: the names after `after`, in order, at most `limit`. All names
+/// are read (a directory keeps them in no order), but only the page's directories are searched
+/// for an object.
+fn list_children_page(dir: &Path, after: Option<&str>, limit: usize) -> io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut candidates = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        if !name.starts_with(TEMP_PREFIX) && after.is_none_or(|a| name.as_str() > a) {
+            candidates.push((name, entry));
+        }
+    }
+    candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut names = Vec::new();
+    for (name, entry) in candidates {
+        if names.len() >= limit {
+            break;
+        }
+        if !entry.file_type()?.is_dir() || holds_object(&entry.path())? {
+            names.push(name);
+        }
     }
     Ok(names)
 }

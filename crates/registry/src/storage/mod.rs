@@ -146,6 +146,24 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// empty when `dir` does not exist.
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError>;
 
+    /// One page of [`Storage::list`]: the names of `dir`'s children that sort after `after`,
+    /// in order, at most `limit`.
+    ///
+    /// The default sorts a whole `list`; the filesystem reads the directory's names once (it
+    /// keeps them in no order) and checks only the page's directories for objects.
+    async fn list_page(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names = self.list(dir).await?;
+        names.retain(|n| after.is_none_or(|a| n.as_str() > a));
+        names.sort_unstable();
+        names.truncate(limit);
+        Ok(names)
+    }
+
     /// Appends a stream to the object at `path`, which must hold exactly `offset` bytes (a
     /// missing object holds 0). All or nothing: if the stream fails, the object is left as it
     /// was. Returns the new size.
@@ -185,6 +203,21 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
             }
         }
         Ok(found)
+    }
+
+    /// Calls `visitor` with every object below `dir`, as [`Storage::walk`] finds them, without
+    /// holding the whole tree: a directory (fs) or a listing page of 1000 keys (S3) at a time.
+    ///
+    /// The default collects [`Storage::walk`]; backends override it to stream.
+    async fn visit(
+        &self,
+        dir: &StoragePath,
+        visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
+    ) -> Result<(), StorageError> {
+        for (relative, meta) in self.walk(dir).await? {
+            visitor(relative, meta);
+        }
+        Ok(())
     }
 
     /// A URL from which a client can fetch the object directly, when the backend offers one and

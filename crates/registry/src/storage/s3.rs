@@ -1076,12 +1076,21 @@ impl Storage for S3Storage {
     }
 
     async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
+        let mut found = Vec::new();
+        self.visit(dir, &mut |relative, meta| found.push((relative, meta))).await?;
+        Ok(found)
+    }
+
+    async fn visit(
+        &self,
+        dir: &StoragePath,
+        visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
+    ) -> Result<(), StorageError> {
         // One paginated listing of the whole tree (1000 keys a call) instead of list + stat.
         let prefix =
             if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) };
         let mut pages =
             self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).into_paginator().send();
-        let mut found = std::collections::BTreeMap::new();
         let mut forwards = Vec::new();
         let internal = format!("{INTERNAL_DIR}/");
         while let Some(page) = pages.next().await {
@@ -1102,18 +1111,23 @@ impl Storage for S3Storage {
                     continue;
                 }
                 let size = object.size().map_or(0, |s| u64::try_from(s).unwrap_or(0));
-                found.insert(name.to_string(), ObjectMeta { size, modified });
+                visitor(name.to_string(), ObjectMeta { size, modified });
             }
         }
+        // Forwards are few (copies under way): each one whose object is not in place yet
+        // (and so was not listed) stands for it.
         for (name, link, modified) in forwards {
-            if found.contains_key(&name) {
-                continue;
+            let object = link.strip_suffix(LINK_SUFFIX).unwrap_or(&link);
+            match self.head_meta(dir, object).await {
+                Ok(_) => continue,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
             }
             if let Some(forward) = self.get_json::<Forward>(dir, &link).await? {
-                found.insert(name, ObjectMeta { size: forward.size, modified });
+                visitor(name, ObjectMeta { size: forward.size, modified });
             }
         }
-        Ok(found.into_iter().collect())
+        Ok(())
     }
 
     async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>, StorageError> {

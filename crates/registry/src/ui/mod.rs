@@ -99,11 +99,17 @@ fn registry_host(headers: &HeaderMap) -> String {
     headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_string()
 }
 
+/// The repository list's query: a search, and where the page starts.
 #[derive(Debug, Deserialize)]
 struct Search {
     #[serde(default)]
     q: String,
+    /// The page starts after this name (the previous page's last).
+    last: Option<String>,
 }
+
+/// Repositories a page of the list shows.
+const REPOS_PER_PAGE: usize = 50;
 
 /// A repository in the list.
 #[derive(Debug, Clone)]
@@ -112,14 +118,35 @@ pub(crate) struct RepoSummary {
     pub(crate) tags: usize,
 }
 
+/// One page of the repository list, read with the catalog's pagination
+/// ([`Registry::catalog_page`]): a search reads catalog pages from `last` until the list's page
+/// is full of matches, never the whole catalog at once.
 async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Query<Search>) -> Response {
     let registry = registry.as_ref();
-    let names = match registry.catalog().await {
-        Ok(names) => names,
-        Err(e) => return error_page(e),
-    };
     let query = search.q.trim().to_lowercase();
-    let shown: Vec<String> = names.iter().filter(|n| n.contains(&query)).cloned().collect();
+    let mut shown = Vec::new();
+    let mut after = search.last.clone();
+    let mut more = false;
+    loop {
+        let names = match registry.catalog_page(after.as_deref(), REPOS_PER_PAGE + 1).await {
+            Ok(names) => names,
+            Err(e) => return error_page(e),
+        };
+        let exhausted = names.len() <= REPOS_PER_PAGE;
+        for name in names {
+            if shown.len() == REPOS_PER_PAGE {
+                more = true;
+                break;
+            }
+            after = Some(name.clone());
+            if name.contains(&query) {
+                shown.push(name);
+            }
+        }
+        if more || exhausted {
+            break;
+        }
+    }
     let summaries: Result<Vec<RepoSummary>, Error> = futures_util::stream::iter(shown)
         .map(|name| async move {
             let tags = match RepoName::parse(&name) {
@@ -135,8 +162,10 @@ async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Quer
         .buffered(TAG_CONCURRENCY)
         .try_collect()
         .await;
+    let next = more.then_some(after).flatten();
+    let place = pages::ListPlace { query: &search.q, first: search.last.is_none(), next: next.as_deref() };
     match summaries {
-        Ok(summaries) => page(StatusCode::OK, pages::repositories(&summaries, names.len(), &search.q)),
+        Ok(summaries) => page(StatusCode::OK, pages::repositories(&summaries, &place)),
         Err(e) => error_page(e),
     }
 }

@@ -113,38 +113,67 @@ pub(crate) fn sign_in_required() -> String {
     layout("Sign in required", &[], body)
 }
 
-/// The repository list.
-pub(crate) fn repositories(repos: &[RepoSummary], total: usize, query: &str) -> String {
+/// Where a page of the repository list is: its search, and its neighbours.
+pub(crate) struct ListPlace<'a> {
+    /// The search, as typed.
+    pub(crate) query: &'a str,
+    /// The first page (no `last`).
+    pub(crate) first: bool,
+    /// The last name of this page, when another page follows.
+    pub(crate) next: Option<&'a str>,
+}
+
+/// One page of the repository list, with links to the first and the next page.
+pub(crate) fn repositories(repos: &[RepoSummary], place: &ListPlace<'_>) -> String {
     let mut body = format!(
-        "<h1>Repositories <span class=\"count\">{total}</span></h1>\
+        "<h1>Repositories</h1>\
          <form class=\"search\" method=\"get\" action=\"/ui/\" role=\"search\">\
          <input type=\"search\" name=\"q\" id=\"filter\" value=\"{}\" placeholder=\"Search repositories\" \
          aria-label=\"Search repositories\" autocomplete=\"off\"><button type=\"submit\">Search</button></form>",
-        esc(query)
+        esc(place.query)
     );
     if repos.is_empty() {
-        let message = if total == 0 {
+        let message = if place.first && place.query.is_empty() {
             "No repositories yet. Push an image, e.g. <code>skopeo copy … docker://HOST/NAME:TAG</code>."
                 .to_string()
         } else {
-            format!("No repository matches “{}”.", esc(query))
+            format!("No repository matches “{}”.", esc(place.query))
         };
         let _ = write!(body, "<p class=\"empty\">{message}</p>");
-        return layout("Repositories", &[], &body);
-    }
-    body.push_str(
-        "<table class=\"list\" id=\"repositories\"><thead><tr><th>Name</th><th>Tags</th></tr></thead><tbody>",
-    );
-    for repo in repos {
-        let _ = write!(
-            body,
-            "<tr data-name=\"{name}\"><td><a href=\"{link}\">{name}</a></td><td>{tags}</td></tr>",
-            name = esc(&repo.name),
-            link = esc(&repo_url(&repo.name)),
-            tags = repo.tags,
+    } else {
+        body.push_str(
+            "<table class=\"list\" id=\"repositories\"><thead><tr><th>Name</th><th>Tags</th></tr></thead><tbody>",
         );
+        for repo in repos {
+            let _ = write!(
+                body,
+                "<tr data-name=\"{name}\"><td><a href=\"{link}\">{name}</a></td><td>{tags}</td></tr>",
+                name = esc(&repo.name),
+                link = esc(&repo_url(&repo.name)),
+                tags = repo.tags,
+            );
+        }
+        body.push_str("</tbody></table><p class=\"empty hidden\" id=\"no-match\">No repository matches.</p>");
     }
-    body.push_str("</tbody></table><p class=\"empty hidden\" id=\"no-match\">No repository matches.</p>");
+    let list_url = |last: Option<&str>| {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if !place.query.is_empty() {
+            query.push(("q", place.query));
+        }
+        query.extend(last.map(|l| ("last", l)));
+        let query = serde_urlencoded::to_string(query).unwrap_or_default();
+        if query.is_empty() { "/ui/".to_string() } else { format!("/ui/?{query}") }
+    };
+    let mut links = Vec::new();
+    if !place.first {
+        links.push(format!("<a href=\"{}\" rel=\"first\">« First page</a>", esc(&list_url(None))));
+    }
+    if let Some(last) = place.next {
+        links.push(format!("<a href=\"{}\" rel=\"next\">Next page »</a>", esc(&list_url(Some(last)))));
+    }
+    if !links.is_empty() {
+        let _ = write!(body, "<nav class=\"pager\">{}</nav>", links.join(" "));
+    }
     layout("Repositories", &[], &body)
 }
 
@@ -382,8 +411,21 @@ mod tests {
     #[test]
     fn escapes_everything_from_storage() {
         assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-        let page = repositories(&[RepoSummary { name: "a<b".into(), tags: 1 }], 1, "\"><script>");
-        assert!(!page.contains("<script>") && page.contains("a&lt;b"));
+        let place = ListPlace { query: "\"><script>", first: false, next: Some("a<b") };
+        let page = repositories(&[RepoSummary { name: "a<b".into(), tags: 1 }], &place);
+        assert!(!page.contains("<script>") && page.contains("a&lt;b"), "{page}");
+    }
+
+    /// Issue 22: the repository list links to the next page after its last name, and back to the
+    /// first, keeping the search.
+    #[test]
+    fn the_repository_list_links_its_pages() {
+        let repos = [RepoSummary { name: "team1/app9".into(), tags: 3 }];
+        let page = repositories(&repos, &ListPlace { query: "app", first: false, next: Some("team1/app9") });
+        assert!(page.contains("href=\"/ui/?q=app&amp;last=team1%2Fapp9\" rel=\"next\""), "{page}");
+        assert!(page.contains("href=\"/ui/?q=app\" rel=\"first\""), "{page}");
+        let page = repositories(&repos, &ListPlace { query: "", first: true, next: None });
+        assert!(!page.contains("rel=\"next\"") && !page.contains("rel=\"first\""), "{page}");
     }
 
     #[test]
