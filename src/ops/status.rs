@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::Serialize;
 
-use super::deploy::{parse_url, trust_roots};
+use super::https::{Target, trust_roots};
 use super::probe::{self, DnsAnswer, HttpsAnswer};
 use super::progress::Reporter;
 use super::provision::{ProvisionOptions, provision};
@@ -148,18 +148,19 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
         report.probe_skipped =
             Some("AWS calls go to an endpoint override (an emulator?); --health-url probes anyway".into());
     } else if let Some(domain) = &report.domain {
-        let (host, port, path) = match &opts.health_url {
-            Some(url) => match parse_url(url)? {
-                (true, host, port, path) => (host.trim_matches(['[', ']']).to_string(), port, path),
-                (false, ..) => bail!("--health-url {url:?}: status probes HTTPS, give an https:// URL"),
+        let target = match &opts.health_url {
+            Some(url) => match Target::parse(url)? {
+                target if target.tls => target,
+                _ => bail!("--health-url {url:?}: status probes HTTPS, give an https:// URL"),
             },
-            None => (domain.clone(), 443, "/v2/".to_string()),
+            None => Target { tls: true, host: domain.clone(), port: 443, path: "/v2/".to_string() },
         };
         let roots = trust_roots(opts.ca_file.as_deref())?;
         let answer = probe::resolve(domain).await;
-        let connect_to = if host == *domain { answer.clone() } else { probe::resolve(&host).await };
+        let connect_to =
+            if target.host == *domain { answer.clone() } else { probe::resolve(&target.host).await };
         if let Some(ip) = connect_to.addresses.iter().find_map(|a| a.parse::<std::net::IpAddr>().ok()) {
-            report.https = Some(probe::https(&host, (ip, port).into(), &path, roots).await);
+            report.https = Some(probe::https(&target, (ip, target.port).into(), roots).await);
         }
         report.dns = Some(answer);
     }
