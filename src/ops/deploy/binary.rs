@@ -80,8 +80,8 @@ impl LocalBinary {
         };
         if arch != remote_arch {
             bail!(
-                "the server binary is built for {arch} but the instance is {remote_arch}: build regctl for \
-                 {remote_arch}-unknown-linux-musl (or -gnu) and pass it with --binary"
+                "the server binary is built for {arch} but the instance is {remote_arch}: {}",
+                portable_build(remote_arch)
             );
         }
         match (&self.libc, facts.is_musl(), facts.glibc()) {
@@ -91,21 +91,31 @@ impl LocalBinary {
                  or glibc build (--binary)",
                 facts.libc
             ),
-            (Libc::Glibc(_), true, _) => bail!(
-                "the server binary needs glibc but the instance uses musl: build regctl for \
-                 {arch}-unknown-linux-musl and pass it with --binary"
-            ),
+            (Libc::Glibc(_), true, _) => {
+                bail!("the server binary needs glibc but the instance uses musl: {}", portable_build(arch))
+            }
             (Libc::Glibc(Some(need)), false, Some(have)) if have < *need => bail!(
-                "the server binary needs glibc {}.{} but the instance has glibc {}.{}: build regctl on an older \
-                 distribution or for {arch}-unknown-linux-musl, and pass it with --binary",
+                "the server binary needs glibc {}.{} but the instance has glibc {}.{}: {}",
                 need.0,
                 need.1,
                 have.0,
-                have.1
+                have.1,
+                portable_build(arch)
             ),
             (Libc::Glibc(_), false, _) => Ok(()),
         }
     }
+}
+
+/// The way out when the binary cannot run on an `arch` instance: the static server build, which
+/// runs on any Linux of that CPU (README, "A server binary that runs on the instance").
+fn portable_build(arch: &str) -> String {
+    let target = format!("{arch}-unknown-linux-musl");
+    format!(
+        "build the server statically (apt-get install musl-tools; rustup target add {target}; cargo build \
+         --release -p regctl-registry --target {target}) and deploy it with --binary \
+         target/{target}/release/regctl-registry"
+    )
 }
 
 /// The `(major, minor)` at the start of `s` (`2.34`, `2.41-1`), ignoring a non-digit tail.
@@ -134,6 +144,13 @@ mod tests {
         let too_new =
             binary(Some("x86_64"), Libc::Glibc(Some((2, 39)))).check_runs_on(&facts).expect_err("too new");
         assert!(too_new.to_string().contains("glibc 2.39"), "{too_new}");
+        // The way out: the server (not the CLI) built for musl, and where the build lands.
+        for needed in [
+            "cargo build --release -p regctl-registry --target x86_64-unknown-linux-musl",
+            "--binary target/x86_64-unknown-linux-musl/release/regctl-registry",
+        ] {
+            assert!(too_new.to_string().contains(needed), "{too_new}");
+        }
         assert!(binary(Some("aarch64"), Libc::Static).check_runs_on(&facts).is_err());
         assert!(binary(Some("x86_64"), Libc::Static).check_runs_on(&facts).is_ok());
         let musl = Facts::parse("arch=aarch64\nlibc=musl libc (aarch64)\n");
