@@ -25,6 +25,7 @@ use sha2::Digest as _;
 use self::binary::LocalBinary;
 use self::instance::{Facts, inspect, prepare};
 use self::render::{render_config, render_unit, tls_files};
+use crate::exit::Failure;
 use crate::ops::https::{self, Answer, Target, trust_roots};
 use crate::ops::progress::Reporter;
 use crate::ops::remote::{Remote, RemoteOptions, SERVICE};
@@ -415,13 +416,13 @@ async fn wait_healthy(opts: &DeployOptions, reporter: &Reporter, remote: &Remote
         Ok(out) => format!("(journalctl failed: {})", out.stderr_text()),
         Err(e) => format!("(cannot run journalctl: {e:#})"),
     };
-    bail!(
+    Err(Failure::Remote.mark(anyhow!(
         "{url} did not answer 401 with a Basic challenge within {seconds:.0}s; last problem: {problem:#}.\n\
          Check that {domain} resolves to the instance (regctl status), that ports 80 and 443 are open, \
          and the service's log. The last 50 lines of `journalctl -u {SERVICE}`:\n{log}",
         url = opts.health_url,
         domain = opts.domain,
-    )
+    )))
 }
 
 /// Accepts a 401 answer with a Basic challenge.
