@@ -17,7 +17,7 @@ pub use remote::{
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
-#[command(name = "regctl", version, about, propagate_version = true)]
+#[command(name = "regctl", version, about, propagate_version = true, after_help = crate::exit::HELP)]
 pub struct Cli {
     /// Options shared by every command (AWS access, deployment name, output).
     #[command(flatten)]

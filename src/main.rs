@@ -14,12 +14,14 @@
 //! - `aws/*`: one file per AWS resource (bucket, policy, role, instance profile, security
 //!   group, instance, association, Elastic IP, DNS record), each with observe / plan / apply /
 //!   destroy, and `AwsError`, which keeps the AWS error code.
+//! - `exit`: the exit status each kind of failure gets (the error decides).
 //! - `policies`: the IAM documents of `policies/`, embedded and rendered with the bucket name.
 //! - the registry server itself is the `regctl-registry` crate in `crates/registry`.
 
 mod aws;
 mod cli;
 mod commands;
+mod exit;
 mod ops;
 mod policies;
 mod ssh;
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", regctl_registry::cli::error_report(&e));
-            ExitCode::FAILURE
+            ExitCode::from(exit::code(&e))
         }
     }
 }

@@ -65,9 +65,12 @@ mod tests {
     fn actions_called() -> std::collections::BTreeSet<String> {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
-        for dir in ["aws", "ops", "commands"] {
-            for entry in std::fs::read_dir(src.join(dir)).expect("a source directory") {
-                files.push(entry.expect("an entry").path());
+        // Modules may be directories (ops/deploy/): read them too.
+        let mut dirs: Vec<_> = ["aws", "ops", "commands"].iter().map(|d| src.join(d)).collect();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).expect("a source directory") {
+                let path = entry.expect("an entry").path();
+                if path.is_dir() { dirs.push(path) } else { files.push(path) }
             }
         }
         let mut called = std::collections::BTreeSet::new();

@@ -9,6 +9,7 @@ mod clients;
 mod compat;
 mod conformance;
 mod deploy;
+mod exit_status;
 mod faults;
 mod hostile;
 mod images;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 
 use super::deployment::{block_on, connect, json, load, print_json};
 use crate::aws::{Names, instance};
@@ -14,6 +14,7 @@ use crate::ops::remote::{Layout, RemoteOptions};
 use crate::ops::state::Settings;
 use crate::ops::users::PasswordSource;
 use crate::ssh::{SshOptions, console_fingerprints, is_known};
+use crate::usage;
 
 /// The SSH target of the SSH flags and the recorded settings (whose domain is the default host),
 /// and those settings.
@@ -29,7 +30,7 @@ pub fn remote_options(
         .or_else(|| domain.map(str::to_string))
         .or_else(|| recorded.domain.clone())
         .ok_or_else(|| {
-            anyhow!(
+            usage!(
                 "no instance to connect to: pass --host (the instance's public address or DNS name), or \
                  run `regctl provision --domain NAME` first so the domain is recorded in {}",
                 ssh.state.state_file.display()
@@ -145,22 +146,22 @@ async fn from_console(
 pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
     let (_, recorded) = load(global, &args.ssh.state)?;
     let domain = args.domain.clone().or(recorded.domain.clone()).ok_or_else(|| {
-        anyhow!("no domain: pass --domain (the registry's DNS name), or record one with `regctl provision --domain NAME`")
+        usage!("no domain: pass --domain (the registry's DNS name), or record one with `regctl provision --domain NAME`")
     })?;
     let (remote, recorded) = remote_options(global, &args.ssh, Some(&domain))?;
     let storage = match args.storage {
         StorageKind::S3 => {
             let bucket = args.bucket.clone().or(recorded.bucket.clone()).ok_or_else(|| {
-                anyhow!("no bucket: pass --bucket, run `regctl provision` first, or use --storage filesystem")
+                usage!("no bucket: pass --bucket, run `regctl provision` first, or use --storage filesystem")
             })?;
             let region = global.region.clone().or(recorded.region.clone()).ok_or_else(|| {
-                anyhow!("no region for the bucket: pass --region, or run `regctl provision` first")
+                usage!("no region for the bucket: pass --region, or run `regctl provision` first")
             })?;
             Storage::S3 { bucket, region, endpoint: args.s3_endpoint.clone() }
         }
         StorageKind::Filesystem => {
             if args.s3_endpoint.is_some() || args.bucket.is_some() {
-                bail!("--bucket and --s3-endpoint are for --storage s3");
+                return Err(usage!("--bucket and --s3-endpoint are for --storage s3"));
             }
             Storage::Filesystem
         }

@@ -10,7 +10,7 @@ use crate::ops::state::{Settings, StateFile};
 
 /// The validated deployment name and its recorded settings.
 pub fn load(global: &GlobalArgs, state: &StateArgs) -> anyhow::Result<(Names, Settings)> {
-    let names = Names::new(&global.name).map_err(anyhow::Error::msg)?;
+    let names = Names::new(&global.name).map_err(|e| crate::usage!("{e}"))?;
     let recorded =
         StateFile::load(&state.state_file)?.deployments.remove(names.deployment()).unwrap_or_default();
     Ok((names, recorded))

@@ -6,8 +6,9 @@ use std::time::Duration;
 use super::deployment::{block_on, connect, json, load, print_json, target_settings};
 use crate::aws::Retry;
 use crate::cli::{GlobalArgs, StatusArgs};
+use crate::exit::Failure;
 use crate::ops::provision::ProvisionOptions;
-use crate::ops::status::{StatusOptions, StatusReport, status};
+use crate::ops::status::{State, StatusOptions, StatusReport, status};
 
 /// Runs `regctl status`.
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<()> {
@@ -32,7 +33,21 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<()> {
     block_on(async {
         let aws = connect(global, &opts.provision.settings).await?;
         let report = status(&aws, &opts).await?;
-        if json { print_json(&report) } else { print_text(&report) }
+        if json { print_json(&report) } else { print_text(&report) }?;
+        let drifted: Vec<String> = report
+            .resources
+            .iter()
+            .filter(|r| matches!(r.status, State::Missing | State::Drifted))
+            .map(|r| format!("{} {} ({})", r.resource, r.name, r.status))
+            .collect();
+        if drifted.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::Drift.mark(anyhow::anyhow!(
+            "{} resource(s) differ from the recorded settings: {}; `regctl provision` converges them",
+            drifted.len(),
+            drifted.join(", ")
+        )))
     })?
 }
 

@@ -3,6 +3,7 @@
 //! serialisable summary.
 
 pub mod deploy;
+pub mod https;
 pub mod probe;
 pub mod progress;
 pub mod provision;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::https::{self, Target};
 
 /// What the DNS name resolves to.
 #[derive(Debug, Clone, Serialize)]
@@ -49,59 +50,24 @@ pub async fn resolve(domain: &str) -> DnsAnswer {
     }
 }
 
-/// Connects to `addr` as `host` over TLS (verified against `roots`), sends `GET path` and reads
-/// the status line and the certificate's expiry (15 s at most).
-pub async fn https(host: &str, addr: SocketAddr, path: &str, roots: rustls::RootCertStore) -> HttpsAnswer {
-    match tokio::time::timeout(Duration::from_secs(15), https_inner(host, addr, path, roots)).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => HttpsAnswer {
+/// `GET`s `target` at `addr` over TLS verified against `roots`: the status and the
+/// certificate's expiry, or what went wrong (15 s at most).
+pub async fn https(target: &Target, addr: SocketAddr, roots: rustls::RootCertStore) -> HttpsAnswer {
+    match https::get(target, Some(addr), Arc::new(roots)).await {
+        Ok(answer) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            HttpsAnswer {
+                status: Some(answer.status),
+                certificate_expires: answer.certificate_expires,
+                certificate_days_left: answer.certificate_expires.map(|e| (e - now) / 86_400),
+                error: None,
+            }
+        }
+        Err(e) => HttpsAnswer {
             status: None,
             certificate_expires: None,
             certificate_days_left: None,
             error: Some(format!("{e:#}")),
         },
-        Err(_) => HttpsAnswer {
-            status: None,
-            certificate_expires: None,
-            certificate_days_left: None,
-            error: Some("no answer within 15 s".into()),
-        },
     }
-}
-
-async fn https_inner(
-    domain: &str,
-    addr: SocketAddr,
-    path: &str,
-    roots: rustls::RootCertStore,
-) -> anyhow::Result<HttpsAnswer> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from(domain.to_string())?;
-    let mut tls = connector.connect(name, tcp).await?;
-    let expires = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
-        .map(|(_, cert)| cert.validity().not_after.timestamp());
-    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut head = vec![0u8; 64];
-    let n = tls.read(&mut head).await?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    Ok(HttpsAnswer {
-        status,
-        certificate_expires: expires,
-        certificate_days_left: expires.map(|e| (e - now) / 86_400),
-        error: None,
-    })
 }

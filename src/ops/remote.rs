@@ -5,6 +5,7 @@
 use anyhow::{anyhow, bail};
 use tokio::io::AsyncRead;
 
+use crate::exit::Failure;
 use crate::ssh::{HostKeyStatus, Output, Session, SshOptions, shell_quote};
 
 /// Name of the systemd unit of the registry server.
@@ -114,6 +115,10 @@ pub struct Remote {
 impl Remote {
     /// Connects (reporting a new host key on stderr) and finds out whether the user is root.
     pub async fn connect(opts: &RemoteOptions) -> anyhow::Result<Remote> {
+        Remote::connect_inner(opts).await.map_err(|e| Failure::Remote.mark(e))
+    }
+
+    async fn connect_inner(opts: &RemoteOptions) -> anyhow::Result<Remote> {
         let session = Session::connect(&opts.ssh).await?;
         let key = session.host_key();
         match key.status {
@@ -183,7 +188,7 @@ impl Remote {
 
     /// Runs `script` with the needed rights and collects its output.
     pub async fn run(&self, script: &str) -> anyhow::Result<Output> {
-        self.session.exec(&self.command(script)).await
+        self.session.exec(&self.command(script)).await.map_err(|e| Failure::Remote.mark(e))
     }
 
     /// Runs `script`; fails with its stderr, saying it was trying to `what`, unless it succeeds.
@@ -208,7 +213,11 @@ impl Remote {
         progress: impl FnMut(u64),
     ) -> anyhow::Result<()> {
         let script = self.write_script(path, mode, owner, size);
-        let out = self.session.exec_with_input(&self.command(&script), input, progress).await?;
+        let out = self
+            .session
+            .exec_with_input(&self.command(&script), input, progress)
+            .await
+            .map_err(|e| Failure::Remote.mark(e))?;
         check(&out, self.session.target(), &format!("write {path}"))
     }
 
@@ -244,7 +253,11 @@ impl Remote {
         match out.status {
             Some(0) => Ok(Some(out.stdout)),
             Some(3) => Ok(None),
-            _ => Err(anyhow!("{}: cannot read {path}: {}", self.session.target(), out.stderr_text())),
+            _ => Err(Failure::Remote.mark(anyhow!(
+                "{}: cannot read {path}: {}",
+                self.session.target(),
+                out.stderr_text()
+            ))),
         }
     }
 
@@ -261,8 +274,10 @@ pub fn check(out: &Output, target: &str, what: &str) -> anyhow::Result<()> {
     }
     let status = out.status.map_or_else(|| "killed by a signal".to_string(), |s| format!("exit status {s}"));
     let stderr = out.stderr_text();
-    if stderr.is_empty() {
-        bail!("{target}: cannot {what} ({status})");
-    }
-    bail!("{target}: cannot {what} ({status}): {stderr}")
+    let error = if stderr.is_empty() {
+        anyhow!("{target}: cannot {what} ({status})")
+    } else {
+        anyhow!("{target}: cannot {what} ({status}): {stderr}")
+    };
+    Err(Failure::Remote.mark(error))
 }

@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use serde::Serialize;
 
-use super::deploy::{parse_url, trust_roots};
+use super::https::{Target, trust_roots};
 use super::probe::{self, DnsAnswer, HttpsAnswer};
 use super::progress::Reporter;
 use super::provision::{ProvisionOptions, provision};
@@ -28,6 +27,39 @@ pub struct StatusOptions {
     pub ca_file: Option<PathBuf>,
 }
 
+/// How a resource compares with the wanted settings (in JSON: `ok`, `missing`, `drifted`,
+/// `present`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// As wanted.
+    Ok,
+    /// Not there.
+    Missing,
+    /// There, but different (or no longer wanted).
+    Drifted,
+    /// There; the wanted settings are not known.
+    Present,
+}
+
+impl State {
+    /// The word of the JSON output and the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Missing => "missing",
+            State::Drifted => "drifted",
+            State::Present => "present",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One resource's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResourceStatus {
@@ -35,8 +67,8 @@ pub struct ResourceStatus {
     pub resource: String,
     /// Name or ID.
     pub name: String,
-    /// `ok`, `missing`, `drifted` or `present` (when the wanted settings are not known).
-    pub status: String,
+    /// How it compares with the wanted settings.
+    pub status: State,
     /// What differs from the wanted settings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
@@ -105,15 +137,15 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
         report.domain = Some(summary.domain.clone());
         for step in summary.steps {
             let (status, changes) = match step.change {
-                Change::Create => ("missing", vec![]),
-                Change::Update(c) => ("drifted", c),
-                Change::Delete => ("drifted", vec!["no longer wanted".to_string()]),
-                Change::Unchanged => ("ok", vec![]),
+                Change::Create => (State::Missing, vec![]),
+                Change::Update(c) => (State::Drifted, c),
+                Change::Delete => (State::Drifted, vec!["no longer wanted".to_string()]),
+                Change::Unchanged => (State::Ok, vec![]),
             };
             report.resources.push(ResourceStatus {
                 resource: step.resource,
                 name: step.name,
-                status: status.into(),
+                status,
                 changes,
             });
         }
@@ -124,7 +156,7 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
             report.resources.push(ResourceStatus {
                 resource: item.kind().into(),
                 name: item.name(),
-                status: "present".into(),
+                status: State::Present,
                 changes: vec![],
             });
             if let super::teardown::Item::DnsRecord { domain, .. } = item {
@@ -148,18 +180,23 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
         report.probe_skipped =
             Some("AWS calls go to an endpoint override (an emulator?); --health-url probes anyway".into());
     } else if let Some(domain) = &report.domain {
-        let (host, port, path) = match &opts.health_url {
-            Some(url) => match parse_url(url)? {
-                (true, host, port, path) => (host.trim_matches(['[', ']']).to_string(), port, path),
-                (false, ..) => bail!("--health-url {url:?}: status probes HTTPS, give an https:// URL"),
+        let target = match &opts.health_url {
+            Some(url) => match Target::parse(url)? {
+                target if target.tls => target,
+                _ => {
+                    return Err(crate::usage!(
+                        "--health-url {url:?}: status probes HTTPS, give an https:// URL"
+                    ));
+                }
             },
-            None => (domain.clone(), 443, "/v2/".to_string()),
+            None => Target { tls: true, host: domain.clone(), port: 443, path: "/v2/".to_string() },
         };
         let roots = trust_roots(opts.ca_file.as_deref())?;
         let answer = probe::resolve(domain).await;
-        let connect_to = if host == *domain { answer.clone() } else { probe::resolve(&host).await };
+        let connect_to =
+            if target.host == *domain { answer.clone() } else { probe::resolve(&target.host).await };
         if let Some(ip) = connect_to.addresses.iter().find_map(|a| a.parse::<std::net::IpAddr>().ok()) {
-            report.https = Some(probe::https(&host, (ip, port).into(), &path, roots).await);
+            report.https = Some(probe::https(&target, (ip, target.port).into(), roots).await);
         }
         report.dns = Some(answer);
     }

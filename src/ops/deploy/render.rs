@@ -1,0 +1,147 @@
+//! The files deploy writes besides the binary: the server config and the systemd unit, rendered
+//! from `templates/`, and the certificate files of `--tls-cert`/`--acme-ca-root`.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use regctl_registry::config::Config;
+
+use super::{DeployOptions, Storage, Tls};
+use crate::ops::remote::{Layout, Remote};
+use crate::templates::{self, render, toml_string};
+
+/// A TLS file uploaded next to the config.
+pub(super) struct TlsFile {
+    /// Where it goes on the instance.
+    pub path: String,
+    /// Its content.
+    pub bytes: Vec<u8>,
+    /// Its mode, e.g. `0644`.
+    pub mode: &'static str,
+    /// Its owner, when not root.
+    pub owner: Option<String>,
+    /// Whether the server reads it only at start.
+    pub restart: bool,
+}
+
+/// The certificate files of `opts.tls` to upload: the certificate and key (re-read by the
+/// server when they change), or the private ACME CA's root (read at start).
+pub(super) fn tls_files(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<Vec<TlsFile>> {
+    let layout = &remote.layout;
+    let file = |path, bytes, mode, owner, restart| TlsFile { path, bytes, mode, owner, restart };
+    Ok(match &opts.tls {
+        Tls::Files { cert, key } => vec![
+            file(layout.tls_cert(), read_local(cert)?, "0644", None, false),
+            file(layout.tls_key(), read_local(key)?, "0600", Some(remote.service_user.clone()), false),
+        ],
+        Tls::Acme { ca_root: Some(root), .. } => {
+            vec![file(layout.acme_ca_root(), read_local(root)?, "0644", None, true)]
+        }
+        Tls::Acme { ca_root: None, .. } => Vec::new(),
+    })
+}
+
+/// The bytes of a local file, or an error naming it.
+pub(super) fn read_local(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The server configuration for `opts`, validated by parsing it as the server will.
+pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<String> {
+    let layout = &remote.layout;
+    let q = |s: &str| Some(toml_string(s));
+    let mut config = render(
+        templates::CONFIG,
+        &[("listen", q(&opts.listen)), ("realm", q(&opts.realm)), ("htpasswd", q(&layout.htpasswd()))],
+    )?;
+    config.push_str(&match &opts.storage {
+        Storage::S3 { bucket, region, endpoint } => render(
+            templates::STORAGE_S3,
+            &[
+                ("bucket", q(bucket)),
+                ("region", q(region)),
+                ("s3_endpoint", endpoint.as_deref().and_then(q)),
+                ("s3_path_style", endpoint.as_ref().map(|_| "true".to_string())),
+            ],
+        )?,
+        Storage::Filesystem => render(
+            templates::STORAGE_FILESYSTEM,
+            &[("data_dir", q(&format!("{}/data", layout.state_dir())))],
+        )?,
+    });
+    config.push_str(&match &opts.tls {
+        Tls::Acme { email, directory, staging, http_addr, ca_root } => render(
+            templates::TLS_ACME,
+            &[
+                ("http_addr", http_addr.as_deref().and_then(q)),
+                ("acme_cache", q(&format!("{}/acme", layout.state_dir()))),
+                ("domain", q(&opts.domain)),
+                ("acme_email", email.as_deref().and_then(q)),
+                ("acme_directory", directory.as_deref().and_then(q)),
+                ("acme_staging", staging.then(|| "true".to_string())),
+                ("acme_ca_root", ca_root.as_ref().map(|_| toml_string(&layout.acme_ca_root()))),
+            ],
+        )?,
+        Tls::Files { .. } => render(
+            templates::TLS_FILES,
+            &[("tls_cert", q(&layout.tls_cert())), ("tls_key", q(&layout.tls_key()))],
+        )?,
+    });
+    toml::from_str::<Config>(&config)
+        .map_err(|e| anyhow!("internal error: the rendered server config is invalid: {e}\n{config}"))?;
+    Ok(config)
+}
+
+/// The systemd unit of the service running as `service_user` with files in `layout`.
+pub fn render_unit(layout: &Layout, service_user: &str) -> anyhow::Result<String> {
+    render(
+        templates::SERVICE_UNIT,
+        &[
+            ("service_user", Some(service_user.to_string())),
+            ("binary", Some(layout.binary())),
+            ("config", Some(layout.config())),
+            ("state_dir", Some(layout.state_dir())),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::remote::SERVICE;
+
+    /// The rendered unit's sandbox, as systemd itself scores it (`systemd-analyze security
+    /// --offline`, from Debian's `systemd`): an exposure of 2.0 at most out of 10. It is 1.7;
+    /// the same service with no sandbox scores 9.3 ("UNSAFE"), and the unit before the
+    /// system-call filter and the other protections were added 4.9. Without the tool, CI
+    /// fails and a local run skips.
+    #[test]
+    fn the_service_unit_is_sandboxed() {
+        let tool = Path::new("/usr/bin/systemd-analyze");
+        if !tool.exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "systemd-analyze is required in CI (apt-get install systemd)"
+            );
+            eprintln!("SKIPPED: systemd-analyze is not installed (apt-get install systemd)");
+            return;
+        }
+        let layout = Layout::new("/").expect("a layout");
+        let unit = render_unit(&layout, "regctl").expect("the unit renders");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join(format!("{SERVICE}.service"));
+        std::fs::write(&file, &unit).expect("write the unit");
+        let out = std::process::Command::new(tool)
+            .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+            .arg(&file)
+            .output()
+            .expect("run systemd-analyze");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "exposure above 2.0:\n{report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(report.contains("Overall exposure level"), "{report}");
+    }
+}
