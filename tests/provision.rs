@@ -695,8 +695,10 @@ fn delete_markers_expire_and_a_rule_without_it_is_drift() {
 
     // The rule of an older regctl: status calls it drift, provision converges it.
     moto.check(&["old-lifecycle", BUCKET]);
-    let status: Value =
-        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    // Drift is reported in full, and decides the exit status (5, README "Exit status").
+    let out = regctl(dir, &shim.endpoint, &["status", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(5), "status with drift:\n{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     let bucket = status["resources"]
         .as_array()
         .expect("resources")

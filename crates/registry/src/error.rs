@@ -124,8 +124,19 @@ impl Error {
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(e) if e.is_not_found() => StatusCode::NOT_FOUND,
             Error::Storage(StorageError::Body(_)) => StatusCode::BAD_REQUEST,
-            Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
+            Error::Storage(
+                StorageError::NotFound(_)
+                | StorageError::OffsetMismatch { .. }
+                | StorageError::Backend { .. },
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::BlobUploadInvalid(_)
+            | Error::DigestInvalid(_)
+            | Error::ManifestBlobUnknown(_)
+            | Error::ManifestInvalid(_)
+            | Error::NameInvalid
+            | Error::TagInvalid
+            | Error::SizeInvalid(_)
+            | Error::PaginationInvalid => StatusCode::BAD_REQUEST,
         }
     }
 

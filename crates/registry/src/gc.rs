@@ -191,12 +191,6 @@ fn key(digest: &Digest) -> Key {
     key
 }
 
-/// Whether a name read from storage can be joined to a path ([`StoragePath::new`]'s rule): a
-/// hostile bucket may hold keys with `..` in them.
-fn safe_component(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
-}
-
 /// The repositories below [`layout::repositories`], one at a time, depth first: what is held
 /// between two repositories is the directories still to be listed, nothing of the ones done.
 struct Repositories {
@@ -220,7 +214,7 @@ impl Repositories {
             // Reversed, so the stack pops them in name order.
             children.sort_unstable_by(|a, b| b.cmp(a));
             let mut parts = Vec::new();
-            for child in children.into_iter().filter(|c| safe_component(c)) {
+            for child in children.into_iter().filter(|c| StoragePath::is_component(c)) {
                 if child.starts_with('_') {
                     parts.push(child);
                 } else {
@@ -278,7 +272,7 @@ async fn read_repository(
         for (relative, meta) in storage.walk(&dir.join(part)).await? {
             let full = format!("{part}/{relative}");
             let rest: Vec<&str> = full.split('/').collect();
-            if !rest.iter().all(|c| safe_component(c)) {
+            if !rest.iter().all(|c| StoragePath::is_component(c)) {
                 continue;
             }
             let at =
@@ -1126,6 +1120,28 @@ mod tests {
         assert_eq!(report.blobs.len(), 1, "{report:?}");
         assert!(storage.stat(&layout::layer_link(&name, &unused.0)).await.is_err_and(|e| e.is_not_found()));
         assert!(storage.stat(&layout::layer_link(&name, &config.0)).await.is_ok());
+    }
+
+    /// Names no path may hold, written into the root by another tool or a hostile bucket: the
+    /// catalog, a collection and the pin reader skip them instead of panicking.
+    #[tokio::test]
+    async fn objects_whose_names_cannot_be_paths_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v2 = dir.path().join("docker/registry/v2");
+        std::fs::create_dir_all(v2.join("repositories/bad\\name/_manifests/tags/t/current")).expect("mkdir");
+        std::fs::write(v2.join("repositories/bad\\name/_manifests/tags/t/current/link"), b"sha256:x")
+            .expect("link");
+        std::fs::create_dir_all(v2.join("repositories/ok/_layers/sha256/a\\b")).expect("mkdir");
+        std::fs::write(v2.join("repositories/ok/_layers/sha256/a\\b/link"), b"sha256:x").expect("link");
+        std::fs::create_dir_all(v2.join("_regctl/gc/pins")).expect("mkdir");
+        std::fs::write(v2.join("_regctl/gc/pins/x\\y"), b"sha256:x").expect("pin");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(dir.path()));
+        let registry = Registry::new(storage.clone());
+        assert!(registry.catalog().await.expect("catalog").is_empty());
+        collect(storage.as_ref(), &quick(true, true)).await.expect("a dry run");
+        assert!(crate::registry::pins::read_pins(storage.as_ref()).await.expect("pins").is_empty());
+        let walked = storage.walk(&layout::repositories()).await.expect("walk");
+        assert!(walked.iter().any(|(name, _)| name.contains('\\')), "the walk reports them: {walked:?}");
     }
 
     /// A second collection is refused while one is announced.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::auth::{self, Htpasswd, HtpasswdError};
 use crate::config::Config;
 use crate::connection::{self, ConnLimits};
-use crate::storage::{FsStorage, S3Storage, Storage};
+use crate::storage::{FsStorage, Storage};
 use crate::{AppState, Registry, app};
 
 /// Why the server could not start or stopped with an error.
@@ -29,6 +29,12 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// S3 storage is configured but this build has none (built without the `s3` feature).
+    #[error(
+        "S3 storage is configured but this server was built without S3 support: rebuild with the \
+         default features (cargo build --release -p regctl-registry), or store on a filesystem"
+    )]
+    NoS3,
     /// HTTPS could not be set up (settings, certificate files, ACME cache, port 80).
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -38,7 +44,10 @@ pub enum ServeError {
 /// notification queues (started here, so this needs a Tokio runtime).
 pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     let storage: Arc<dyn Storage> = match &config.storage.s3 {
-        Some(s3) => Arc::new(S3Storage::new(s3).await),
+        #[cfg(feature = "s3")]
+        Some(s3) => Arc::new(crate::storage::S3Storage::new(s3).await),
+        #[cfg(not(feature = "s3"))]
+        Some(_) => return Err(ServeError::NoS3),
         None => Arc::new(FsStorage::new(&config.storage.filesystem.rootdirectory)),
     };
     let metrics = Arc::new(crate::metrics::Metrics::default());

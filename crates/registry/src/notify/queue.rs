@@ -166,7 +166,10 @@ impl Worker {
         };
         names.sort();
         for name in names {
-            let path = self.dir.join(&name);
+            let Some(path) = self.dir.join_listed(&name) else {
+                tracing::warn!(endpoint = %self.config.name, name = ?name, "skipping a stored event whose name cannot be a path");
+                continue;
+            };
             let body = match self.storage.get(&path).await {
                 Ok(body) => body,
                 Err(e) => {

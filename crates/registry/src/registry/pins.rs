@@ -80,7 +80,8 @@ pub(crate) fn digest_lines<'a>(digests: impl IntoIterator<Item = &'a Digest>) ->
 pub(crate) async fn read_pins(storage: &dyn Storage) -> Result<HashSet<Digest>, StorageError> {
     let mut pinned = HashSet::new();
     for (name, _) in storage.walk(&pins_dir()).await? {
-        match storage.get(&pins_dir().join(&name)).await {
+        let Some(path) = pins_dir().join_listed(&name) else { continue };
+        match storage.get(&path).await {
             Ok(text) => pinned.extend(parse_digests(&text)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),

@@ -5,6 +5,7 @@
 //! above it, in [`crate::registry`], written once for every backend.
 
 mod fs;
+#[cfg(feature = "s3")]
 mod s3;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsStorage;
+#[cfg(feature = "s3")]
 pub use s3::S3Storage;
 
 /// A stream of bytes read from or written to storage.
@@ -73,10 +75,7 @@ impl StoragePath {
         let mut path = String::new();
         for c in components {
             for part in c.as_ref().split('/') {
-                assert!(
-                    !part.is_empty() && part != "." && part != ".." && !part.contains('\\'),
-                    "invalid storage path component {part:?}"
-                );
+                assert!(StoragePath::is_component(part), "invalid storage path component {part:?}");
                 if !path.is_empty() {
                     path.push('/');
                 }
@@ -89,6 +88,19 @@ impl StoragePath {
     /// This path with more components appended.
     pub fn join(&self, more: &str) -> StoragePath {
         StoragePath::new([self.0.as_str(), more])
+    }
+
+    /// Whether `name` is one component [`StoragePath::new`] accepts: not empty, not `.` or
+    /// `..`, no `/` or `\`.
+    pub fn is_component(name: &str) -> bool {
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
+    }
+
+    /// This path with `more` appended, when `more` was read back from storage (a listing or a
+    /// walk): `None` for a name [`StoragePath::new`] refuses, which a hostile bucket or another
+    /// tool may hold (`..`, `//`, `\`). Callers skip such an object and log it, never panic.
+    pub fn join_listed(&self, more: &str) -> Option<StoragePath> {
+        more.split('/').all(StoragePath::is_component).then(|| StoragePath::new([self.0.as_str(), more]))
     }
 
     /// The path as a string.
@@ -193,7 +205,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         let mut pending = vec![(dir.clone(), String::new())];
         while let Some((current, prefix)) = pending.pop() {
             for name in self.list(&current).await? {
-                let path = current.join(&name);
+                let Some(path) = current.join_listed(&name) else {
+                    tracing::warn!(dir = %current, name = ?name, "skipping an object whose name cannot be a path");
+                    continue;
+                };
                 let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
                 match self.stat(&path).await {
                     Ok(meta) => found.push((relative, meta)),

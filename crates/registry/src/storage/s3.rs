@@ -656,7 +656,8 @@ impl S3Storage {
             if meta.modified.is_none_or(|m| m > settled_before) {
                 continue;
             }
-            if let Some(forward) = self.get_json::<Forward>(&path, &self.key(&pending.join(&name))).await? {
+            let Some(listed) = pending.join_listed(&name) else { continue };
+            if let Some(forward) = self.get_json::<Forward>(&path, &self.key(&listed)).await? {
                 self.settle(&forward, Duration::ZERO).await?;
             }
         }

@@ -34,6 +34,8 @@ pub async fn run(storage: &dyn Storage) {
     list_children(storage).await;
     append_is_all_or_nothing(storage).await;
     rename_and_delete(storage).await;
+    rename_replaces_an_existing_object(storage).await;
+    tidy_keeps_finished_objects(storage).await;
     rename_moves_only_the_expected_size(storage).await;
     appends_at_one_offset_do_not_both_land(storage).await;
     a_hanging_append_cannot_alter_a_renamed_object(storage).await;
@@ -107,6 +109,26 @@ async fn rename_and_delete(storage: &dyn Storage) {
     assert!(storage.list(&path("d/x")).await.expect("list").is_empty());
     storage.delete(&to).await.expect("delete object");
     assert!(storage.get(&to).await.is_err_and(|e| e.is_not_found()));
+}
+
+/// A blob committed again (a second push of the same digest) lands over the first copy.
+async fn rename_replaces_an_existing_object(storage: &dyn Storage) {
+    let (from, to) = (path("over/src"), path("over/dst"));
+    storage.put(&to, Bytes::from_static(b"old bytes")).await.expect("put the old object");
+    storage.append(&from, 0, chunks(&[b"new"])).await.expect("append");
+    storage.rename(&from, &to, 3).await.expect("rename over it");
+    assert_eq!(storage.get(&to).await.expect("get"), Bytes::from_static(b"new"));
+    assert_eq!(storage.stat(&to).await.expect("stat").size, 3);
+    assert!(storage.stat(&from).await.is_err_and(|e| e.is_not_found()));
+}
+
+/// Housekeeping with everything abandoned before now removes no finished object.
+async fn tidy_keeps_finished_objects(storage: &dyn Storage) {
+    let kept = path("tidy/kept");
+    storage.put(&kept, Bytes::from_static(b"kept")).await.expect("put");
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    storage.tidy(future).await.expect("tidy");
+    assert_eq!(storage.get(&kept).await.expect("get"), Bytes::from_static(b"kept"));
 }
 
 async fn rename_moves_only_the_expected_size(storage: &dyn Storage) {
