@@ -277,7 +277,7 @@ unset AWS_PROFILE AWS_SESSION_TOKEN SSH_AUTH_SOCK REGCTL_IAM_WAIT
 python3 "$repo/tests/moto_check.py" "$moto" zone "${DOMAIN#*.}" >/dev/null || fail "cannot create the hosted zone in moto"
 
 stage "provision"
-step provision "$regctl" provision --domain "$DOMAIN" --ssh-cidr 127.0.0.1/32
+step provision "$regctl" provision --domain "$DOMAIN" --key-name my-key --ssh-cidr 127.0.0.1/32
 expect_in provision "S3 bucket"
 [ -f regctl.toml ] || fail "provision recorded no regctl.toml"
 step provision-again "$regctl" provision

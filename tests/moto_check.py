@@ -5,7 +5,8 @@ talking straight to moto_server, not through regctl or its shim.
 Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   inventory             JSON of everything regctl could have made (all of it, tagged or not:
                         every test has a moto of its own)
-  zone DOMAIN           create a public hosted zone, print its ID
+  zone DOMAIN           create a public hosted zone, print its ID (again: a second zone of that name)
+  no-public-ips         make the default subnets give new instances no public IPv4 address
   instance              run an instance in the default VPC, print its ID
   fill BUCKET N         write N extra object versions, plus versions and delete markers of a
                         few keys; print the number of versions and delete markers
@@ -19,6 +20,7 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
 
 import json
 import sys
+import time
 
 import boto3
 from botocore.exceptions import ClientError
@@ -93,6 +95,7 @@ def inventory(c):
                 "profile": [a["IamInstanceProfile"]["Arn"] for a in assoc if a["State"] == "associated"],
                 "metadata_tokens": i.get("MetadataOptions", {}).get("HttpTokens"),
                 "zone": i.get("Placement", {}).get("AvailabilityZone"),
+                "key_name": i.get("KeyName"),
             })
     for a in ec2.describe_addresses()["Addresses"]:
         out["addresses"].append({"ip": a["PublicIp"], "instance": a.get("InstanceId"), "tags": tags_of(a.get("Tags"))})
@@ -110,13 +113,17 @@ def main():
     if command == "inventory":
         print(json.dumps(inventory(c), sort_keys=True, default=str))
     elif command == "zone":
-        z = c["route53"].create_hosted_zone(Name=args[0], CallerReference=args[0])
+        z = c["route53"].create_hosted_zone(Name=args[0], CallerReference=f"{args[0]}-{time.time_ns()}")
         print(z["HostedZone"]["Id"].split("/")[-1])
     elif command == "instance":
         ec2 = c["ec2"]
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         i = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro")
         print(i["Instances"][0]["InstanceId"])
+    elif command == "no-public-ips":
+        ec2 = c["ec2"]
+        for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]:
+            ec2.modify_subnet_attribute(SubnetId=s["SubnetId"], MapPublicIpOnLaunch={"Value": False})
     elif command == "fill":
         bucket, n = args[0], int(args[1])
         s3 = c["s3"]

@@ -24,6 +24,12 @@ It forwards every request to moto unchanged, and can:
                     "NOTFOUND <action>": AWS's eventual consistency right after a create
                     (InvalidInstanceID.NotFound, InvalidGroup.NotFound, NoSuchBucket, NoSuchEntity),
                     which moto, consistent at once, never shows;
+* --not-found-after-put N
+                    answer the first N GET or HEAD requests of an S3 object after each write of it
+                    through this shim (PutObject, CopyObject, CompleteMultipartUpload) with 404
+                    NoSuchKey, without forwarding them, printing "NOTFOUND GetObject" (or
+                    HeadObject): S3 not showing a just-written object yet, as while versioning,
+                    first enabled on the bucket, propagates;
 * --stale-read ACTION=N
                     forward the first N requests of an EC2 Describe action, then take the
                     ingress rules (ipPermissions) out of the answer: a read that does not reflect
@@ -50,7 +56,7 @@ XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
-                    [--hang-after-first-change] [--not-found-after-create A=N]... [--stale-read A=N]... [--amazon-images-elsewhere]
+                    [--hang-after-first-change] [--not-found-after-create A=N]... [--not-found-after-put N] [--stale-read A=N]... [--amazon-images-elsewhere]
                     [--console-output-latest-only] [--type-not-offered-in ZONE] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
@@ -206,6 +212,7 @@ def main():
     parser.add_argument("--hang", action="append", default=[])
     parser.add_argument("--hang-after-first-change", action="store_true")
     parser.add_argument("--not-found-after-create", action="append", default=[])
+    parser.add_argument("--not-found-after-put", type=int, default=0)
     parser.add_argument("--stale-read", action="append", default=[])
     parser.add_argument("--amazon-images-elsewhere", action="store_true")
     parser.add_argument("--console-output-latest-only", action="store_true")
@@ -231,6 +238,7 @@ def main():
         action, count = spec.split("=", 1)
         not_found[action] = int(count)
     created = set()
+    unseen = {}  # S3 object path -> GETs/HEADs still to answer 404 (--not-found-after-put)
     stale = {}
     for spec in args.stale_read:
         action, count = spec.split("=", 1)
@@ -310,6 +318,16 @@ def main():
             if delay:
                 self._not_found(action, service)
                 return
+            object_path = urllib.parse.urlparse(self.path).path
+            with lock:
+                hidden = (service == "s3" and self.command in ("GET", "HEAD")
+                          and unseen.get(object_path, 0) > 0)
+                if hidden:
+                    unseen[object_path] -= 1
+            if hidden:
+                self._answer(404, {"Content-Type": "application/xml"}, S3_ERROR.format(code="NoSuchKey").encode())
+                print(f"NOTFOUND {'GetObject' if self.command == 'GET' else 'HeadObject'}", flush=True)
+                return
 
             conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -333,6 +351,10 @@ def main():
                 zone = f"<location>{args.type_not_offered_in}</location>".encode()
                 data = re.sub(rb"<item>(?:(?!</item>).)*</item>",
                               lambda m: b"" if zone in m.group(0) else m.group(0), data, flags=re.S)
+            if (args.not_found_after_put and action in ("PutObject", "CompleteMultipartUpload")
+                    and 200 <= resp.status < 300):
+                with lock:
+                    unseen[object_path] = args.not_found_after_put
             if action in CREATE_ACTIONS and 200 <= resp.status < 300:
                 with lock:
                     created.update(created_names(action, form, self.path, data))

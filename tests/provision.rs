@@ -15,6 +15,8 @@ use crate::util::require_tool;
 const DOMAIN: &str = "registry.example.test";
 const CIDR: &str = "198.51.100.7/32";
 const BUCKET: &str = "regctl-registry-123456789012-us-east-1";
+/// The EC2 key pair of the launched instances (moto does not check that it exists).
+const KEY: &str = "regctl-test";
 
 fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
@@ -114,8 +116,9 @@ fn ok(dir: &Path, endpoint: &str, args: &[&str]) -> String {
     t
 }
 
+/// `provision` of a launched instance with the usual domain, SSH CIDR and key pair, and `extra`.
 fn provision_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["provision", "--domain", DOMAIN, "--ssh-cidr", CIDR];
+    let mut args = vec!["provision", "--domain", DOMAIN, "--ssh-cidr", CIDR, "--key-name", KEY];
     args.extend_from_slice(extra);
     args
 }
@@ -260,11 +263,14 @@ fn dry_run_from_nothing_mutates_nothing_and_required_settings_are_asked_for() {
     assert_eq!(moto.inventory(), before, "--dry-run changed something");
     assert!(!dir.join("regctl.toml").exists(), "a dry run records nothing");
 
-    let no_cidr = regctl(dir, &shim.endpoint, &["provision", "--domain", DOMAIN]);
+    let no_cidr = regctl(dir, &shim.endpoint, &["provision", "--domain", DOMAIN, "--key-name", KEY]);
     assert!(!no_cidr.status.success());
     assert!(text(&no_cidr).contains("--ssh-cidr"), "{}", text(&no_cidr));
-    let no_zone =
-        regctl(dir, &shim.endpoint, &["provision", "--domain", "registry.other.test", "--ssh-cidr", CIDR]);
+    let no_zone = regctl(
+        dir,
+        &shim.endpoint,
+        &["provision", "--domain", "registry.other.test", "--ssh-cidr", CIDR, "--key-name", KEY],
+    );
     assert!(!no_zone.status.success());
     assert!(text(&no_zone).contains("--hosted-zone-id"), "{}", text(&no_zone));
     assert_eq!(moto.inventory(), before, "a refused provision changed something");
@@ -398,7 +404,8 @@ fn an_existing_instance_is_adopted_and_never_terminated() {
     moto.zone();
     let shim = moto.shim(&[]);
     let id = moto.check(&["instance"]);
-    let out = ok(dir, &shim.endpoint, &provision_args(&["--instance-id", &id]));
+    let out =
+        ok(dir, &shim.endpoint, &["provision", "--domain", DOMAIN, "--ssh-cidr", CIDR, "--instance-id", &id]);
     assert!(out.contains(&format!("instance {id}: updated")), "{out}");
     let inv = moto.inventory();
     let instances = live_instances(&inv);
@@ -840,4 +847,121 @@ fn the_instance_is_launched_in_a_zone_that_offers_its_type() {
     let zone = live_instances(&inv)[0]["zone"].as_str().unwrap_or("").to_string();
     assert!(zone.starts_with("us-east-1") && zone != "us-east-1a", "{inv:#}");
     assert!(out.contains(&format!(" in {zone}: ")), "{out}");
+}
+
+/// The first `regctl provision` command of README.md, as its arguments, with the address that
+/// `curl checkip` would give replaced by [`CIDR`].
+fn readme_provision() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let start = readme.find("\nregctl provision ").expect("a provision example in README.md") + 1;
+    let mut command = String::new();
+    for line in readme[start..].lines() {
+        command.push_str(line.trim_end_matches('\\'));
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    let curl = command.find("\"$(curl").expect("the address from checkip in README's example");
+    let end = curl + 1 + command[curl + 1..].find('"').expect("a closing quote");
+    command.replace_range(curl..=end, CIDR);
+    command.split_whitespace().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn a_launch_needs_a_key_pair_and_another_key_is_drift() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.check(&["zone", "example.com"]);
+    let shim = moto.shim(&[]);
+    let before = moto.inventory();
+
+    // No key pair and no word that the user brings their own access: nothing is made.
+    let args = readme_provision();
+    let no_key: Vec<&str> =
+        args.iter().map(String::as_str).filter(|a| *a != "--key-name" && *a != "my-key").collect();
+    assert_eq!(no_key.len(), args.len() - 2, "README's example names --key-name my-key: {args:?}");
+    let refused = regctl(dir, &shim.endpoint, &no_key);
+    let t = text(&refused);
+    assert!(!refused.status.success(), "{t}");
+    assert!(t.contains("--key-name NAME") && t.contains("--no-ssh-key"), "{t}");
+    assert_eq!(moto.inventory(), before, "a refused provision changed something");
+
+    // README's first example, as written: the instance has the key, and it is recorded.
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(dir, &shim.endpoint, &args);
+    let inv = moto.inventory();
+    assert_eq!(live_instances(&inv)[0]["key_name"], "my-key", "{inv:#}");
+    let recorded = std::fs::read_to_string(dir.join("regctl.toml")).expect("state file");
+    assert!(recorded.contains("key_name = \"my-key\""), "{recorded}");
+
+    // Another key is drift that provision cannot fix in place: it says so, and changes nothing.
+    let dry = ok(dir, &shim.endpoint, &["provision", "--no-ssh-key", "--dry-run"]);
+    assert!(dry.contains("would update: key pair my-key instead of no key pair"), "{dry}");
+    let other = regctl(dir, &shim.endpoint, &["provision", "--key-name", "other-key"]);
+    let t = text(&other);
+    assert!(!other.status.success(), "{t}");
+    assert!(
+        t.contains("has key pair my-key instead of key pair other-key") && t.contains("--key-name my-key"),
+        "{t}"
+    );
+    assert_eq!(live_instances(&moto.inventory()).len(), 1);
+    // status compares with the recorded key (other-key, recorded by the refused run).
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let instance = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["resource"] == "instance")
+        .expect("the instance's status")
+        .clone();
+    assert_eq!(instance["status"], "drifted", "{status:#}");
+    assert!(
+        instance["changes"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("key pair my-key instead of key pair other-key"),
+        "{instance:#}"
+    );
+    // The key it has is content again.
+    let again = ok(dir, &shim.endpoint, &["provision", "--key-name", "my-key"]);
+    assert!(again.contains("no changes"), "{again}");
+}
+
+#[test]
+fn a_subnet_that_gives_no_public_address_still_gets_the_instance_one() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    // Default subnets whose MapPublicIpOnLaunch was turned off (as many accounts' VPCs are).
+    moto.check(&["no-public-ips"]);
+    let shim = moto.shim(&[]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&[]));
+    assert!(
+        out.contains("does not give instances a public IPv4 address: the new instance's interface asks"),
+        "{out}"
+    );
+    let inv = moto.inventory();
+    let ip = live_instances(&inv)[0]["public_ip"].clone();
+    assert!(ip.is_string(), "the instance has no public address: {inv:#}");
+    assert_eq!(inv["records"][0]["values"], serde_json::json!([ip]), "{inv:#}");
+    // The group is on the instance's interface: the next run finds it there.
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), 8, "{again}");
+}
+
+#[test]
+fn two_public_zones_of_the_domains_name_are_warned_about() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    let first = moto.zone();
+    let second = moto.zone();
+    let shim = moto.shim(&[]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--dry-run"]));
+    assert!(out.contains("warning: 2 public hosted zones are named example.test.: using "), "{out}");
+    assert!(out.contains(&first) && out.contains(&second) && out.contains("--hosted-zone-id"), "{out}");
+    // Chosen with --hosted-zone-id: no guess, no warning.
+    let chosen = ok(dir, &shim.endpoint, &provision_args(&["--dry-run", "--hosted-zone-id", &second]));
+    assert!(!chosen.contains("warning") && chosen.contains(&format!("(zone {second})")), "{chosen}");
 }

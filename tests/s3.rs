@@ -3,7 +3,7 @@
 
 use crate::util::distribution::{self, DockerRegistry};
 use crate::util::layout::{self, ImageBuilder, MIB};
-use crate::util::moto::Moto;
+use crate::util::moto::{Moto, Shim};
 use crate::util::{self, Server, skopeo};
 
 /// Starts `regctl serve` on `bucket` of `moto`.
@@ -192,4 +192,36 @@ fn distribution_and_regctl_serve_each_others_s3_bucket() {
         &[],
     );
     layout::assert_same_blobs(&second.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
+}
+
+#[test]
+fn objects_s3_does_not_show_yet_right_after_the_server_wrote_them_are_read_again() {
+    if !skopeo::available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    // The first read of every object after each write of it is a NoSuchKey, as while versioning,
+    // first enabled on the bucket, propagates: upload states, tails, links, the blobs themselves.
+    let mut shim = Shim::start(&moto.endpoint, &["--not-found-after-put", "1"]);
+    let mut env = moto.registry_env(&bucket);
+    for (key, value) in &mut env {
+        if key == "REGISTRY_STORAGE_S3_REGIONENDPOINT" {
+            value.clone_from(&shim.endpoint);
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_on_env(&tmp.path().join("unused"), &[], &env);
+    // A layer of more than one part: an append reads the state (and tail) the one before wrote.
+    let image = ImageBuilder::new(47, &[1500, 6 * MIB + 5]).write(&tmp.path().join("src"), "v1");
+    let reference = skopeo::docker_ref(&server.host(), "fresh/app", "v1");
+    skopeo::copy_exact(&image.oci_ref(), &reference, &[]);
+    let back = tmp.path().join("back");
+    skopeo::copy_exact(&reference, &format!("oci:{}:v1", back.display()), &[]);
+    layout::assert_same_blobs(&image.dir.join("blobs/sha256"), &back.join("blobs/sha256"));
+    let hidden = std::iter::from_fn(|| shim.try_line(std::time::Duration::from_millis(500)))
+        .filter(|l| l.starts_with("NOTFOUND "))
+        .count();
+    assert!(hidden > 0, "the shim hid no fresh object: the test tests nothing");
 }

@@ -54,12 +54,41 @@ fn bare_zone_id(id: &str) -> String {
     id.trim_start_matches("/hostedzone/").to_string()
 }
 
+/// The public hosted zone found for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundZone {
+    /// Its ID (without `/hostedzone/`).
+    pub id: String,
+    /// Its name, with the final dot.
+    pub name: String,
+    /// The IDs of other public zones of the same name, which were not chosen.
+    pub others: Vec<String>,
+}
+
+impl FoundZone {
+    /// A warning when other public zones share the chosen one's name: only the one the domain's
+    /// registrar delegates to is seen by resolvers, and the account cannot tell which it is.
+    pub fn warning(&self) -> Option<String> {
+        (!self.others.is_empty()).then(|| {
+            format!(
+                "{} public hosted zones are named {}: using {} (the first listed), not {}; records in \
+                 a zone the registrar does not delegate to are seen by nobody. Pass --hosted-zone-id to choose",
+                self.others.len() + 1,
+                self.name,
+                self.id,
+                self.others.join(", ")
+            )
+        })
+    }
+}
+
 /// The public hosted zone that holds `domain`: the one with the longest name that `domain` ends
-/// with (e.g. `example.com.` for `registry.example.com`).
-pub async fn find_zone(aws: &super::Aws, domain: &str) -> Result<String, AwsError> {
+/// with (e.g. `example.com.` for `registry.example.com`); of several with that name, the first
+/// listed, with the others named in [`FoundZone::others`].
+pub async fn find_zone(aws: &super::Aws, domain: &str) -> Result<FoundZone, AwsError> {
     let res = format!("the Route 53 hosted zone of {domain}");
     let name = fqdn(domain);
-    let mut best: Option<(usize, String)> = None;
+    let mut best: Option<FoundZone> = None;
     let mut marker: Option<String> = None;
     loop {
         let out = aws
@@ -70,11 +99,16 @@ pub async fn find_zone(aws: &super::Aws, domain: &str) -> Result<String, AwsErro
             .await
             .aws("route53:ListHostedZones", &res)?;
         for z in out.hosted_zones() {
-            let zone = z.name().to_ascii_lowercase();
+            let zone = fqdn(z.name());
             let private = z.config().is_some_and(|c| c.private_zone());
-            let matches = name == zone || name.ends_with(&format!(".{zone}"));
-            if matches && !private && best.as_ref().is_none_or(|(len, _)| zone.len() > *len) {
-                best = Some((zone.len(), bare_zone_id(z.id())));
+            if private || !(name == zone || name.ends_with(&format!(".{zone}"))) {
+                continue;
+            }
+            let id = bare_zone_id(z.id());
+            match &mut best {
+                Some(b) if b.name == zone => b.others.push(id),
+                Some(b) if b.name.len() >= zone.len() => {}
+                _ => best = Some(FoundZone { id, name: zone, others: vec![] }),
             }
         }
         marker = out.next_marker().map(str::to_string);
@@ -82,7 +116,7 @@ pub async fn find_zone(aws: &super::Aws, domain: &str) -> Result<String, AwsErro
             break;
         }
     }
-    best.map(|(_, id)| id).ok_or_else(|| {
+    best.ok_or_else(|| {
         AwsError::local(
             "route53:ListHostedZones",
             &res,

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    HttpTokensState, Instance, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, LocationType,
-    ResourceType,
+    HttpTokensState, Instance, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
+    InstanceStateName, InstanceType, LocationType, ResourceType,
 };
 
 use super::{
@@ -41,7 +41,7 @@ pub struct LaunchSpec {
     pub ami: Option<String>,
     /// Instance type.
     pub instance_type: String,
-    /// EC2 key pair for SSH.
+    /// EC2 key pair for SSH; `None` when the user brings their own access (`--no-ssh-key`).
     pub key_name: Option<String>,
     /// Subnet; by default a default subnet of the default VPC.
     pub subnet_id: Option<String>,
@@ -56,6 +56,9 @@ pub struct Placement {
     pub subnet_id: Option<String>,
     /// Why this subnet, when regctl chose it.
     pub reason: Option<String>,
+    /// True when the subnet gives new instances a public IPv4 address by itself
+    /// (`MapPublicIpOnLaunch`); a launch elsewhere asks for one.
+    pub public_ip_on_launch: bool,
 }
 
 /// The instance as it is.
@@ -73,6 +76,8 @@ pub struct Observed {
     pub security_groups: Vec<String>,
     /// True when regctl launched it.
     pub launched: bool,
+    /// The key pair it was launched with.
+    pub key_name: Option<String>,
     tags: Vec<aws_sdk_ec2::types::Tag>,
 }
 
@@ -83,13 +88,22 @@ impl Observed {
             state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
             public_ip: i.public_ip_address().map(str::to_string),
             vpc_id: i.vpc_id().map(str::to_string),
-            security_groups: i
-                .security_groups()
-                .iter()
-                .filter_map(|g| g.group_id())
-                .map(str::to_string)
-                .collect(),
+            // The instance's groups are its interfaces' (EC2 lists both; emulators may list only
+            // the interfaces' for an instance launched with an interface specification).
+            security_groups: {
+                let mut groups: Vec<String> = i
+                    .security_groups()
+                    .iter()
+                    .chain(i.network_interfaces().iter().flat_map(|n| n.groups()))
+                    .filter_map(|g| g.group_id())
+                    .map(str::to_string)
+                    .collect();
+                groups.sort();
+                groups.dedup();
+                groups
+            },
             launched: ec2_tag_value(i.tags(), TAG_LAUNCHED) == Some("true"),
+            key_name: i.key_name().map(str::to_string),
             tags: i.tags().to_vec(),
         }
     }
@@ -103,6 +117,9 @@ pub struct Plan {
     start: bool,
     tags: Vec<aws_sdk_ec2::types::Tag>,
     attach_group: bool,
+    /// Why the instance's key pair is not the wanted one, when it is not: EC2 sets the key pair
+    /// only at launch, so `apply` cannot converge it.
+    pub key_mismatch: Option<String>,
 }
 
 fn resource(id: &str) -> String {
@@ -169,7 +186,7 @@ pub async fn placement(
     existing: Option<&Observed>,
 ) -> Result<Placement, AwsError> {
     if let Some(vpc) = existing.and_then(|o| o.vpc_id.clone()) {
-        return Ok(Placement { vpc_id: vpc, subnet_id: None, reason: None });
+        return Ok(Placement { vpc_id: vpc, subnet_id: None, reason: None, public_ip_on_launch: true });
     }
     let (subnet, instance_type) = match d {
         Desired::Existing { id } => {
@@ -185,10 +202,16 @@ pub async fn placement(
         let res = format!("subnet {subnet}");
         let out =
             aws.ec2.describe_subnets().subnet_ids(&subnet).send().await.aws("ec2:DescribeSubnets", &res)?;
-        let vpc = out.subnets().first().and_then(|s| s.vpc_id()).ok_or_else(|| {
+        let found = out.subnets().first();
+        let vpc = found.and_then(|s| s.vpc_id()).ok_or_else(|| {
             AwsError::local("ec2:DescribeSubnets", &res, "no such subnet: check --subnet-id and --region")
         })?;
-        return Ok(Placement { vpc_id: vpc.to_string(), subnet_id: Some(subnet), reason: None });
+        return Ok(Placement {
+            vpc_id: vpc.to_string(),
+            subnet_id: Some(subnet),
+            reason: None,
+            public_ip_on_launch: found.and_then(|s| s.map_public_ip_on_launch()).unwrap_or(false),
+        });
     }
     let res = format!("the default VPC of {}", aws.region);
     let vpcs = aws
@@ -218,7 +241,9 @@ pub async fn placement(
         .filter(|s| s.availability_zone().is_some_and(|z| offered.iter().any(|o| o == z)))
         .collect();
     subnets.sort_by_key(|s| s.availability_zone().unwrap_or_default().to_string());
-    let Some((subnet, zone)) = subnets.first().and_then(|s| Some((s.subnet_id()?, s.availability_zone()?)))
+    let Some((subnet, zone, maps)) = subnets
+        .first()
+        .and_then(|s| Some((s.subnet_id()?, s.availability_zone()?, s.map_public_ip_on_launch())))
     else {
         return Err(AwsError::local(
             "ec2:DescribeInstanceTypeOfferings",
@@ -236,6 +261,7 @@ pub async fn placement(
         reason: Some(format!(
             "default subnet {subnet} in {zone}: the first zone of the default VPC that offers {instance_type}"
         )),
+        public_ip_on_launch: maps.unwrap_or(false),
     })
 }
 
@@ -253,10 +279,22 @@ async fn offered_zones(aws: &super::Aws, instance_type: &str) -> Result<Vec<Stri
 }
 
 /// Compares the instance with what is wanted. `group` is the security group's ID when it
-/// exists already.
-pub fn plan(observed: Option<&Observed>, deployment: &str, group: Option<&str>) -> Plan {
+/// exists already; `key` the key pair a launched instance should have (`Some(None)`: none),
+/// `None` when it is not compared (an adopted instance, whose access is its owner's business).
+pub fn plan(
+    observed: Option<&Observed>,
+    deployment: &str,
+    group: Option<&str>,
+    key: Option<Option<&str>>,
+) -> Plan {
     let Some(o) = observed else {
-        return Plan { change: Change::Create, start: false, tags: vec![], attach_group: false };
+        return Plan {
+            change: Change::Create,
+            start: false,
+            tags: vec![],
+            attach_group: false,
+            key_mismatch: None,
+        };
     };
     let mut changes = Vec::new();
     let start = matches!(o.state.as_str(), "stopped" | "stopping");
@@ -271,7 +309,16 @@ pub fn plan(observed: Option<&Observed>, deployment: &str, group: Option<&str>) 
     if attach_group {
         changes.push("attach the security group".to_string());
     }
-    Plan { change: Change::update_or_unchanged(changes), start, tags, attach_group }
+    let key_mismatch = key.filter(|k| *k != o.key_name.as_deref()).map(|k| {
+        let name = |k: Option<&str>| k.map_or_else(|| "no key pair".to_string(), |k| format!("key pair {k}"));
+        format!(
+            "{} instead of {} (EC2 sets the key pair only at launch)",
+            name(o.key_name.as_deref()),
+            name(k)
+        )
+    });
+    changes.extend(key_mismatch.clone());
+    Plan { change: Change::update_or_unchanged(changes), start, tags, attach_group, key_mismatch }
 }
 
 /// The newest Amazon Linux 2023 x86_64 AMI of the region.
@@ -374,16 +421,33 @@ async fn launch(
         .unwrap_or(0);
     let token = format!("regctl-{deployment}-{millis}");
     let tags = ec2_tags(deployment, &[(TAG_LAUNCHED, "true")]);
-    let out = aws
+    let run = aws
         .ec2
         .run_instances()
         .image_id(&ami)
         .instance_type(InstanceType::from(spec.instance_type.as_str()))
         .min_count(1)
         .max_count(1)
-        .set_key_name(spec.key_name.clone())
-        .set_subnet_id(placement.subnet_id.clone())
-        .security_group_ids(group)
+        .set_key_name(spec.key_name.clone());
+    // The registry is only of use at a public address (the DNS record, Let's Encrypt, SSH).
+    // In a subnet that does not hand one out, ask for one on the instance's interface, as the
+    // console's "auto-assign public IP" does, rather than refuse: the subnet-wide setting is
+    // the account owner's, and the user chose this subnet for the instance to run in.
+    // (The interface then carries the subnet and group, which EC2 refuses at the top level too.)
+    let run = if placement.public_ip_on_launch {
+        run.set_subnet_id(placement.subnet_id.clone()).security_group_ids(group)
+    } else {
+        run.network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .set_subnet_id(placement.subnet_id.clone())
+                .groups(group)
+                .associate_public_ip_address(true)
+                .delete_on_termination(true)
+                .build(),
+        )
+    };
+    let out = run
         .client_token(token)
         .metadata_options(
             InstanceMetadataOptionsRequest::builder().http_tokens(HttpTokensState::Required).build(),

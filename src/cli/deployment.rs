@@ -81,9 +81,14 @@ pub struct ProvisionArgs {
     /// Instance type of a launched instance [default: t3.small].
     #[arg(long, value_name = "TYPE", conflicts_with = "instance_id")]
     pub instance_type: Option<String>,
-    /// EC2 key pair of a launched instance, for SSH.
+    /// EC2 key pair of a launched instance, for SSH (`regctl deploy --identity` then takes its
+    /// private key); required to launch one, unless --no-ssh-key.
     #[arg(long, value_name = "KEY_PAIR", conflicts_with = "instance_id")]
     pub key_name: Option<String>,
+    /// Launch the instance without a key pair: you bring your own access (e.g. a key or a user
+    /// from your own AMI); without either, nobody can log in to deploy.
+    #[arg(long, conflicts_with_all = ["instance_id", "key_name"])]
+    pub no_ssh_key: bool,
     /// Subnet of a launched instance [default: a default subnet of the default VPC].
     #[arg(long, value_name = "SUBNET_ID", conflicts_with = "instance_id")]
     pub subnet_id: Option<String>,

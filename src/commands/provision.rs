@@ -18,6 +18,7 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
         ami: args.ami.clone(),
         instance_type: args.instance_type.clone(),
         key_name: args.key_name.clone(),
+        no_ssh_key: args.no_ssh_key.then_some(true),
         subnet_id: args.subnet_id.clone(),
         ssh_cidr: args.ssh_cidr.clone(),
         elastic_ip: if args.elastic_ip {
@@ -38,9 +39,15 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
     };
     // Launch settings only apply to a launched instance: a given --instance-id replaces them.
     let mut settings = recorded.overlay(&flags);
+    // A key pair and none are one choice: the one given replaces the one recorded.
+    if args.key_name.is_some() {
+        settings.no_ssh_key = None;
+    } else if args.no_ssh_key {
+        settings.key_name = None;
+    }
     if args.instance_id.is_some() {
-        (settings.ami, settings.instance_type, settings.key_name, settings.subnet_id) =
-            (None, None, None, None);
+        (settings.ami, settings.instance_type, settings.key_name, settings.no_ssh_key, settings.subnet_id) =
+            (None, None, None, None, None);
     } else if args.ami.is_some() || args.instance_type.is_some() || args.subnet_id.is_some() {
         settings.instance_id = None;
     }

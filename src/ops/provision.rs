@@ -129,11 +129,14 @@ pub async fn provision(
     let bucket_name = s.bucket.clone().unwrap_or_else(|| names.default_bucket(account, &aws.region));
     let policy_doc =
         policies::s3_bucket_policy(&caller.partition, &bucket_name).map_err(anyhow::Error::msg)?;
-    let zone = match &s.hosted_zone_id {
-        Some(z) => z.trim_start_matches("/hostedzone/").to_string(),
-        None => dns::find_zone(aws, &domain).await?,
+    let (zone, found_zone) = match &s.hosted_zone_id {
+        Some(z) => (z.trim_start_matches("/hostedzone/").to_string(), None),
+        None => {
+            let found = dns::find_zone(aws, &domain).await?;
+            (found.id.clone(), Some(found))
+        }
     };
-    let instance_wanted = match &s.instance_id {
+    let mut instance_wanted = match &s.instance_id {
         Some(id) => instance::Desired::Existing { id: id.clone() },
         None => instance::Desired::Launch(instance::LaunchSpec {
             ami: s.ami.clone(),
@@ -141,6 +144,29 @@ pub async fn provision(
             key_name: s.key_name.clone(),
             subnet_id: s.subnet_id.clone(),
         }),
+    };
+    let current_instance = instance::observe(aws, &instance_wanted, deployment).await?;
+    // The key pair is how deploy logs in: an instance launched without one (and without access of
+    // the user's own) can never be deployed to, and EC2 cannot add one later. An instance launched
+    // before this was asked keeps the key it has (recorded now).
+    let mut no_ssh_key = s.no_ssh_key == Some(true);
+    if let instance::Desired::Launch(spec) = &mut instance_wanted
+        && spec.key_name.is_none()
+        && !no_ssh_key
+    {
+        match &current_instance {
+            Some(o) => (spec.key_name, no_ssh_key) = (o.key_name.clone(), o.key_name.is_none()),
+            None => bail!(
+                "provision launches an instance that deploy logs in to over SSH with an EC2 key pair: pass \
+                 --key-name NAME (a key pair of {} whose private key you have: `aws ec2 describe-key-pairs`), \
+                 or --no-ssh-key if you bring your own access",
+                aws.region
+            ),
+        }
+    }
+    let wanted_key = match &instance_wanted {
+        instance::Desired::Launch(spec) => Some(spec.key_name.clone()),
+        instance::Desired::Existing { .. } => None,
     };
     let want_eip = s.elastic_ip.unwrap_or(false);
     // What was just created may not be visible to the next call yet: say so while waiting.
@@ -164,6 +190,12 @@ pub async fn provision(
     if ssh_cidr == "0.0.0.0/0" {
         rep.say("warning: SSH is open to the whole internet");
     }
+    if let Some(found) = &found_zone {
+        rep.say(format!("DNS name in hosted zone {} ({}), found from the name", found.id, found.name));
+        if let Some(warning) = found.warning() {
+            rep.say(format!("warning: {warning}"));
+        }
+    }
 
     if !dry && let Some(path) = &opts.state_file {
         // Recorded before the first change, so a teardown after an interrupted run knows it all.
@@ -174,6 +206,8 @@ pub async fn provision(
             hosted_zone_id: Some(zone.clone()),
             ssh_cidr: Some(ssh_cidr.clone()),
             elastic_ip: Some(want_eip),
+            key_name: wanted_key.clone().flatten(),
+            no_ssh_key: no_ssh_key.then_some(true),
             ..s.clone()
         };
         StateFile::record(path, deployment, &recorded)?;
@@ -250,12 +284,17 @@ pub async fn provision(
     .await?;
 
     // 3. Security group, in the instance's VPC.
-    let current_instance = instance::observe(aws, &instance_wanted, deployment).await?;
     let placement = instance::placement(aws, &instance_wanted, current_instance.as_ref()).await?;
     if current_instance.is_none()
         && let Some(reason) = &placement.reason
     {
         rep.say(format!("launching in {reason}"));
+    }
+    if current_instance.is_none() && !placement.public_ip_on_launch {
+        rep.say(format!(
+            "subnet {} does not give instances a public IPv4 address: the new instance's interface asks for one",
+            placement.subnet_id.as_deref().unwrap_or("?")
+        ));
     }
     let group_desired = security_group::Desired {
         name: names.security_group(),
@@ -293,9 +332,27 @@ pub async fn provision(
     };
     let running = rep
         .step("instance", &instance_label, dry, async {
-            let plan = instance::plan(current_instance.as_ref(), deployment, group_id.as_deref());
+            let plan = instance::plan(
+                current_instance.as_ref(),
+                deployment,
+                group_id.as_deref(),
+                wanted_key.as_ref().map(Option::as_deref),
+            );
             if dry {
                 return Ok((plan.change, current_instance.clone()));
+            }
+            // Replacing the instance would fix it, but also stop the registry, change its address
+            // and need a new deploy and certificate: the user's call, not a side effect.
+            if let (Some(mismatch), Some(o)) = (&plan.key_mismatch, &current_instance) {
+                bail!(
+                    "instance {} has {mismatch}. To launch one with the wanted key: `regctl teardown` \
+                     (keeps the bucket and its images), then provision again; to keep this one, pass \
+                     {}",
+                    o.id,
+                    o.key_name
+                        .as_deref()
+                        .map_or_else(|| "--no-ssh-key".to_string(), |k| format!("--key-name {k}"))
+                );
             }
             let group = group_id.as_deref().context("the security group has no ID")?;
             let o = instance::apply(

@@ -38,6 +38,10 @@ pub struct Settings {
     /// Key pair of a launched instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
+    /// True when a launched instance has no key pair on purpose (`--no-ssh-key`: the user brings
+    /// their own access).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_ssh_key: Option<bool>,
     /// Subnet of a launched instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
@@ -68,6 +72,7 @@ impl Settings {
             ami: pick(self.ami, &over.ami),
             instance_type: pick(self.instance_type, &over.instance_type),
             key_name: pick(self.key_name, &over.key_name),
+            no_ssh_key: pick(self.no_ssh_key, &over.no_ssh_key),
             subnet_id: pick(self.subnet_id, &over.subnet_id),
             elastic_ip: pick(self.elastic_ip, &over.elastic_ip),
             noncurrent_days: pick(self.noncurrent_days, &over.noncurrent_days),

@@ -184,7 +184,10 @@ pub async fn inventory(
         let zone = match zone {
             Some(z) => Some(z),
             None => match dns::find_zone(aws, domain).await {
-                Ok(z) => Some(z),
+                Ok(z) => {
+                    warnings.extend(z.warning());
+                    Some(z.id)
+                }
                 Err(e) => {
                     warnings.push(format!("cannot look for the DNS record of {domain}: {e}"));
                     None

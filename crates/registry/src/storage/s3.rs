@@ -27,10 +27,18 @@
 //! place (distribution's layout, so `registry:2` can read the bucket), removed the forward and,
 //! after a grace period for reads already under way, the source. A crash leaves the pending
 //! record, which [`Storage::tidy`] finishes later.
+//!
+//! Right after a write, S3 may still answer NoSuchKey for the object (AWS advises waiting after
+//! versioning is first enabled on a bucket, and this server reads its own upload states, tails,
+//! forwards and links back at once). A read of a key this process wrote moments ago and has not
+//! deleted is therefore retried for a few seconds before "not found" is believed; a read of any
+//! other key is answered at once, so a miss costs nothing.
 
+use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -75,6 +83,19 @@ const DELETE_BATCH: usize = 1000;
 /// How many times a whole small object is requested when its body arrives cut short (the SDK
 /// retries failed requests, but not a body that breaks off after the headers came).
 const READ_ATTEMPTS: u32 = 3;
+/// How long after writing a key a "not found" for it may be S3 not showing it yet.
+const FRESH_WINDOW: Duration = Duration::from_secs(60);
+/// The waits before each read again of a fresh key found missing: 3.1 s in all.
+const FRESH_RETRIES: [Duration; 6] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+];
+/// Fresh keys remembered at most (a busy server forgets the oldest rather than grow).
+const FRESH_MAX: usize = 4096;
 
 /// Storage in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -87,6 +108,8 @@ pub struct S3Storage {
     encryption: Option<(ServerSideEncryption, Option<String>)>,
     /// Expiry of presigned blob URLs, when reads are redirected to S3.
     redirect: Option<Duration>,
+    /// The keys this process wrote in the last [`FRESH_WINDOW`], and when.
+    fresh: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// What an append has stored so far, kept in `<key>.s3upload`.
@@ -185,6 +208,49 @@ impl S3Storage {
             part_size: usize::try_from(config.chunksize.max(MIN_PART_SIZE)).unwrap_or(usize::MAX),
             encryption,
             redirect: config.redirect.then_some(config.redirectexpiry),
+            fresh: Arc::default(),
+        }
+    }
+
+    /// Remembers that this process has just written `key`.
+    fn wrote(&self, key: &str) {
+        let Ok(mut fresh) = self.fresh.lock() else { return };
+        if fresh.len() >= FRESH_MAX {
+            fresh.retain(|_, at| at.elapsed() < FRESH_WINDOW);
+            if fresh.len() >= FRESH_MAX {
+                fresh.clear();
+            }
+        }
+        fresh.insert(key.to_string(), Instant::now());
+    }
+
+    /// True when this process wrote `key` moments ago (and has not deleted it since).
+    fn is_fresh(&self, key: &str) -> bool {
+        self.fresh.lock().is_ok_and(|f| f.get(key).is_some_and(|at| at.elapsed() < FRESH_WINDOW))
+    }
+
+    /// Runs a read of `key`; while it answers "not found" for a key this process has just
+    /// written, waits and reads again (a few seconds in all), since S3 may not show it yet.
+    async fn read_fresh<T, F, Fut>(&self, key: &str, read: F) -> Result<T, StorageError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let mut waits = FRESH_RETRIES.iter();
+        loop {
+            match read().await {
+                Err(e) if e.is_not_found() && self.is_fresh(key) => match waits.next() {
+                    Some(wait) => {
+                        tracing::debug!(
+                            key,
+                            "S3 does not show an object this server just wrote yet; reading again"
+                        );
+                        tokio::time::sleep(*wait).await;
+                    }
+                    None => return Err(e),
+                },
+                other => return other,
+            }
         }
     }
 
@@ -235,6 +301,7 @@ impl S3Storage {
 
     async fn put_key(&self, path: &StoragePath, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.put_request(key, data).send().await.map_err(Self::sdk_err(path))?;
+        self.wrote(key);
         Ok(())
     }
 
@@ -289,11 +356,14 @@ impl S3Storage {
         key: &str,
         range: Option<&Range<u64>>,
     ) -> Result<GetObjectOutput, StorageError> {
-        let mut get = self.client.get_object().bucket(&self.bucket).key(key);
-        if let Some(range) = range {
-            get = get.range(format!("bytes={}-{}", range.start, range.end - 1));
-        }
-        get.send().await.map_err(Self::sdk_err(path))
+        self.read_fresh(key, || {
+            let mut get = self.client.get_object().bucket(&self.bucket).key(key);
+            if let Some(range) = range {
+                get = get.range(format!("bytes={}-{}", range.start, range.end - 1));
+            }
+            async move { get.send().await.map_err(Self::sdk_err(path)) }
+        })
+        .await
     }
 
     /// Starts reading the object at `key` (or `range` of it), following its forward when the
@@ -322,13 +392,16 @@ impl S3Storage {
 
     async fn head_meta(&self, path: &StoragePath, key: &str) -> Result<ObjectMeta, StorageError> {
         let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(Self::sdk_err(path))?;
+            .read_fresh(key, || async move {
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(Self::sdk_err(path))
+            })
+            .await?;
         let size = out.content_length().map_or(0, |l| u64::try_from(l).unwrap_or(0));
         Ok(ObjectMeta {
             size,
@@ -454,7 +527,10 @@ impl S3Storage {
             None => put.if_none_match("*"),
         };
         let refused = match put.send().await {
-            Ok(_) => return Ok(true),
+            Ok(_) => {
+                self.wrote(&key);
+                return Ok(true);
+            }
             Err(e) => {
                 let code = e.code();
                 let status = e.raw_response().map(|r| r.status().as_u16());
@@ -531,6 +607,7 @@ impl S3Storage {
             .send()
             .await
             .map_err(Self::sdk_err(path))?;
+        self.wrote(key);
         Ok(())
     }
 
@@ -544,6 +621,7 @@ impl S3Storage {
                 copy = copy.server_side_encryption(sse.clone()).set_ssekms_key_id(key_id.clone());
             }
             copy.send().await.map_err(Self::sdk_err(path))?;
+            self.wrote(to);
             return Ok(());
         }
         let upload_id = self.create_multipart(path, to).await?;
@@ -711,6 +789,12 @@ impl S3Storage {
         Ok(keys)
     }
     async fn delete_keys(&self, path: &StoragePath, keys: Vec<String>) -> Result<(), StorageError> {
+        // A key deleted is missing for real from now on.
+        if let Ok(mut fresh) = self.fresh.lock() {
+            for key in &keys {
+                fresh.remove(key);
+            }
+        }
         for batch in keys.chunks(DELETE_BATCH) {
             let objects = batch
                 .iter()
