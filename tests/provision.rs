@@ -906,9 +906,11 @@ fn a_launch_needs_a_key_pair_and_another_key_is_drift() {
         "{t}"
     );
     assert_eq!(live_instances(&moto.inventory()).len(), 1);
-    // status compares with the recorded key (other-key, recorded by the refused run).
-    let status: Value =
-        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    // status compares with the recorded key (other-key, recorded by the refused run); drift
+    // exits 5.
+    let out = regctl(dir, &shim.endpoint, &["status", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(5), "status with drift:\n{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     let instance = status["resources"]
         .as_array()
         .expect("resources")
