@@ -308,7 +308,10 @@ def main():
             shutil.rmtree(root, ignore_errors=True)
             say(f"writing {repos:,} repositories in distribution's layout under {root}")
             write_fs(root, repos)
+            done = len(rows)
             measure(args, work, ("fs", root), repos, rows)
+            for row in rows[done:]:
+                say("measured:", *row)
             page_times[repos] = next(r[1] for r in rows if r[0] == f"fs {repos:,}: one _catalog page of 100 after last")
             shutil.rmtree(root, ignore_errors=True)
         if args.moto_server and args.s3_size:
@@ -321,7 +324,10 @@ def main():
                 endpoint = f"http://127.0.0.1:{port}"
                 say(f"writing {args.s3_size:,} repositories to moto S3")
                 write_s3(endpoint, "growth", args.s3_size)
+                done = len(rows)
                 measure(args, work, ("s3", endpoint, "growth"), args.s3_size, rows, moto_log=log)
+                for row in rows[done:]:
+                    say("measured:", *row)
             finally:
                 moto.terminate()
                 moto.wait()
