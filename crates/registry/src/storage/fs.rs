@@ -300,12 +300,6 @@ impl Storage for FsStorage {
         removed.map_err(map_err(path))
     }
 
-    async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
-        let mut found = Vec::new();
-        self.visit(dir, &mut |relative, meta| found.push((relative, meta))).await?;
-        Ok(found)
-    }
-
     async fn visit(
         &self,
         dir: &StoragePath,

@@ -196,12 +196,25 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Every object below `dir`, recursively: its path relative to `dir` and its metadata, in no
     /// particular order; empty when `dir` does not exist. An object still being appended to (not
-    /// yet renamed into place) may be missing or show a partial size.
-    ///
-    /// The default walks with `list` and `stat`, one call per entry; backends that can list a
-    /// whole tree at once (S3) override it.
+    /// yet renamed into place) may be missing or show a partial size. Collects
+    /// [`Storage::visit`].
     async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
         let mut found = Vec::new();
+        self.visit(dir, &mut |relative, meta| found.push((relative, meta))).await?;
+        Ok(found)
+    }
+
+    /// Calls `visitor` with every object below `dir`, as [`Storage::walk`] reports them,
+    /// without holding the whole tree.
+    ///
+    /// The default walks with `list` and `stat`, one call per entry; backends that can do
+    /// better override it (the filesystem reads a directory at a time, S3 lists the whole tree
+    /// in pages of 1000 keys).
+    async fn visit(
+        &self,
+        dir: &StoragePath,
+        visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
+    ) -> Result<(), StorageError> {
         let mut pending = vec![(dir.clone(), String::new())];
         while let Some((current, prefix)) = pending.pop() {
             for name in self.list(&current).await? {
@@ -211,26 +224,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
                 };
                 let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
                 match self.stat(&path).await {
-                    Ok(meta) => found.push((relative, meta)),
+                    Ok(meta) => visitor(relative, meta),
                     Err(e) if e.is_not_found() => pending.push((path, relative)),
                     Err(e) => return Err(e),
                 }
             }
-        }
-        Ok(found)
-    }
-
-    /// Calls `visitor` with every object below `dir`, as [`Storage::walk`] finds them, without
-    /// holding the whole tree: a directory (fs) or a listing page of 1000 keys (S3) at a time.
-    ///
-    /// The default collects [`Storage::walk`]; backends override it to stream.
-    async fn visit(
-        &self,
-        dir: &StoragePath,
-        visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
-    ) -> Result<(), StorageError> {
-        for (relative, meta) in self.walk(dir).await? {
-            visitor(relative, meta);
         }
         Ok(())
     }

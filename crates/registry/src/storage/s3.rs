@@ -1160,12 +1160,6 @@ impl Storage for S3Storage {
         self.delete_keys(path, keys).await
     }
 
-    async fn walk(&self, dir: &StoragePath) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
-        let mut found = Vec::new();
-        self.visit(dir, &mut |relative, meta| found.push((relative, meta))).await?;
-        Ok(found)
-    }
-
     async fn visit(
         &self,
         dir: &StoragePath,
