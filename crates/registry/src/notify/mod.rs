@@ -200,7 +200,11 @@ impl Subscriber for Notifier {
             action: action.to_string(),
             target,
             request: RequestInfo {
-                id: caller.request_id.clone(),
+                // Made only for events: a request id costs every request otherwise.
+                id: match caller.request_id.as_str() {
+                    "" => uuid::Uuid::new_v4().to_string(),
+                    id => id.to_string(),
+                },
                 addr: caller.addr.clone(),
                 host: caller.host.clone(),
                 method: caller.method.clone(),

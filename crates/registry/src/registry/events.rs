@@ -17,7 +17,8 @@ use crate::oci::{Digest, RepoName, Tag};
 pub struct Caller {
     /// The authenticated user; `None` when authentication is off.
     pub user: Option<String>,
-    /// A unique id of the request.
+    /// The request's id as the client gave it (`X-Request-Id`); empty when it gave none, and a
+    /// subscriber that needs one makes it.
     pub request_id: String,
     /// The client's address (`ip:port`).
     pub addr: String,

@@ -149,13 +149,9 @@ pub async fn dispatch(State(state): State<AppState>, request: Request) -> Respon
 /// middleware verified, and the request's facts.
 fn caller(parts: &axum::http::request::Parts) -> Caller {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let request_id = match header("x-request-id") {
-        "" => uuid::Uuid::new_v4().to_string(),
-        id => id.to_string(),
-    };
     Caller {
         user: parts.extensions.get::<User>().map(|user| user.0.clone()),
-        request_id,
+        request_id: header("x-request-id").to_string(),
         addr: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
         host: header("host").to_string(),
         method: parts.method.to_string(),
