@@ -56,30 +56,11 @@ pub(crate) fn has_deployment_tag(tags: &[Tag], deployment: &str) -> bool {
     tags.iter().any(|t| t.key() == TAG_DEPLOYMENT && t.value() == deployment)
 }
 
-/// Decodes IAM's URL-encoded policy documents (RFC 3986 percent-encoding).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) =
-                (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b)))
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parses a policy document as IAM returns it (URL-encoded JSON, or plain JSON from emulators).
 pub(crate) fn parse_document(doc: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(doc).ok().or_else(|| serde_json::from_str(&percent_decode(doc)).ok())
+    serde_json::from_str(doc)
+        .ok()
+        .or_else(|| serde_json::from_str(&percent_encoding::percent_decode_str(doc).decode_utf8_lossy()).ok())
 }
 
 /// True when two policy documents mean the same (compared as JSON, not as text).

@@ -205,15 +205,23 @@ impl From<ManifestError> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        self.response()
+    }
+}
+
+impl Error {
+    /// The error's response: its status, its code in the spec's JSON body, and the headers it
+    /// calls for. (By reference, for an error shared with other layers of a request.)
+    pub fn response(&self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
+            tracing::error!(error = %self, source = ?std::error::Error::source(self), "request failed");
         }
         let body = serde_json::json!({
             "errors": [{"code": self.code(), "message": self.to_string(), "detail": self.detail()}]
         });
         let mut response = (status, axum::Json(body)).into_response();
-        match &self {
+        match self {
             Error::Unauthorized { realm, .. } => {
                 let challenge = format!("Basic realm=\"{}\"", realm.replace(['"', '\\'], ""));
                 if let Ok(value) = HeaderValue::from_str(&challenge) {

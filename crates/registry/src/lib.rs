@@ -104,7 +104,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
                 request.extensions_mut().insert(user);
             }
             Err(error::Error::Unauthorized { realm, rejected, .. }) => {
-                let access = routes::Endpoint::parse(request.uri().path())
+                let access = routes::Endpoint::of(&mut request)
+                    .as_ref()
+                    .as_ref()
                     .ok()
                     .map(|endpoint| endpoint.access(request.method()))
                     .into_iter()
@@ -151,8 +153,8 @@ async fn api_version_and_log(request: Request, next: Next) -> Response {
 /// (a cross-repository mount), `digest <digest>` (a monolithic upload or the closing `PUT`).
 /// Other parameters (pagination, filters, anything a client adds) are left out.
 fn operation(query: &str) -> Option<String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
-    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| capped(v, LOG_FIELD_MAX / 2));
+    let query = routes::Query::parse(Some(query));
+    let get = |key: &str| query.get(key).map(|v| capped(v, LOG_FIELD_MAX / 2));
     match (get("mount"), get("from"), get("digest")) {
         (Some(mount), Some(from), _) => Some(format!("mount {mount} from {from}")),
         (Some(mount), None, _) => Some(format!("mount {mount}")),

@@ -130,14 +130,16 @@ async fn health(State(state): State<AppState>) -> Response {
 
 /// Counts every request, its bytes and its authentication outcome into the metrics. (What the
 /// registry did is published by the registry itself: [`crate::registry::events`].)
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = request.uri().path();
-    let endpoint = (path == "/v2" || path.starts_with("/v2/")).then(|| Endpoint::parse(path));
-    let route = match &endpoint {
-        Some(Ok(endpoint)) => endpoint.route(),
-        Some(Err(_)) => Route::V2Unknown,
-        None => state.ops.settings.route_of(path),
+    let route = if path == "/v2" || path.starts_with("/v2/") {
+        match Endpoint::of(&mut request).as_ref() {
+            Ok(endpoint) => endpoint.route(),
+            Err(_) => Route::V2Unknown,
+        }
+    } else {
+        state.ops.settings.route_of(path)
     };
     let method = request.method().clone();
     let had_credentials = request.headers().contains_key(header::AUTHORIZATION);

@@ -11,6 +11,7 @@ pub use uploads::content_range_start;
 
 use axum::body::Body;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -44,6 +45,10 @@ pub enum Endpoint {
     /// `/v2/<name>/referrers/<digest>`
     Referrers(RepoName, Digest),
 }
+
+/// A request's parsed endpoint, in its extensions (see [`Endpoint::of`]).
+#[derive(Debug, Clone)]
+struct ParsedEndpoint(Arc<Result<Endpoint>>);
 
 impl Endpoint {
     /// Parses a request path. Names are matched from the end, since a repository name may
@@ -90,6 +95,18 @@ impl Endpoint {
         Err(Error::RouteUnknown)
     }
 
+    /// The endpoint of `request`: the one an outer layer parsed, else parsed now and kept in
+    /// the request's extensions, so that request counting, authentication and dispatch parse
+    /// a path once between them.
+    pub fn of(request: &mut Request) -> Arc<Result<Endpoint>> {
+        if let Some(ParsedEndpoint(parsed)) = request.extensions().get::<ParsedEndpoint>() {
+            return parsed.clone();
+        }
+        let parsed = Arc::new(Endpoint::parse(request.uri().path()));
+        request.extensions_mut().insert(ParsedEndpoint(parsed.clone()));
+        parsed
+    }
+
     /// The endpoint's label in the request metrics.
     pub fn route(&self) -> Route {
         match self {
@@ -125,16 +142,17 @@ impl Endpoint {
 }
 
 /// Handles every `/v2` request: parse, then dispatch on endpoint and method.
-pub async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+pub async fn dispatch(State(state): State<AppState>, mut request: Request) -> Response {
+    let parsed = Endpoint::of(&mut request);
     let (parts, body) = request.into_parts();
-    let endpoint = match Endpoint::parse(parts.uri.path()) {
-        Ok(endpoint) => endpoint,
+    let endpoint = match parsed.as_ref() {
+        Ok(endpoint) => endpoint.clone(),
         // A reference that cannot be a tag names no manifest: reading or deleting it is a 404
         // (the spec lists no other answer for those); only a push of it is a bad request.
         Err(Error::TagInvalid) if parts.method != Method::PUT => {
             return Error::ManifestUnknown.into_response();
         }
-        Err(e) => return e.into_response(),
+        Err(e) => return e.response(),
     };
     let query = Query::parse(parts.uri.query());
     let caller = caller(&parts);
@@ -183,19 +201,21 @@ impl Req<'_> {
     }
 }
 
-/// Decoded query parameters.
+/// Decoded query parameters; a query that does not decode has none.
 #[derive(Debug, Default)]
-struct Query(Vec<(String, String)>);
+pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(query: Option<&str>) -> Query {
+    /// Decodes a request's query string (`application/x-www-form-urlencoded`).
+    pub fn parse(query: Option<&str>) -> Query {
         let pairs = query
             .map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
             .unwrap_or_default();
         Query(pairs)
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }

@@ -18,6 +18,7 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -376,15 +377,11 @@ impl S3Storage {
     }
 }
 
+/// The bytes `x-amz-copy-source` keeps as they are: RFC 3986's unreserved characters and `/`.
+const COPY_SOURCE_KEEP: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/`.
 pub(super) fn urlencode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(key, COPY_SOURCE_KEEP).to_string()
 }
