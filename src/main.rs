@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", regctl_registry::cli::error_report(&e));
+            eprintln!("error: {}", regctl_registry::cli::error_report(e.as_ref()));
             ExitCode::from(exit::code(&e))
         }
     }

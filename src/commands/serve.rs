@@ -5,5 +5,5 @@ use crate::cli::ServeArgs;
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    regctl_registry::cli::run(args)
+    Ok(regctl_registry::cli::run(args)?)
 }

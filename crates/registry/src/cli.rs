@@ -1,15 +1,19 @@
 //! The command line of the server: `serve`'s options (shared by `regctl serve` and the
 //! `regctl-registry` binary), how they combine with the config file and the environment, and
 //! log output, and how a failure is reported.
+//!
+//! This is the one place both binaries share. Their own parts stay in them: the command enum,
+//! the exit status, and `anyhow` (this module's failures are a typed [`CliError`]).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ChallengeKind, Config, HtpasswdConfig, LogFormat, TlsConfig, default_realm};
+use crate::config::{
+    ChallengeKind, Config, ConfigError, HtpasswdConfig, LogFormat, TlsConfig, default_realm,
+};
 use crate::server;
 
 /// Options of `serve`. Precedence: flags, then `REGISTRY_*` variables, then the config
@@ -95,8 +99,28 @@ fn parse_challenge(s: &str) -> Result<ChallengeKind, String> {
     s.parse()
 }
 
+/// Why `serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration file or a `REGISTRY_*` variable is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The log level (`log.level` or `RUST_LOG`) does not parse.
+    #[error(transparent)]
+    LogFilter(#[from] tracing_subscriber::filter::ParseError),
+    /// The log subscriber could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(Box<dyn std::error::Error + Send + Sync>),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
 /// Builds the configuration: file, then environment, then flags.
-fn config(args: ServeArgs) -> anyhow::Result<Config> {
+fn config(args: ServeArgs) -> Result<Config, CliError> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -154,16 +178,16 @@ fn apply_tls(args: TlsArgs, tls: &mut TlsConfig) {
 }
 
 /// Runs the server until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let config = config(args)?;
     init_logging(config.log.format, &config.log.level)?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
     runtime.block_on(server::serve(config, server::shutdown_signal()))?;
     Ok(())
 }
 
 /// Installs the global log subscriber, on stderr. `RUST_LOG` overrides `level` when set.
-pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub fn init_logging(format: LogFormat, level: &str) -> Result<(), CliError> {
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(level))?;
     // Without `log_internal_errors(false)`, a failed log write is reported with `eprintln!`,
     // which panics when stderr itself is what failed (a closed pipe): every logging request
@@ -177,7 +201,7 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     }
-    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    .map_err(CliError::Logging)
 }
 
 /// Whether log lines may carry colour codes: only on a terminal (journald and log files would
@@ -190,9 +214,9 @@ fn colour_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 /// `error` and its causes on one line, `error: cause: root cause`, each cause once: a cause
 /// whose text the line already holds is left out (error types here put their source in their
 /// own message, and `{:#}` would print it a second time).
-pub fn error_report(error: &anyhow::Error) -> String {
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = String::new();
-    for cause in error.chain() {
+    for cause in std::iter::successors(Some(error), |e| e.source()) {
         let text = cause.to_string();
         if line.contains(&text) {
             continue;
@@ -208,6 +232,7 @@ pub fn error_report(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Context;
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
@@ -222,10 +247,10 @@ mod tests {
         let in_use = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
         let bind =
             anyhow::Error::new(server::ServeError::Bind { addr: "127.0.0.1:5000".into(), source: in_use });
-        assert_eq!(error_report(&bind), "cannot listen on 127.0.0.1:5000: Address already in use");
+        assert_eq!(error_report(bind.as_ref()), "cannot listen on 127.0.0.1:5000: Address already in use");
         let full = Err::<(), _>(std::io::Error::other("disk full"))
             .context("cannot write the config")
             .expect_err("an error");
-        assert_eq!(error_report(&full), "cannot write the config: disk full");
+        assert_eq!(error_report(full.as_ref()), "cannot write the config: disk full");
     }
 }
