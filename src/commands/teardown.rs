@@ -8,7 +8,7 @@ use super::deployment::{block_on, connect, json, load, print_json, target_settin
 use crate::aws::{Retry, security_group};
 use crate::cli::{GlobalArgs, TeardownArgs};
 use crate::ops::progress::Reporter;
-use crate::ops::teardown::{Item, TeardownOptions, teardown};
+use crate::ops::teardown::{Item, ItemResult, TeardownOptions, teardown};
 
 /// Runs `regctl teardown`.
 pub fn run(global: &GlobalArgs, args: TeardownArgs) -> anyhow::Result<()> {
@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: TeardownArgs) -> anyhow::Result<()> {
             let failed: Vec<String> = summary
                 .items
                 .iter()
-                .filter(|i| i.result == "failed")
+                .filter(|i| i.result == ItemResult::Failed)
                 .map(|i| format!("  {} {}: {}", i.resource, i.name, i.detail.as_deref().unwrap_or("")))
                 .collect();
             anyhow::bail!(
@@ -47,8 +47,12 @@ pub fn run(global: &GlobalArgs, args: TeardownArgs) -> anyhow::Result<()> {
             );
         }
         if !json && !summary.dry_run && !summary.items.is_empty() {
-            let kept: Vec<&str> =
-                summary.items.iter().filter(|i| i.result == "kept").map(|i| i.name.as_str()).collect();
+            let kept: Vec<&str> = summary
+                .items
+                .iter()
+                .filter(|i| i.result == ItemResult::Kept)
+                .map(|i| i.name.as_str())
+                .collect();
             if kept.is_empty() {
                 println!("teardown complete");
             } else {

@@ -4,7 +4,7 @@
 use super::deploy::remote_options;
 use super::deployment::{block_on, json, print_json};
 use crate::cli::{AddUserArgs, GlobalArgs, ListUsersArgs, RemoveUserArgs, UsersFileArgs};
-use crate::ops::users::{self, AddUserOptions, PasswordSource, Target, UserChange};
+use crate::ops::users::{self, AddUserOptions, PasswordSource, Target, UserChange, UserOutcome};
 
 fn target(global: &GlobalArgs, args: &UsersFileArgs) -> anyhow::Result<Target> {
     Ok(match &args.file {
@@ -18,7 +18,9 @@ fn report(global: &GlobalArgs, change: &UserChange) -> anyhow::Result<()> {
         return print_json(change);
     }
     match change.outcome {
-        "absent" => println!("User {} does not exist in {}: nothing to remove.", change.user, change.file),
+        UserOutcome::Absent => {
+            println!("User {} does not exist in {}: nothing to remove.", change.user, change.file)
+        }
         outcome => println!("User {} {outcome} in {}.", change.user, change.file),
     }
     Ok(())

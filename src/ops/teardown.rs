@@ -116,6 +116,23 @@ pub struct TeardownOptions {
     pub state_file: Option<PathBuf>,
 }
 
+/// What became of one resource (in JSON: `deleted`, `absent`, `kept`, `failed`, or `planned`
+/// in a dry run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemResult {
+    /// Removed.
+    Deleted,
+    /// Already gone.
+    Absent,
+    /// Left in place, on purpose (the bucket without `--delete-bucket`).
+    Kept,
+    /// The removal failed.
+    Failed,
+    /// Would be removed (a dry run).
+    Planned,
+}
+
 /// The outcome for one resource.
 #[derive(Debug, Clone, Serialize)]
 pub struct ItemReport {
@@ -123,8 +140,8 @@ pub struct ItemReport {
     pub resource: String,
     /// Name or ID.
     pub name: String,
-    /// `deleted`, `absent`, `kept`, `failed`, or `planned` in a dry run.
-    pub result: String,
+    /// What became of it.
+    pub result: ItemResult,
     /// Why it was kept, or what failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -318,7 +335,7 @@ pub async fn teardown(
             .map(|i| ItemReport {
                 resource: i.kind().into(),
                 name: i.name(),
-                result: "planned".into(),
+                result: ItemResult::Planned,
                 detail: None,
                 seconds: 0.0,
             })
@@ -343,21 +360,21 @@ pub async fn teardown(
             })
             .await;
         let (result, detail) = match result {
-            Ok((Removed::Deleted, d)) => ("deleted", d),
-            Ok((Removed::Absent, d)) => ("absent", d),
+            Ok((Removed::Deleted, d)) => (ItemResult::Deleted, d),
+            Ok((Removed::Absent, d)) => (ItemResult::Absent, d),
             Ok((Removed::Kept(why), _)) => {
                 kept_bucket |= matches!(item, Item::Bucket { .. });
-                ("kept", Some(why))
+                (ItemResult::Kept, Some(why))
             }
             Err(e) => {
                 summary.failures += 1;
-                ("failed", Some(format!("{e:#}")))
+                (ItemResult::Failed, Some(format!("{e:#}")))
             }
         };
         summary.items.push(ItemReport {
             resource: item.kind().into(),
             name: item.name(),
-            result: result.into(),
+            result,
             detail,
             seconds,
         });

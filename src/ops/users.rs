@@ -52,13 +52,45 @@ pub struct AddUserOptions {
     pub cost: u32,
 }
 
+/// What a user command did to the user (in JSON: `created`, `updated`, `removed`, `absent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserOutcome {
+    /// A new user.
+    Created,
+    /// An existing user with a new password.
+    Updated,
+    /// The user was removed.
+    Removed,
+    /// There was no such user to remove.
+    Absent,
+}
+
+impl UserOutcome {
+    /// The word of the JSON output and the message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserOutcome::Created => "created",
+            UserOutcome::Updated => "updated",
+            UserOutcome::Removed => "removed",
+            UserOutcome::Absent => "absent",
+        }
+    }
+}
+
+impl std::fmt::Display for UserOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What a user command did.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserChange {
     /// The user.
     pub user: String,
-    /// `created`, `updated` (new password), `removed` or `absent`.
-    pub outcome: &'static str,
+    /// What became of the user.
+    pub outcome: UserOutcome,
     /// The file changed: a local path, or `host:path` on the instance.
     pub file: String,
 }
@@ -278,7 +310,7 @@ pub async fn add_user(opts: &AddUserOptions) -> anyhow::Result<UserChange> {
         let text = file.read().await?;
         let existed = parse_htpasswd(&text, &file.path())?.contains_key(&opts.user);
         file.write(&set_entry(&text, &opts.user, &hash)).await?;
-        let outcome = if existed { "updated" } else { "created" };
+        let outcome = if existed { UserOutcome::Updated } else { UserOutcome::Created };
         Ok(UserChange { user: opts.user.clone(), outcome, file: file.name() })
     }
     .await;
@@ -298,9 +330,9 @@ pub async fn remove_user(target: &Target, user: &str) -> anyhow::Result<UserChan
                     eprintln!("Note: {} has no users left: every request will be refused.", file.name());
                 }
                 file.write(&rest).await?;
-                "removed"
+                UserOutcome::Removed
             }
-            None => "absent",
+            None => UserOutcome::Absent,
         };
         Ok(UserChange { user: user.to_string(), outcome, file: file.name() })
     }
