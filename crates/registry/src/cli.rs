@@ -62,6 +62,19 @@ pub struct TlsArgs {
     /// Private key (PEM) of --tls-cert [env REGISTRY_HTTP_TLS_KEY].
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// ACME.
+    #[command(flatten)]
+    pub acme: AcmeArgs,
+    /// Plain-HTTP listener answering ACME HTTP-01 challenges and redirecting the rest to
+    /// HTTPS; "" turns it off [default with ACME: 0.0.0.0:80; none with --tls-cert].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_addr: Option<String>,
+}
+
+/// Getting the certificate by ACME (`--acme-*`); any of these flags creates the config's
+/// `letsencrypt` section.
+#[derive(Debug, Default, Args)]
+pub struct AcmeArgs {
     /// Get the certificate by ACME (Let's Encrypt) for this name; repeat for more names [env
     /// REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS, comma-separated].
     #[arg(long = "acme-host", value_name = "HOST")]
@@ -89,10 +102,6 @@ pub struct TlsArgs {
     /// http-01].
     #[arg(long = "acme-challenge", value_name = "TYPE", value_parser = parse_challenge)]
     pub acme_challenges: Vec<ChallengeKind>,
-    /// Plain-HTTP listener answering ACME HTTP-01 challenges and redirecting the rest to
-    /// HTTPS; "" turns it off [default with ACME: 0.0.0.0:80; none with --tls-cert].
-    #[arg(long, value_name = "HOST:PORT")]
-    pub http_addr: Option<String>,
 }
 
 fn parse_challenge(s: &str) -> Result<ChallengeKind, String> {
@@ -152,6 +161,11 @@ fn apply_tls(args: TlsArgs, tls: &mut TlsConfig) {
     tls.certificate = args.tls_cert.or(tls.certificate.take());
     tls.key = args.tls_key.or(tls.key.take());
     tls.httpaddr = args.http_addr.or(tls.httpaddr.take());
+    apply_acme(args.acme, tls);
+}
+
+/// Applies the ACME flags; each one given creates the `letsencrypt` section.
+fn apply_acme(args: AcmeArgs, tls: &mut TlsConfig) {
     if !args.acme_hosts.is_empty() {
         tls.letsencrypt_mut().hosts = args.acme_hosts;
     }
