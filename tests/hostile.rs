@@ -528,10 +528,10 @@ fn manifests_garbage_collection_could_not_read_are_refused() {
 fn referrers_with_huge_annotations_keep_memory_flat() {
     const REFERRERS: usize = 60;
     /// Growth allowed per step: each request holds one referrer manifest (at most 4 MiB) and
-    /// its parsed annotations at a time, four requests at once and the allocator's arenas
-    /// measured 57 MiB; the 60 x 4 MiB of annotations (before the fix: 726 MiB for one request)
-    /// must not show.
-    const BOUND_KIB: u64 = 96 << 10;
+    /// its parsed annotations at a time; four requests at once and the allocator's per-thread
+    /// arenas measured 57 to 86 MiB (debug build, run alone or beside other tests). The 60 x 4
+    /// MiB of annotations must not show: before the fix one request peaked at 726 MiB.
+    const BOUND_KIB: u64 = 128 << 10;
     let reg = Hostile::start();
     let http = util::http();
     let config = b"{}";
