@@ -889,6 +889,46 @@ fn clients_that_never_read_are_cut_off_without_holding_memory() {
     assert_eq!(reg.send("GET /v2/ HTTP/1.1", b"").status, Some(200), "the server still answers");
 }
 
+/// Issue 23.9: upload sessions that are started and never finished stayed in memory for good
+/// (7,000 added 8 MB). The server keeps at most 4096 in memory (`MAX_SESSIONS`; the idlest is
+/// forgotten, its state stays in storage): the sessions past that bound must add far less to
+/// its resident memory, read from `/proc`, than as many sessions below it did.
+#[test]
+fn abandoned_upload_sessions_stop_growing_memory_at_the_bound() {
+    const BOUND: usize = 4096;
+    const ABANDONED: usize = 7000;
+    const PAST: usize = ABANDONED - BOUND;
+    let reg = Hostile::start();
+    let http = util::http();
+    let (mut below, mut at_bound, mut first) = (0, 0, None);
+    for i in 1..=ABANDONED {
+        let resp = http.post(reg.server.url("/v2/abandoned/blobs/uploads/")).send().expect("POST an upload");
+        assert_eq!(resp.status(), 202, "upload {i}");
+        if first.is_none() {
+            first = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
+        }
+        if i == BOUND - PAST {
+            below = reg.proc_status_kib("VmRSS:");
+        } else if i == BOUND {
+            at_bound = reg.proc_status_kib("VmRSS:");
+        }
+    }
+    let after = reg.proc_status_kib("VmRSS:");
+    let (grown_below, grown_past) = (at_bound.saturating_sub(below), after.saturating_sub(at_bound));
+    eprintln!(
+        "{PAST} abandoned uploads below the bound of {BOUND}: RSS +{grown_below} KiB; {PAST} past it: \
+         +{grown_past} KiB ({after} KiB in all)"
+    );
+    // Before the fix both grew alike (about 1.2 MiB each here); after it, the second is noise.
+    assert!(
+        grown_past * 4 < grown_below.max(256),
+        "{PAST} sessions past the bound grew memory by {grown_past} KiB, as many below it by {grown_below} KiB"
+    );
+    // The first session, forgotten from memory long ago, is not lost: it is read from storage.
+    let first = first.expect("a Location");
+    assert_eq!(upload_size(&reg, &first), Some(0), "{first}");
+}
+
 /// Issues 16.10 and 23.1: the access log tells a cross-repository mount and a monolithic upload
 /// from a plain upload, caps what clients control (method, path, query values), and writes no
 /// credential, token or other query parameter.
