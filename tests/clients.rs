@@ -214,6 +214,7 @@ fn docker_wrong_password_fails_fast_at_login_and_push() {
     eprintln!("wrong password: login failed after {login_time:?}, push after {push_time:?}: {}", text(&push));
     assert!(login_time < Duration::from_secs(5), "the failed login took {login_time:?}");
     assert!(push_time < Duration::from_secs(5), "the failed push took {push_time:?}: {}", text(&push));
+    assert!(text(&push).contains("unauthorized"), "not an unauthorized error: {}", text(&push));
     assert!(rig.get("/v2/_catalog").json::<Value>().expect("JSON")["repositories"] == serde_json::json!([]));
 }
 

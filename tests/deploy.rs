@@ -567,6 +567,14 @@ fn first_user_needs_a_password_and_local_files_are_edited() {
     assert!(!out.status.success(), "a 73-byte password was accepted");
     assert!(text(&out).contains("72 bytes"), "{}", text(&out));
     assert_eq!(ok(&list, ""), "", "the refused user was not written");
+    // ...and a password of exactly 72 bytes is taken whole: the server accepts it.
+    let longest = "p".repeat(72);
+    ok(&add, &format!("{longest}\n"));
+    let text_now = std::fs::read_to_string(&file).expect("htpasswd");
+    let hash = text_now.trim().strip_prefix("carol:").expect("an entry");
+    assert!(bcrypt_verify(&longest, hash), "{text_now}");
+    assert!(!bcrypt_verify(&"p".repeat(71), hash), "every one of the 72 bytes counts");
+    ok(&remove, "");
     // Without a terminal, a prompt is impossible: the error says what to do.
     let prompt = vec![arg("add-user"), arg("dave"), arg("--file"), file.display().to_string()];
     let out = regctl(&prompt, "");

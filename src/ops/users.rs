@@ -147,7 +147,14 @@ pub fn hash_password(password: &str, cost: u32) -> anyhow::Result<String> {
     if !(MIN_COST..=31).contains(&cost) {
         bail!("bcrypt cost {cost} is out of range: use {MIN_COST} to 31 (each step doubles the work)");
     }
-    bcrypt::non_truncating_hash(password, cost).map_err(|e| anyhow!("cannot hash the password: {e}"))
+    // bcrypt keys on at most 72 bytes: a password of 72 is used whole (bcrypt then drops the
+    // C string terminator it otherwise appends), a longer one would be cut, so it is refused
+    // (`read_password` says so first, naming the user). Not `non_truncating_hash`: it counts
+    // the terminator and refuses a 72-byte password with "found 73 bytes".
+    if password.len() > MAX_PASSWORD_BYTES {
+        bail!("the password is longer than bcrypt's {MAX_PASSWORD_BYTES} bytes: use a shorter one");
+    }
+    bcrypt::hash(password, cost).map_err(|e| anyhow!("cannot hash the password: {e}"))
 }
 
 /// `text` with `user`'s entry set to `hash` (replaced in place, or appended); comments and
@@ -380,6 +387,20 @@ mod tests {
         assert!(hash_password("pw", 4).is_err(), "cost below 10 is refused");
         let hash = hash_password("pw", MIN_COST).expect("hash");
         assert!(bcrypt::verify("pw", &hash).expect("verify"));
+    }
+
+    /// Issue 23.10: bcrypt's 72 bytes are all usable (a 72-byte password was refused, "found 73
+    /// bytes"), and every one counts; a 73rd would be ignored, so such a password is refused.
+    #[test]
+    fn passwords_of_72_bytes_are_hashed_whole_and_longer_ones_refused() {
+        let longest = "p".repeat(MAX_PASSWORD_BYTES);
+        let hash = hash_password(&longest, MIN_COST).expect("a 72-byte password is hashed");
+        assert!(bcrypt::verify(&longest, &hash).expect("verify"));
+        let mut other = "p".repeat(MAX_PASSWORD_BYTES - 1);
+        other.push('q');
+        assert!(!bcrypt::verify(&other, &hash).expect("verify"), "the 72nd byte counts");
+        let error = hash_password(&format!("{longest}p"), MIN_COST).expect_err("73 bytes refused");
+        assert!(error.to_string().contains("72 bytes"), "{error}");
     }
 
     #[test]

@@ -239,3 +239,70 @@ impl Error {
 
 /// The result of a registry operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StoragePath;
+
+    /// One error of each kind a client can be sent.
+    fn every_error() -> Vec<Error> {
+        let digest: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .expect("digest");
+        let access = Access { kind: "repository", class: "", name: "app".into(), action: "push" };
+        vec![
+            Error::BlobUnknown,
+            Error::BlobUploadInvalid("bad chunk".into()),
+            Error::ChunkOutOfOrder { size: 10 },
+            Error::BlobUploadUnknown,
+            Error::DigestInvalid("mismatch".into()),
+            Error::ManifestBlobUnknown(digest),
+            Error::ManifestInvalid("not JSON".into()),
+            Error::ManifestUnknown,
+            Error::NameInvalid,
+            Error::NameUnknown,
+            Error::TagInvalid,
+            Error::SizeInvalid("short".into()),
+            Error::TooLarge("4 MiB".into()),
+            Error::Unauthorized { realm: "r".into(), rejected: true, access: vec![access] },
+            Error::Unsupported("DELETE".into()),
+            Error::RouteUnknown,
+            Error::PaginationInvalid,
+            Error::TooManyRequests {
+                reason: "failed logins",
+                retry_after: std::time::Duration::from_millis(1500),
+            },
+            Error::TooManyRequests { reason: "upload sessions", retry_after: std::time::Duration::ZERO },
+            Error::Storage(StorageError::NotFound(StoragePath::new(["gone"]))),
+            Error::Storage(StorageError::Backend {
+                path: StoragePath::new(["blobs"]),
+                source: std::io::Error::other("disk failed"),
+            }),
+        ]
+    }
+
+    /// Issues 16.2 and 16.3: every error body names a code, a message and a detail that is not
+    /// `null` (Go clients retry an error whose detail is null); every `429` says when to come
+    /// back (`Retry-After`, whole seconds, at least 1), whatever the limit that refused it.
+    #[tokio::test]
+    async fn every_error_has_a_detail_and_every_429_a_retry_after() {
+        for error in every_error() {
+            let what = format!("{error:?}");
+            let response = error.into_response();
+            let status = response.status();
+            let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("the body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
+            let entry = &body["errors"][0];
+            assert!(entry["code"].is_string() && entry["message"].is_string(), "{what}: {body}");
+            assert!(!entry["detail"].is_null(), "{what}: a null detail: {body}");
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let seconds: u64 = retry_after
+                    .and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok()))
+                    .unwrap_or_else(|| panic!("{what}: a 429 without a Retry-After in seconds"));
+                assert!(seconds >= 1, "{what}: Retry-After: {seconds}");
+            }
+        }
+    }
+}
