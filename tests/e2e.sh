@@ -275,6 +275,8 @@ export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE="$client/no-aws-config" AWS_SHARED_CREDENTIALS_FILE="$client/no-aws-credentials"
 unset AWS_PROFILE AWS_SESSION_TOKEN SSH_AUTH_SOCK REGCTL_IAM_WAIT
 python3 "$repo/tests/moto_check.py" "$moto" zone "${DOMAIN#*.}" >/dev/null || fail "cannot create the hosted zone in moto"
+# The key pair provision launches with (provision checks that the region has it).
+python3 "$repo/tests/moto_check.py" "$moto" key-pairs my-key || fail "cannot create the key pair in moto"
 
 stage "provision"
 step provision "$regctl" provision --domain "$DOMAIN" --key-name my-key --ssh-cidr 127.0.0.1/32
@@ -298,6 +300,11 @@ step deploy --stdin "$ADMIN_PASSWORD" "$regctl" deploy "${ssh_args[@]}" \
 expect_in deploy "created the first user, admin"
 expect_in deploy "The registry answers at https://$DOMAIN:$https_port/v2/"
 grep -q "Added order" "$work/logs/pebble.log" || fail "Pebble issued no certificate"
+# On S3 storage the ACME account and certificate are kept in the bucket, so a new instance serves
+# the same certificate without a new order.
+bucket=$(sed -n 's/^bucket = "\(.*\)"$/\1/p' regctl.toml)
+acme_keys=$(curl -fsS "$moto/$bucket?list-type=2&prefix=regctl/acme/") || fail "cannot list bucket $bucket"
+grep -q "account.json</Key>" <<<"$acme_keys" || fail "the ACME cache is not in bucket $bucket: $acme_keys"
 registry="$DOMAIN:$https_port"
 
 stage "add-user"

@@ -4,8 +4,9 @@ talking straight to moto_server, not through regctl or its shim.
 
 Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   inventory             JSON of everything regctl could have made (all of it, tagged or not:
-                        every test has a moto of its own)
+                        every test has a moto of its own; an instance's image architecture too)
   zone DOMAIN           create a public hosted zone, print its ID (again: a second zone of that name)
+  key-pairs NAME...     create these EC2 key pairs
   no-public-ips         make the default subnets give new instances no public IPv4 address
   instance              run an instance in the default VPC, print its ID
   fill BUCKET N         write N extra object versions, plus versions and delete markers of a
@@ -96,6 +97,8 @@ def inventory(c):
                 "metadata_tokens": i.get("MetadataOptions", {}).get("HttpTokens"),
                 "zone": i.get("Placement", {}).get("AvailabilityZone"),
                 "key_name": i.get("KeyName"),
+                "image": i.get("ImageId"),
+                "image_architecture": image_architecture(ec2, i.get("ImageId")),
             })
     for a in ec2.describe_addresses()["Addresses"]:
         out["addresses"].append({"ip": a["PublicIp"], "instance": a.get("InstanceId"), "tags": tags_of(a.get("Tags"))})
@@ -105,6 +108,11 @@ def inventory(c):
                 out["records"].append({"name": r["Name"], "type": r["Type"], "ttl": r.get("TTL"),
                                        "values": [v["Value"] for v in r.get("ResourceRecords", [])]})
     return out
+
+
+def image_architecture(ec2, image):
+    images = ec2.describe_images(ImageIds=[image])["Images"] if image else []
+    return images[0].get("Architecture") if images else None
 
 
 def main():
@@ -120,6 +128,9 @@ def main():
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         i = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro")
         print(i["Instances"][0]["InstanceId"])
+    elif command == "key-pairs":
+        for name in args:
+            c["ec2"].create_key_pair(KeyName=name)
     elif command == "no-public-ips":
         ec2 = c["ec2"]
         for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]:

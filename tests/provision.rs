@@ -15,8 +15,11 @@ use crate::util::require_tool;
 const DOMAIN: &str = "registry.example.test";
 const CIDR: &str = "198.51.100.7/32";
 const BUCKET: &str = "regctl-registry-123456789012-us-east-1";
-/// The EC2 key pair of the launched instances (moto does not check that it exists).
+/// The EC2 key pair of the launched instances (each test's moto has it).
 const KEY: &str = "regctl-test";
+/// The key pairs each test's moto has: [`KEY`], and those README's example and the drift test
+/// name.
+const KEY_PAIRS: [&str; 3] = [KEY, "my-key", "other-key"];
 
 fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
@@ -41,14 +44,19 @@ struct Moto {
 }
 
 impl Moto {
-    /// Starts moto, or returns `None` (locally) when it is not installed.
+    /// Starts moto with the test key pairs ([`KEY_PAIRS`]), or returns `None` (locally) when it
+    /// is not installed.
     fn start() -> Option<Moto> {
         if !require_tool("python3", "apt-get install python3") {
             return None;
         }
         let moto = crate::util::moto::Moto::start()?;
         let dir = tempfile::tempdir().expect("temporary directory");
-        Some(Moto { direct: moto.endpoint.clone(), _moto: moto, dir })
+        let moto = Moto { direct: moto.endpoint.clone(), _moto: moto, dir };
+        let mut args = vec!["key-pairs"];
+        args.extend(KEY_PAIRS);
+        moto.check(&args);
+        Some(moto)
     }
 
     /// Starts a shim in front of this moto with `args` (see `tests/moto_shim.py`).
@@ -929,6 +937,52 @@ fn a_launch_needs_a_key_pair_and_another_key_is_drift() {
     // The key it has is content again.
     let again = ok(dir, &shim.endpoint, &["provision", "--key-name", "my-key"]);
     assert!(again.contains("no changes"), "{again}");
+}
+
+/// A mistyped `--key-name` is refused while planning, naming the region and the key pairs it
+/// has, before anything is made (EC2 would refuse it only at RunInstances, after the bucket,
+/// IAM and security group).
+#[test]
+fn a_key_pair_that_does_not_exist_is_refused_before_any_change() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    let before = moto.inventory();
+    let refused = regctl(
+        dir,
+        &shim.endpoint,
+        &["provision", "--domain", DOMAIN, "--ssh-cidr", CIDR, "--key-name", "regctl-tset"],
+    );
+    let t = text(&refused);
+    assert!(!refused.status.success(), "{t}");
+    assert!(t.contains("ec2:DescribeKeyPairs"), "{t}");
+    assert!(t.contains("key pair \"regctl-tset\" does not exist in us-east-1"), "{t}");
+    assert!(t.contains("it has: ") && t.contains(KEY), "{t}");
+    assert_eq!(moto.inventory(), before, "a refused provision changed something");
+}
+
+/// A Graviton instance type gets the arm64 Amazon Linux 2023 image (moto has both), and
+/// provision says the server must be built for aarch64.
+#[test]
+fn an_arm64_instance_type_launches_the_arm64_image() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--instance-type", "t4g.small"]));
+    assert!(out.contains("arm64 (Graviton)") && out.contains("aarch64-unknown-linux-musl"), "{out}");
+    let inv = moto.inventory();
+    let instances = live_instances(&inv);
+    assert_eq!(instances.len(), 1, "{inv:#}");
+    assert_eq!(instances[0]["image_architecture"], "arm64", "{inv:#}");
+    // The default type stays on x86_64.
+    let other = Moto::start().expect("moto");
+    other.zone();
+    let shim = other.shim(&[]);
+    ok(other.dir.path(), &shim.endpoint, &provision_args(&[]));
+    let inv = other.inventory();
+    assert_eq!(live_instances(&inv)[0]["image_architecture"], "x86_64", "{inv:#}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::layout::{self, ImageBuilder, MIB};
+use crate::util::moto::Moto;
 use crate::util::tls::{self, Pebble, TestCa};
 use crate::util::{self, Server, free_addr, skopeo};
 
@@ -101,6 +102,48 @@ fn acme_http01_fallback_and_cache_across_restart() {
     assert_eq!(again, first, "the restarted server serves the cached certificate");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pebble.orders(), orders, "the restarted server made a new order:\n{}", pebble.log());
+    assert!(server.stop());
+}
+
+/// On S3 storage the ACME account and certificate live in the bucket (the root directory's
+/// `regctl/acme/`, outside the registry's `docker/registry/v2` tree), not on the disk: a second
+/// server with an empty disk cache on the same bucket, as on a newly provisioned instance,
+/// serves the same certificate without a new order (Let's Encrypt allows 5 duplicates a week).
+#[test]
+fn acme_cache_in_the_s3_bucket_serves_a_new_instance_without_an_order() {
+    if !tls::pebble_available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let env = moto.registry_env(&bucket);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let addr = free_addr();
+    let pebble = Pebble::start(&work.path().join("pebble"), free_addr().port(), addr.port(), None);
+    let serve_with = |disk_cache: &Path| {
+        let mut serve = pebble.serve_args(HOST, disk_cache);
+        serve.extend(["--acme-challenge".into(), "tls-alpn-01".into(), "--http-addr".into(), String::new()]);
+        serve
+    };
+    let issuing_root = pebble.issuing_root();
+
+    let first_disk = work.path().join("instance-1-acme");
+    let server = Server::start_at(addr, &work.path().join("unused"), &args(&serve_with(&first_disk)), &env);
+    let first = tls::wait_for_certificate(addr, HOST, &issuing_root, None, ISSUE_TIMEOUT);
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert!(server.stop());
+    assert!(!first_disk.exists(), "the ACME key was written to the disk, not the bucket");
+    let url = format!("{}/{bucket}?list-type=2&prefix=image-registry/regctl/acme/", moto.endpoint);
+    let keys = util::http().get(url).send().expect("list bucket").text().expect("body");
+    assert!(keys.contains("/account.json</Key>") && keys.contains("/localhost.pem</Key>"), "{keys}");
+
+    let second_disk = work.path().join("instance-2-acme");
+    let server = Server::start_at(addr, &work.path().join("unused"), &args(&serve_with(&second_disk)), &env);
+    let again = tls::wait_for_certificate(addr, HOST, &issuing_root, None, Duration::from_secs(10));
+    assert_eq!(again, first, "the new instance serves the certificate cached in the bucket");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pebble.orders(), 1, "the new instance made a new order:\n{}", pebble.log());
     assert!(server.stop());
 }
 

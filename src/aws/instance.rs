@@ -17,8 +17,9 @@ use super::{
 /// Owner of the Amazon Linux AMIs: the alias, because the account behind it differs between
 /// regions (opt-in regions have their own).
 const AMAZON_LINUX_OWNER: &str = "amazon";
-/// Name pattern of the current Amazon Linux 2023 AMIs (the full, not the minimal, image).
-const AMAZON_LINUX_NAME: &str = "al2023-ami-2023.*-x86_64";
+/// Name pattern of the current Amazon Linux 2023 AMIs (the full, not the minimal, image),
+/// followed by the architecture.
+const AMAZON_LINUX_NAME: &str = "al2023-ami-2023.*-";
 /// States in which an instance still exists (not terminated or terminating).
 const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
@@ -37,7 +38,8 @@ pub enum Desired {
 /// How to launch a new instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
-    /// AMI; by default the newest Amazon Linux 2023 x86_64 image of the region.
+    /// AMI; by default the newest Amazon Linux 2023 image of the region for the instance type's
+    /// architecture.
     pub ami: Option<String>,
     /// Instance type.
     pub instance_type: String,
@@ -59,6 +61,9 @@ pub struct Placement {
     /// True when the subnet gives new instances a public IPv4 address by itself
     /// (`MapPublicIpOnLaunch`); a launch elsewhere asks for one.
     pub public_ip_on_launch: bool,
+    /// The architecture of a new instance's type, EC2's name (`x86_64`, `arm64`); `None` for an
+    /// instance that exists.
+    pub architecture: Option<String>,
 }
 
 /// The instance as it is.
@@ -186,7 +191,13 @@ pub async fn placement(
     existing: Option<&Observed>,
 ) -> Result<Placement, AwsError> {
     if let Some(vpc) = existing.and_then(|o| o.vpc_id.clone()) {
-        return Ok(Placement { vpc_id: vpc, subnet_id: None, reason: None, public_ip_on_launch: true });
+        return Ok(Placement {
+            vpc_id: vpc,
+            subnet_id: None,
+            reason: None,
+            public_ip_on_launch: true,
+            architecture: None,
+        });
     }
     let (subnet, instance_type) = match d {
         Desired::Existing { id } => {
@@ -198,6 +209,7 @@ pub async fn placement(
         }
         Desired::Launch(spec) => (spec.subnet_id.clone(), spec.instance_type.as_str()),
     };
+    let architecture = Some(architecture(aws, instance_type).await?);
     if let Some(subnet) = subnet {
         let res = format!("subnet {subnet}");
         let out =
@@ -211,6 +223,7 @@ pub async fn placement(
             subnet_id: Some(subnet),
             reason: None,
             public_ip_on_launch: found.and_then(|s| s.map_public_ip_on_launch()).unwrap_or(false),
+            architecture,
         });
     }
     let res = format!("the default VPC of {}", aws.region);
@@ -262,7 +275,68 @@ pub async fn placement(
             "default subnet {subnet} in {zone}: the first zone of the default VPC that offers {instance_type}"
         )),
         public_ip_on_launch: maps.unwrap_or(false),
+        architecture,
     })
+}
+
+/// The architecture of `instance_type` as EC2 names it (`x86_64` or `arm64`, e.g. for the
+/// Graviton types `t4g`, `m7g`): the image and the server binary must match it.
+async fn architecture(aws: &super::Aws, instance_type: &str) -> Result<String, AwsError> {
+    let res = format!("instance type {instance_type}");
+    let out = aws
+        .ec2
+        .describe_instance_types()
+        .instance_types(InstanceType::from(instance_type))
+        .send()
+        .await
+        .aws("ec2:DescribeInstanceTypes", &res)?;
+    let supported: Vec<&str> = out
+        .instance_types()
+        .iter()
+        .filter_map(|t| t.processor_info())
+        .flat_map(|p| p.supported_architectures())
+        .map(|a| a.as_str())
+        .collect();
+    // x86_64 first: a type that runs both (none today) gets the usual image.
+    ["x86_64", "arm64"].into_iter().find(|a| supported.contains(a)).map(str::to_string).ok_or_else(|| {
+        AwsError::local(
+            "ec2:DescribeInstanceTypes",
+            &res,
+            if supported.is_empty() {
+                "EC2 does not know this instance type here: check --instance-type and --region".to_string()
+            } else {
+                format!(
+                    "its architecture ({}) has no Amazon Linux 2023 image: pass another --instance-type",
+                    supported.join(", ")
+                )
+            },
+        )
+    })
+}
+
+/// Fails unless the EC2 key pair `name` exists in the region: RunInstances would refuse it
+/// only after the bucket, IAM and security group are made.
+pub async fn check_key_pair(aws: &super::Aws, name: &str) -> Result<(), AwsError> {
+    let res = format!("the key pairs of {}", aws.region);
+    let out = aws.ec2.describe_key_pairs().send().await.aws("ec2:DescribeKeyPairs", &res)?;
+    let names: Vec<&str> = out.key_pairs().iter().filter_map(|k| k.key_name()).collect();
+    if names.contains(&name) {
+        return Ok(());
+    }
+    Err(AwsError::local(
+        "ec2:DescribeKeyPairs",
+        &res,
+        format!(
+            "key pair {name:?} does not exist in {} ({}): check --key-name and --region, or import your public \
+             key there (`aws ec2 import-key-pair --key-name {name} --public-key-material fileb://KEY.pub`)",
+            aws.region,
+            if names.is_empty() {
+                "it has none".to_string()
+            } else {
+                format!("it has: {}", names.join(", "))
+            }
+        ),
+    ))
 }
 
 /// The availability zones of the region that offer `instance_type`.
@@ -321,15 +395,15 @@ pub fn plan(
     Plan { change: Change::update_or_unchanged(changes), start, tags, attach_group, key_mismatch }
 }
 
-/// The newest Amazon Linux 2023 x86_64 AMI of the region.
-async fn default_ami(aws: &super::Aws) -> Result<String, AwsError> {
-    let res = format!("Amazon Linux 2023 images in {}", aws.region);
+/// The newest Amazon Linux 2023 AMI of the region for `architecture` (EC2's name).
+async fn default_ami(aws: &super::Aws, architecture: &str) -> Result<String, AwsError> {
+    let res = format!("Amazon Linux 2023 {architecture} images in {}", aws.region);
     let out = aws
         .ec2
         .describe_images()
         .owners(AMAZON_LINUX_OWNER)
-        .filters(ec2_filter("name", &[AMAZON_LINUX_NAME]))
-        .filters(ec2_filter("architecture", &["x86_64"]))
+        .filters(ec2_filter("name", &[&format!("{AMAZON_LINUX_NAME}{architecture}")]))
+        .filters(ec2_filter("architecture", &[architecture]))
         .filters(ec2_filter("state", &["available"]))
         .send()
         .await
@@ -410,7 +484,7 @@ async fn launch(
 ) -> Result<String, AwsError> {
     let ami = match &spec.ami {
         Some(a) => a.clone(),
-        None => default_ami(aws).await?,
+        None => default_ami(aws, placement.architecture.as_deref().unwrap_or("x86_64")).await?,
     };
     let res = format!("new instance of {deployment} ({ami}, {})", spec.instance_type);
     // Unique per launch, reused by the SDK's own retries of this request: AWS then answers with

@@ -168,6 +168,12 @@ pub async fn provision(
         instance::Desired::Launch(spec) => Some(spec.key_name.clone()),
         instance::Desired::Existing { .. } => None,
     };
+    // A mistyped key name: EC2 would refuse it only at RunInstances, after the rest is made.
+    if current_instance.is_none()
+        && let instance::Desired::Launch(instance::LaunchSpec { key_name: Some(key), .. }) = &instance_wanted
+    {
+        instance::check_key_pair(aws, key).await?;
+    }
     let want_eip = s.elastic_ip.unwrap_or(false);
     // What was just created may not be visible to the next call yet: say so while waiting.
     let not_yet = |e: &AwsError, delay: Duration| {
@@ -289,6 +295,14 @@ pub async fn provision(
         && let Some(reason) = &placement.reason
     {
         rep.say(format!("launching in {reason}"));
+    }
+    if current_instance.is_none()
+        && let Some("arm64") = placement.architecture.as_deref()
+    {
+        rep.say(
+            "the instance type is arm64 (Graviton): Amazon Linux 2023 for arm64, and deploy needs a server built \
+             for aarch64-unknown-linux-musl (README, \"A server binary that runs on the instance\")",
+        );
     }
     if current_instance.is_none() && !placement.public_ip_on_launch {
         rep.say(format!(

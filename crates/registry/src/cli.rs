@@ -94,8 +94,9 @@ pub struct AcmeArgs {
     /// test CA; repeatable.
     #[arg(long = "acme-ca-root", value_name = "FILE")]
     pub acme_ca_roots: Vec<PathBuf>,
-    /// Directory caching the ACME account and certificates; keep it across restarts [default:
-    /// ./acme-cache; env REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE].
+    /// Directory caching the ACME account and certificates; keep it across restarts; unused
+    /// with S3 storage, whose bucket holds them (regctl/acme/) [default: ./acme-cache; env
+    /// REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE].
     #[arg(long, value_name = "DIR")]
     pub acme_cache: Option<PathBuf>,
     /// ACME challenge type to use, in the order given; repeatable [default: tls-alpn-01, then

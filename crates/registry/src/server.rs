@@ -118,7 +118,9 @@ pub async fn serve(
     }
     if let Some(tls) = tls {
         tracing::info!(storage = %root, "serving the registry over HTTPS");
-        crate::tls::serve(listener, app(state), tls, config.http.hsts, limits, shutdown).await?;
+        // On S3 the ACME cache lives in the bucket: a new instance reuses the certificate.
+        let store = config.storage.s3.is_some().then(|| state.registry.shared_storage());
+        crate::tls::serve(listener, app(state), tls, store, config.http.hsts, limits, shutdown).await?;
         if let Some(notifier) = &ops.notifier {
             notifier.flush().await;
         }

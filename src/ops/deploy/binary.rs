@@ -108,11 +108,22 @@ impl LocalBinary {
 }
 
 /// The way out when the binary cannot run on an `arch` instance: the static server build, which
-/// runs on any Linux of that CPU (README, "A server binary that runs on the instance").
+/// runs on any Linux of that CPU (README, "A server binary that runs on the instance"); for
+/// another CPU than this machine's, with a cross linker and C compiler for aws-lc.
 fn portable_build(arch: &str) -> String {
     let target = format!("{arch}-unknown-linux-musl");
+    let (tools, env) = if arch == std::env::consts::ARCH {
+        ("musl-tools".to_string(), String::new())
+    } else {
+        let gcc = format!("{arch}-linux-gnu-gcc");
+        let var = target.replace('-', "_");
+        (
+            format!("gcc-{arch}-linux-gnu"),
+            format!("CARGO_TARGET_{}_LINKER={gcc} CC_{var}={gcc} ", var.to_ascii_uppercase()),
+        )
+    };
     format!(
-        "build the server statically (apt-get install musl-tools; rustup target add {target}; cargo build \
+        "build the server statically (apt-get install {tools}; rustup target add {target}; {env}cargo build \
          --release -p regctl-registry --target {target}) and deploy it with --binary \
          target/{target}/release/regctl-registry"
     )
@@ -152,6 +163,25 @@ mod tests {
             assert!(too_new.to_string().contains(needed), "{too_new}");
         }
         assert!(binary(Some("aarch64"), Libc::Static).check_runs_on(&facts).is_err());
+        // An x86_64 build for a Graviton instance: refused, naming the aarch64 build to make.
+        let graviton = Facts::parse("arch=aarch64\nlibc=ldd (GNU libc) 2.34\n");
+        let wrong_cpu =
+            binary(Some("x86_64"), Libc::Static).check_runs_on(&graviton).expect_err("x86_64 on aarch64");
+        for needed in [
+            "built for x86_64 but the instance is aarch64",
+            "rustup target add aarch64-unknown-linux-musl",
+            "--target aarch64-unknown-linux-musl",
+            "--binary target/aarch64-unknown-linux-musl/release/regctl-registry",
+        ] {
+            assert!(wrong_cpu.to_string().contains(needed), "{wrong_cpu}");
+        }
+        if std::env::consts::ARCH == "x86_64" {
+            // A cross build: the linker and C compiler for aws-lc are named.
+            let cross = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+                         CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc cargo build";
+            assert!(wrong_cpu.to_string().contains(cross), "{wrong_cpu}");
+        }
+        assert!(binary(Some("aarch64"), Libc::Static).check_runs_on(&graviton).is_ok());
         assert!(binary(Some("x86_64"), Libc::Static).check_runs_on(&facts).is_ok());
         let musl = Facts::parse("arch=aarch64\nlibc=musl libc (aarch64)\n");
         assert!(binary(Some("aarch64"), Libc::Glibc(None)).check_runs_on(&musl).is_err());

@@ -16,7 +16,7 @@
 //!
 //! # Or ACME:
 //! [http.tls.letsencrypt]
-//! cachefile = "/var/lib/regctl/acme"   # a directory: account key and certificates
+//! cachefile = "/var/lib/regctl/acme"   # a directory: account key and certificates (S3: the bucket)
 //! email = "ops@example.com"            # optional contact
 //! hosts = ["registry.example.com"]     # required
 //! staging = false                      # true: Let's Encrypt's staging directory
@@ -59,7 +59,8 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LetsEncryptConfig {
     /// Directory for the account key and the certificates; keep it across restarts and
-    /// redeploys (Let's Encrypt allows 5 duplicate certificates a week). distribution calls it
+    /// redeploys (Let's Encrypt allows 5 duplicate certificates a week). Unused with S3
+    /// storage: the bucket holds them. distribution calls it
     /// `cachefile`; `cachedir` is accepted too.
     #[serde(alias = "cachedir")]
     pub cachefile: PathBuf,

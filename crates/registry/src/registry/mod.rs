@@ -71,6 +71,11 @@ impl Registry {
         self.storage.as_ref()
     }
 
+    /// The storage, shared (for a task that outlives a borrow of the registry).
+    pub fn shared_storage(&self) -> Arc<dyn Storage> {
+        self.storage.clone()
+    }
+
     /// Garbage collection's serving side (see [`pins`]).
     pub fn gc_guard(&self) -> &pins::Guard {
         &self.gc

@@ -1,8 +1,10 @@
-//! ACME (RFC 8555) with instant-acme: an account and certificates cached on disk, HTTP-01 and
-//! TLS-ALPN-01 challenges answered by this server, and renewal in the background.
+//! ACME (RFC 8555) with instant-acme: an account and certificates cached on disk or in the
+//! registry's object store ([`super::cache`]), HTTP-01 and TLS-ALPN-01 challenges answered by
+//! this server, and renewal in the background.
 //!
 //! Cache layout, one directory per ACME directory URL so that staging and production (or a
-//! test CA) never mix:
+//! test CA) never mix; on S3 storage the same names lie in the bucket under
+//! `<rootdirectory>/regctl/acme/` instead of `<cachefile>/`:
 //!
 //! ```text
 //! <cachefile>/<directory, e.g. acme-v02.api.letsencrypt.org-directory>/account.json
@@ -14,7 +16,7 @@
 //! week).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,11 +30,15 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
+use super::cache::AcmeCache;
 use super::cert::{self, CertError, CertInfo};
 use super::redirect::Http01Tokens;
 use super::resolver::CertResolver;
 use crate::config::ChallengeKind;
+use crate::storage::{Storage, StoragePath};
 
+/// The cached account's name.
+const ACCOUNT: &str = "account.json";
 /// How long one order may wait for validation or issuance before it counts as failed.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 /// First wait after a failed attempt; doubled after each further failure.
@@ -55,7 +61,8 @@ pub struct AcmeSettings {
     pub email: Option<String>,
     /// Extra PEM roots trusted for the directory's HTTPS.
     pub ca_roots: Vec<PathBuf>,
-    /// The cache directory (account and certificates).
+    /// The cache directory (account and certificates) when the registry's storage is not an
+    /// object store.
     pub cache_dir: PathBuf,
     /// Challenge types to try, in order.
     pub challenges: Vec<ChallengeKind>,
@@ -90,12 +97,14 @@ pub enum AcmeError {
         /// The host.
         host: String,
     },
-    /// The cache directory could not be read or written.
-    #[error("ACME cache {path}: {source} (the cache directory must be writable by the server)")]
+    /// The cache could not be read or written.
+    #[error("ACME cache {location}: {source} ({hint})")]
     Cache {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
+        /// The file, directory or storage object.
+        location: String,
+        /// What must hold for the cache to work.
+        hint: &'static str,
+        /// The I/O or storage error.
         #[source]
         source: std::io::Error,
     },
@@ -155,7 +164,7 @@ pub struct AcmeManager {
     settings: AcmeSettings,
     resolver: Arc<CertResolver>,
     http01: Option<Arc<Http01Tokens>>,
-    dir: PathBuf,
+    cache: AcmeCache,
     http: Option<HttpsClient>,
     account: Option<Account>,
     current: Option<CertInfo>,
@@ -163,37 +172,37 @@ pub struct AcmeManager {
 
 impl AcmeManager {
     /// Prepares the manager and serves a usable cached certificate at once. `http01` is the
-    /// port-80 listener's token table, `None` when that listener is off.
+    /// port-80 listener's token table, `None` when that listener is off; `store` is the
+    /// registry's storage when it is an object store (S3), which then holds the cache.
     pub async fn new(
         settings: AcmeSettings,
+        store: Option<Arc<dyn Storage>>,
         resolver: Arc<CertResolver>,
         http01: Option<Arc<Http01Tokens>>,
     ) -> Result<AcmeManager, AcmeError> {
-        let dir = settings.cache_dir.join(directory_key(&settings.directory_url));
-        create_private_dir(&dir).await?;
+        let cache = AcmeCache::new(&settings.cache_dir, store, &directory_key(&settings.directory_url));
+        cache.prepare().await?;
         let http = if settings.ca_roots.is_empty() { None } else { Some(https_client(&settings.ca_roots)?) };
-        let mut manager = AcmeManager { settings, resolver, http01, dir, http, account: None, current: None };
+        let mut manager =
+            AcmeManager { settings, resolver, http01, cache, http, account: None, current: None };
         manager.load_cached().await;
         Ok(manager)
     }
 
-    fn cert_path(&self) -> PathBuf {
+    fn cert_name(&self) -> String {
         let first = self.settings.hosts.first().map_or("certificate", String::as_str);
-        self.dir.join(format!("{}.pem", first.replace(':', "_")))
-    }
-
-    fn account_path(&self) -> PathBuf {
-        self.dir.join("account.json")
+        format!("{}.pem", first.replace(':', "_"))
     }
 
     /// Serves the cached certificate if it names every host and has not expired.
     async fn load_cached(&mut self) {
-        let path = self.cert_path();
-        let pem = match tokio::fs::read(&path).await {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        let name = self.cert_name();
+        let path = self.cache.location(&name);
+        let pem = match self.cache.read(&name).await {
+            Ok(Some(pem)) => pem,
+            Ok(None) => return,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the cached certificate; ordering a new one");
+                tracing::warn!(error = %e, "cannot read the cached certificate; ordering a new one");
                 return;
             }
         };
@@ -211,7 +220,7 @@ impl AcmeManager {
             }
             Ok(issued) => {
                 tracing::info!(
-                    path = %path.display(),
+                    path,
                     serial = issued.info.serial,
                     not_after = cert::rfc3339(issued.info.not_after),
                     renew_at = cert::rfc3339(issued.info.renew_at()),
@@ -220,7 +229,7 @@ impl AcmeManager {
                 self.install(issued);
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "the cached certificate is unusable; ordering a new one")
+                tracing::warn!(path, error = %e, "the cached certificate is unusable; ordering a new one")
             }
         }
     }
@@ -302,7 +311,7 @@ impl AcmeManager {
         let issued = match self.order_any(&account).await {
             Err(e) if e.problem_type().is_some_and(|t| t.ends_with(":accountDoesNotExist")) => {
                 tracing::warn!("the CA does not know the cached ACME account; creating a new one");
-                remove_if_exists(&self.account_path()).await?;
+                self.cache.remove(ACCOUNT).await?;
                 self.account = None;
                 let account = self.account().await?;
                 self.order_any(&account).await?
@@ -330,17 +339,16 @@ impl AcmeManager {
         if let Some(account) = &self.account {
             return Ok(account.clone());
         }
-        let path = self.account_path();
-        let cached = match tokio::fs::read(&path).await {
-            Ok(json) => match serde_json::from_slice::<AccountCredentials>(&json) {
+        let path = self.cache.location(ACCOUNT);
+        let cached = match self.cache.read(ACCOUNT).await? {
+            Some(json) => match serde_json::from_slice::<AccountCredentials>(&json) {
                 Ok(credentials) => Some(credentials),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "unreadable cached ACME account; creating a new one");
+                    tracing::warn!(path, error = %e, "unreadable cached ACME account; creating a new one");
                     None
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(AcmeError::Cache { path, source }),
+            None => None,
         };
         let account = match cached {
             Some(credentials) => self
@@ -366,8 +374,8 @@ impl AcmeManager {
                     step: "saving the ACME account",
                     source: instant_acme::Error::Json(e),
                 })?;
-                write_private(&path, &json).await?;
-                tracing::info!(id = account.id(), path = %path.display(), "ACME account created");
+                self.cache.write(ACCOUNT, &json).await?;
+                tracing::info!(id = account.id(), path, "ACME account created");
                 account
             }
         };
@@ -464,7 +472,7 @@ impl AcmeManager {
             .map_err(AcmeError::acme("downloading the ACME certificate"))?;
         let pem = format!("{key_pem}{chain_pem}");
         let issued = self.parse_issued(pem.as_bytes())?;
-        write_private(&self.cert_path(), pem.as_bytes()).await?;
+        self.cache.write(&self.cert_name(), pem.as_bytes()).await?;
         Ok(issued)
     }
 }
@@ -588,7 +596,7 @@ fn https_client(ca_roots: &[PathBuf]) -> Result<HttpsClient, AcmeError> {
 
 /// The cache subdirectory of a directory URL: its host and path, with anything unusual in a file
 /// name replaced (`https://acme-v02.api.letsencrypt.org/directory` →
-/// `acme-v02.api.letsencrypt.org-directory`).
+/// `acme-v02.api.letsencrypt.org-directory`); always one path component.
 fn directory_key(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let key: String = rest
@@ -596,7 +604,7 @@ fn directory_key(url: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
         .collect();
-    if key.is_empty() { "directory".into() } else { key }
+    if StoragePath::is_component(&key) { key } else { "directory".into() }
 }
 
 /// Waits before the next attempt: 1 minute, doubling up to 6 hours; at least an hour after the
@@ -611,42 +619,6 @@ fn backoff(failures: u32, error: &AcmeError) -> Duration {
     }
 }
 
-async fn create_private_dir(dir: &Path) -> Result<(), AcmeError> {
-    let mut builder = tokio::fs::DirBuilder::new();
-    builder.recursive(true).mode(0o700);
-    builder.create(dir).await.map_err(|source| AcmeError::Cache { path: dir.to_path_buf(), source })
-}
-
-/// Writes `data` to `path` readable by the owner only, through a temporary file and a rename
-/// so a crash never leaves half a key.
-async fn write_private(path: &Path, data: &[u8]) -> Result<(), AcmeError> {
-    use tokio::io::AsyncWriteExt;
-    let tmp = path.with_extension("tmp");
-    let err = |source| AcmeError::Cache { path: path.to_path_buf(), source };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .await
-        .map_err(err)?;
-    file.write_all(data).await.map_err(err)?;
-    // `flush` reports the background write's error (a full disk); `sync_all` would drop it.
-    file.flush().await.map_err(err)?;
-    file.sync_all().await.map_err(err)?;
-    tokio::fs::rename(&tmp, path).await.map_err(err)
-}
-
-async fn remove_if_exists(path: &Path) -> Result<(), AcmeError> {
-    match tokio::fs::remove_file(path).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(AcmeError::Cache { path: path.to_path_buf(), source: e })
-        }
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +630,7 @@ mod tests {
             "acme-v02.api.letsencrypt.org-directory"
         );
         assert_eq!(directory_key("https://127.0.0.1:14000/dir"), "127.0.0.1-14000-dir");
+        assert_eq!(directory_key("https://.."), "directory");
         assert_eq!(sni_name(&identifier("127.0.0.1")), "1.0.0.127.in-addr.arpa");
         assert!(sni_name(&identifier("::1")).starts_with("1.0.0.0.0.0."));
         assert!(sni_name(&identifier("::1")).ends_with(".ip6.arpa"));

@@ -5,8 +5,9 @@
 //! - [`resolver`]: the certificate for each handshake, swapped in place on reload or renewal,
 //!   and TLS-ALPN-01 challenge certificates.
 //! - [`files`]: certificate and key files, reloaded when they change.
-//! - [`acme`]: the ACME client: account and certificate cache, HTTP-01 and TLS-ALPN-01,
+//! - [`acme`]: the ACME client: account and certificate, HTTP-01 and TLS-ALPN-01,
 //!   background renewal with backoff.
+//! - [`cache`]: where ACME keeps them: a private directory, or the registry's object store.
 //! - [`redirect`]: the port-80 listener: HTTP-01 tokens and a redirect to HTTPS.
 //! - [`plain`]: a readable 400 for plain HTTP sent to the HTTPS port.
 //!
@@ -14,6 +15,7 @@
 //! listeners until shutdown, letting in-flight requests finish.
 
 pub mod acme;
+pub mod cache;
 pub mod cert;
 pub mod files;
 pub mod plain;
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChallengeKind, TlsConfig};
 use crate::connection::{self, ConnLimits};
+use crate::storage::Storage;
 use acme::{AcmeError, AcmeManager, AcmeSettings};
 use files::CertFiles;
 use redirect::Http01Tokens;
@@ -222,11 +225,14 @@ pub fn hsts_on(configured: Option<bool>, source: &CertSource, port: u16) -> bool
 }
 
 /// Serves `app` over HTTPS on `listener` (and the port-80 listener, if configured) until
-/// `shutdown` completes, then lets in-flight requests finish. `hsts` is `http.hsts`.
+/// `shutdown` completes, then lets in-flight requests finish. `hsts` is `http.hsts`; `store` is
+/// the registry's storage when it is an object store (S3), where ACME then keeps its cache so a
+/// new server on the same bucket reuses the certificate.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: TlsSettings,
+    store: Option<Arc<dyn Storage>>,
     hsts: Option<bool>,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -276,7 +282,7 @@ pub async fn serve(
         CertSource::Files(files) => files.start(resolver.clone(), cancel.clone()).await?,
         CertSource::Acme(acme) => {
             let http01 = settings.http_addr.is_some().then(|| tokens.clone());
-            let manager = AcmeManager::new(acme, resolver.clone(), http01).await?;
+            let manager = AcmeManager::new(acme, store, resolver.clone(), http01).await?;
             tokio::spawn(manager.run(cancel.clone()));
         }
     }
