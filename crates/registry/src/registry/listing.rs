@@ -18,11 +18,12 @@ impl Registry {
 
     /// At most `limit` tags of a repository that sort after `after`, in order: one page of
     /// [`Registry::tags`], costing the page rather than the repository's tags (on the
-    /// filesystem, one read of the tags directory's names; see [`Storage::list_page`]).
+    /// filesystem, one read of the tags directory's names and one `stat` of each listed tag's
+    /// `current/link`; see [`Storage::list_page_holding`]).
     ///
-    /// [`Storage::list_page`]: crate::storage::Storage::list_page
+    /// [`Storage::list_page_holding`]: crate::storage::Storage::list_page_holding
     pub async fn tags_page(&self, name: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<Tag>> {
-        let names = self.storage.list_page(&layout::tags(name), after, limit).await?;
+        let names = self.storage.list_page_holding(&layout::tags(name), after, limit, "current/link").await?;
         if names.is_empty() && !self.holds_manifests(name).await? {
             return Err(Error::NameUnknown);
         }
@@ -119,6 +120,11 @@ mod tests {
         }
         let empty = dir.path().join(layout::tags(&name).as_str()).join("t0005");
         std::fs::create_dir_all(empty.join("current")).expect("an empty tag directory");
+        // A tag whose `current` link is gone but whose history is left (a crash while it was
+        // deleted) names no manifest: it is no tag either.
+        let history = dir.path().join(layout::tags(&name).as_str()).join("t0006/index/sha256/00");
+        std::fs::create_dir_all(&history).expect("a tag history");
+        std::fs::write(history.join("link"), b"sha256:00").expect("a history link");
         tags.sort();
         assert_eq!(
             registry.tags(&name).await.expect("tags").iter().map(Tag::to_string).collect::<Vec<_>>(),
