@@ -79,6 +79,44 @@ impl Registry {
         }
         Ok(found)
     }
+
+    /// At most `limit` repositories whose names sort before `before`, in name order: the page
+    /// before a page of the catalog (the UI's "Previous page"), read backwards at the same cost.
+    ///
+    /// The walk of [`Registry::catalog_page`] in reverse: the queue holds repositories by their
+    /// name and directories by the largest name below them (`prefix/~`: `~` sorts after every
+    /// character of a name), and the largest comes out first. Subtrees whose names all sort
+    /// from `before` on are never listed, and the walk stops when the page is full.
+    pub async fn catalog_page_before(&self, before: &str, limit: usize) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        // (largest name it can hold, the directory to list or `None` for a repository's name).
+        let mut pending = std::collections::BinaryHeap::new();
+        pending.push((String::from("~"), String::new(), Some(layout::repositories())));
+        while let Some((bound, prefix, dir)) = pending.pop() {
+            if found.len() >= limit {
+                break;
+            }
+            let Some(dir) = dir else {
+                found.push(bound);
+                continue;
+            };
+            for child in self.storage.list(&dir).await? {
+                if child == "_manifests" {
+                    if !prefix.is_empty() && prefix.as_str() < before {
+                        pending.push((prefix.clone(), String::new(), None));
+                    }
+                } else if !child.starts_with('_') {
+                    let name = if prefix.is_empty() { child.clone() } else { format!("{prefix}/{child}") };
+                    // Every name below sorts from `name` on.
+                    if RepoName::parse(&name).is_some() && name.as_str() < before {
+                        pending.push((format!("{name}/~"), name, Some(dir.join(&child))));
+                    }
+                }
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +221,17 @@ mod tests {
                 }
             }
             assert_eq!(walked, sorted, "pages of {n}");
+            // And backwards, from past the end.
+            let mut walked: Vec<String> = Vec::new();
+            loop {
+                let before = walked.first().map_or("~", String::as_str);
+                let page = registry.catalog_page_before(before, n).await.expect("a page");
+                walked.splice(0..0, page.iter().cloned());
+                if page.len() < n {
+                    break;
+                }
+            }
+            assert_eq!(walked, sorted, "pages of {n} backwards");
         }
 
         // A page of 5 near the end lists a handful of directories, not all 200-odd.
