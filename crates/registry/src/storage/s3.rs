@@ -966,7 +966,8 @@ impl Storage for S3Storage {
             .bucket(&self.bucket)
             .prefix(&prefix)
             .delimiter("/")
-            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            // One more: the listing starts with `after`'s own key when it is a child.
+            .max_keys(i32::try_from(limit.saturating_add(1).min(1000)).unwrap_or(1000))
             .set_start_after(after.map(|a| format!("{prefix}{a}")))
             .into_paginator()
             .send();
