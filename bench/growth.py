@@ -263,13 +263,14 @@ def measure(args, work, storage, repos, rows, moto_log=None):
         rows.append((f"{label}: tags list, 10,000-tag repo (page of 100)",) +
                     tuple(timed(lambda s=s: s.get(tags_page), args.runs * 3) for s in servers.values()))
         if moto_log:
-            counts = []
-            for server in servers.values():
-                before = moto_requests(moto_log)
-                server.get(page)
-                time.sleep(0.5)  # moto writes its log line after the response
-                counts.append(moto_requests(moto_log) - before)
-            rows.append((f"{label}: S3 requests for one _catalog page", *counts, "count"))
+            for what, path in (("one _catalog page", page), ("one tags page of 100", tags_page)):
+                counts = []
+                for server in servers.values():
+                    before = moto_requests(moto_log)
+                    server.get(path)
+                    time.sleep(0.5)  # moto writes its log line after the response
+                    counts.append(moto_requests(moto_log) - before)
+                rows.append((f"{label}: S3 requests for {what}", *counts, "count"))
     finally:
         for server in servers.values():
             server.stop()

@@ -18,11 +18,12 @@ impl Registry {
 
     /// At most `limit` tags of a repository that sort after `after`, in order: one page of
     /// [`Registry::tags`], costing the page rather than the repository's tags (on the
-    /// filesystem, one read of the tags directory's names; see [`Storage::list_page`]).
+    /// filesystem, one read of the tags directory's names and one `stat` of each listed tag's
+    /// `current/link`; see [`Storage::list_page_holding`]).
     ///
-    /// [`Storage::list_page`]: crate::storage::Storage::list_page
+    /// [`Storage::list_page_holding`]: crate::storage::Storage::list_page_holding
     pub async fn tags_page(&self, name: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<Tag>> {
-        let names = self.storage.list_page(&layout::tags(name), after, limit).await?;
+        let names = self.storage.list_page_holding(&layout::tags(name), after, limit, "current/link").await?;
         if names.is_empty() && !self.holds_manifests(name).await? {
             return Err(Error::NameUnknown);
         }
@@ -78,6 +79,44 @@ impl Registry {
         }
         Ok(found)
     }
+
+    /// At most `limit` repositories whose names sort before `before`, in name order: the page
+    /// before a page of the catalog (the UI's "Previous page"), read backwards at the same cost.
+    ///
+    /// The walk of [`Registry::catalog_page`] in reverse: the queue holds repositories by their
+    /// name and directories by the largest name below them (`prefix/~`: `~` sorts after every
+    /// character of a name), and the largest comes out first. Subtrees whose names all sort
+    /// from `before` on are never listed, and the walk stops when the page is full.
+    pub async fn catalog_page_before(&self, before: &str, limit: usize) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        // (largest name it can hold, the directory to list or `None` for a repository's name).
+        let mut pending = std::collections::BinaryHeap::new();
+        pending.push((String::from("~"), String::new(), Some(layout::repositories())));
+        while let Some((bound, prefix, dir)) = pending.pop() {
+            if found.len() >= limit {
+                break;
+            }
+            let Some(dir) = dir else {
+                found.push(bound);
+                continue;
+            };
+            for child in self.storage.list(&dir).await? {
+                if child == "_manifests" {
+                    if !prefix.is_empty() && prefix.as_str() < before {
+                        pending.push((prefix.clone(), String::new(), None));
+                    }
+                } else if !child.starts_with('_') {
+                    let name = if prefix.is_empty() { child.clone() } else { format!("{prefix}/{child}") };
+                    // Every name below sorts from `name` on.
+                    if RepoName::parse(&name).is_some() && name.as_str() < before {
+                        pending.push((format!("{name}/~"), name, Some(dir.join(&child))));
+                    }
+                }
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +158,11 @@ mod tests {
         }
         let empty = dir.path().join(layout::tags(&name).as_str()).join("t0005");
         std::fs::create_dir_all(empty.join("current")).expect("an empty tag directory");
+        // A tag whose `current` link is gone but whose history is left (a crash while it was
+        // deleted) names no manifest: it is no tag either.
+        let history = dir.path().join(layout::tags(&name).as_str()).join("t0006/index/sha256/00");
+        std::fs::create_dir_all(&history).expect("a tag history");
+        std::fs::write(history.join("link"), b"sha256:00").expect("a history link");
         tags.sort();
         assert_eq!(
             registry.tags(&name).await.expect("tags").iter().map(Tag::to_string).collect::<Vec<_>>(),
@@ -177,6 +221,17 @@ mod tests {
                 }
             }
             assert_eq!(walked, sorted, "pages of {n}");
+            // And backwards, from past the end.
+            let mut walked: Vec<String> = Vec::new();
+            loop {
+                let before = walked.first().map_or("~", String::as_str);
+                let page = registry.catalog_page_before(before, n).await.expect("a page");
+                walked.splice(0..0, page.iter().cloned());
+                if page.len() < n {
+                    break;
+                }
+            }
+            assert_eq!(walked, sorted, "pages of {n} backwards");
         }
 
         // A page of 5 near the end lists a handful of directories, not all 200-odd.

@@ -192,8 +192,39 @@ impl Storage for FsStorage {
     ) -> Result<Vec<String>, StorageError> {
         let path = self.file(dir);
         let after = after.map(str::to_string);
-        let listed =
-            tokio::task::spawn_blocking(move || list_children_page(&path, after.as_deref(), limit)).await;
+        let listed = tokio::task::spawn_blocking(move || {
+            list_children_page(&path, after.as_deref(), limit, |entry| {
+                Ok(!entry.file_type()?.is_dir() || holds_object(&entry.path())?)
+            })
+        })
+        .await;
+        listed
+            .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
+            .map_err(map_err(dir))
+    }
+
+    async fn list_page_holding(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+        object: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let path = self.file(dir);
+        let after = after.map(str::to_string);
+        let object = object.to_string();
+        let listed = tokio::task::spawn_blocking(move || {
+            list_children_page(&path, after.as_deref(), limit, |entry| {
+                match std::fs::symlink_metadata(entry.path().join(&object)) {
+                    Ok(meta) => Ok(!meta.is_dir()),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .await;
         listed
             .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
             .map_err(map_err(dir))
@@ -305,22 +336,54 @@ impl Storage for FsStorage {
         dir: &StoragePath,
         visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
     ) -> Result<(), StorageError> {
-        let mut pending = vec![(self.file(dir), String::new())];
-        while let Some((current, prefix)) = pending.pop() {
-            // One blocking task per directory, not one per entry.
-            let read = tokio::task::spawn_blocking(move || read_entries(&current)).await;
-            let entries = read
-                .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
-                .map_err(map_err(dir))?;
-            for (name, entry) in entries {
-                let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-                match entry {
-                    Entry::Dir(path) => pending.push((path, relative)),
-                    Entry::Object(meta) => visitor(relative, meta),
-                }
+        // One blocking task walks the whole tree and hands the objects over in batches: a
+        // task (two thread wake-ups) per directory cost more than reading it, on a registry
+        // of many small directories. The queue is bounded, so memory does not grow with it.
+        let (batches, mut queue) = tokio::sync::mpsc::channel(VISIT_QUEUE);
+        let root = self.file(dir);
+        let walker = tokio::task::spawn_blocking(move || walk_tree(root, &batches));
+        while let Some(batch) = queue.recv().await {
+            for (relative, meta) in batch.map_err(map_err(dir))? {
+                visitor(relative, meta);
             }
         }
-        Ok(())
+        walker.await.map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })
+    }
+}
+
+/// Objects [`Storage::visit`] hands over at once, and batches that may wait for its visitor.
+const VISIT_BATCH: usize = 512;
+const VISIT_QUEUE: usize = 4;
+
+/// A batch of objects found by [`walk_tree`] (relative path and metadata), or its error.
+type VisitBatch = io::Result<Vec<(String, ObjectMeta)>>;
+
+/// Walks the tree at `root` depth first, sending its objects to `out` in batches; stops at the
+/// first error (sent) or when the receiver is gone.
+fn walk_tree(root: PathBuf, out: &tokio::sync::mpsc::Sender<VisitBatch>) {
+    let mut pending = vec![(root, String::new())];
+    let mut batch = Vec::with_capacity(VISIT_BATCH);
+    while let Some((current, prefix)) = pending.pop() {
+        let entries = match read_entries(&current) {
+            Ok(entries) => entries,
+            Err(e) => {
+                let _ = out.blocking_send(Err(e));
+                return;
+            }
+        };
+        for (name, entry) in entries {
+            let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            match entry {
+                Entry::Dir(path) => pending.push((path, relative)),
+                Entry::Object(meta) => batch.push((relative, meta)),
+            }
+        }
+        if batch.len() >= VISIT_BATCH && out.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = out.blocking_send(Ok(batch));
     }
 }
 
@@ -347,15 +410,17 @@ fn read_entries(dir: &Path) -> io::Result<Vec<(String, Entry)>> {
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
+        // The entry's type comes with its name (no system call on most filesystems): only
+        // objects are asked for their size and time.
+        let entry = match entry
+            .file_type()
+            .and_then(|t| if t.is_dir() { Ok(None) } else { entry.metadata().map(Some) })
+        {
+            Ok(None) => Entry::Dir(entry.path()),
+            Ok(Some(meta)) if meta.is_dir() => Entry::Dir(entry.path()),
+            Ok(Some(meta)) => Entry::Object(ObjectMeta { size: meta.len(), modified: meta.modified().ok() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
-        };
-        let entry = if meta.is_dir() {
-            Entry::Dir(entry.path())
-        } else {
-            Entry::Object(ObjectMeta { size: meta.len(), modified: meta.modified().ok() })
         };
         found.push((name, entry));
     }
@@ -366,13 +431,20 @@ fn read_entries(dir: &Path) -> io::Result<Vec<(String, Entry)>> {
 /// A directory that a crash left holding only temporary files (or nothing) does not exist, as
 /// the storage contract says: a tag whose link was never renamed into place is not listed.
 fn list_children(dir: &Path) -> io::Result<Vec<String>> {
-    list_children_page(dir, None, usize::MAX)
+    list_children_page(dir, None, usize::MAX, |entry| {
+        Ok(!entry.file_type()?.is_dir() || holds_object(&entry.path())?)
+    })
 }
 
-/// One page of [`list_children`]: the names after `after`, in order, at most `limit`. All names
-/// are read (a directory keeps them in no order), but only the page's directories are searched
-/// for an object.
-fn list_children_page(dir: &Path, after: Option<&str>, limit: usize) -> io::Result<Vec<String>> {
+/// One page of the children of `dir` that pass `listed`: the names after `after`, in order, at
+/// most `limit`. All names are read (a directory keeps them in no order), but only the page's
+/// entries are checked.
+fn list_children_page(
+    dir: &Path,
+    after: Option<&str>,
+    limit: usize,
+    listed: impl Fn(&std::fs::DirEntry) -> io::Result<bool>,
+) -> io::Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
@@ -394,7 +466,7 @@ fn list_children_page(dir: &Path, after: Option<&str>, limit: usize) -> io::Resu
         if names.len() >= limit {
             break;
         }
-        if !entry.file_type()?.is_dir() || holds_object(&entry.path())? {
+        if listed(&entry)? {
             names.push(name);
         }
     }

@@ -176,6 +176,23 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         Ok(names)
     }
 
+    /// One page of [`Storage::list_page`] narrowed to the children `c` that hold the object
+    /// `c/object` (a tag directory its `current/link`).
+    ///
+    /// The default is `list_page` itself, which may list a child holding other objects only:
+    /// on S3 checking that very object would cost a request per child. The filesystem checks
+    /// it with one `stat` a child, which is cheaper than its search for any object below.
+    async fn list_page_holding(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+        object: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let _ = object;
+        self.list_page(dir, after, limit).await
+    }
+
     /// Appends a stream to the object at `path`, which must hold exactly `offset` bytes (a
     /// missing object holds 0). All or nothing: if the stream fails, the object is left as it
     /// was. Returns the new size.

@@ -106,6 +106,8 @@ struct Search {
     q: String,
     /// The page starts after this name (the previous page's last).
     last: Option<String>,
+    /// The page ends before this name (the next page's first): "Previous page".
+    before: Option<String>,
 }
 
 /// Repositories a page of the list shows.
@@ -118,35 +120,63 @@ pub(crate) struct RepoSummary {
     pub(crate) tags: usize,
 }
 
-/// One page of the repository list, read with the catalog's pagination
-/// ([`Registry::catalog_page`]): a search reads catalog pages from `last` until the list's page
-/// is full of matches, never the whole catalog at once.
-async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Query<Search>) -> Response {
-    let registry = registry.as_ref();
-    let query = search.q.trim().to_lowercase();
+/// The names of one page of the repository list matching `query`, read with the catalog's
+/// pagination: after `last` ([`Registry::catalog_page`]), or backwards before `before`
+/// ([`Registry::catalog_page_before`]). Catalog pages are read until the list's page is full of
+/// matches, never the whole catalog at once. Returns the names in order, and whether more
+/// matching names follow in the direction read.
+async fn matching_page(
+    registry: &Registry,
+    query: &str,
+    search: &Search,
+) -> Result<(Vec<String>, bool), Error> {
+    let backwards = search.last.is_none() && search.before.is_some();
+    let mut from = if backwards { search.before.clone() } else { search.last.clone() };
     let mut shown = Vec::new();
-    let mut after = search.last.clone();
-    let mut more = false;
     loop {
-        let names = match registry.catalog_page(after.as_deref(), REPOS_PER_PAGE + 1).await {
-            Ok(names) => names,
-            Err(e) => return error_page(e),
+        let mut names = match (&from, backwards) {
+            (Some(before), true) => registry.catalog_page_before(before, REPOS_PER_PAGE + 1).await?,
+            (after, _) => registry.catalog_page(after.as_deref(), REPOS_PER_PAGE + 1).await?,
         };
         let exhausted = names.len() <= REPOS_PER_PAGE;
+        if backwards {
+            names.reverse();
+        }
         for name in names {
             if shown.len() == REPOS_PER_PAGE {
-                more = true;
-                break;
+                if backwards {
+                    shown.reverse();
+                }
+                return Ok((shown, true));
             }
-            after = Some(name.clone());
-            if name.contains(&query) {
+            from = Some(name.clone());
+            if name.contains(query) {
                 shown.push(name);
             }
         }
-        if more || exhausted {
-            break;
+        if exhausted {
+            if backwards {
+                shown.reverse();
+            }
+            return Ok((shown, false));
         }
     }
+}
+
+/// One page of the repository list ([`matching_page`]), with links to the first, previous and
+/// next pages.
+async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Query<Search>) -> Response {
+    let registry = registry.as_ref();
+    let query = search.q.trim().to_lowercase();
+    let (shown, more) = match matching_page(registry, &query, &search).await {
+        Ok(found) => found,
+        Err(e) => return error_page(e),
+    };
+    let backwards = search.last.is_none() && search.before.is_some();
+    // Read backwards, the page is followed by `before`; read forwards, preceded by `last`.
+    let (earlier, later) = if backwards { (more, true) } else { (search.last.is_some(), more) };
+    let previous = shown.first().filter(|_| earlier).cloned();
+    let next = shown.last().filter(|_| later).cloned();
     let summaries: Result<Vec<RepoSummary>, Error> = futures_util::stream::iter(shown)
         .map(|name| async move {
             let tags = match RepoName::parse(&name) {
@@ -162,8 +192,12 @@ async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Quer
         .buffered(TAG_CONCURRENCY)
         .try_collect()
         .await;
-    let next = more.then_some(after).flatten();
-    let place = pages::ListPlace { query: &search.q, first: search.last.is_none(), next: next.as_deref() };
+    let place = pages::ListPlace {
+        query: &search.q,
+        first: !earlier,
+        previous: previous.as_deref(),
+        next: next.as_deref(),
+    };
     match summaries {
         Ok(summaries) => page(StatusCode::OK, pages::repositories(&summaries, &place)),
         Err(e) => error_page(e),
@@ -403,5 +437,65 @@ mod tests {
         let v = serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
         assert_eq!(platform_text(&v).as_deref(), Some("linux/arm64/v8"));
         assert_eq!(platform_text(&serde_json::json!({"os": "linux"})), None);
+    }
+
+    /// The `href` of the link `rel` on a rendered page, decoded back to its query.
+    fn link(page: &str, rel: &str) -> Option<Search> {
+        let end = page.find(&format!("\" rel=\"{rel}\""))?;
+        let href = &page[page[..end].rfind("href=\"")? + 6..end];
+        let query = href.replace("&amp;", "&");
+        let query = query.strip_prefix("/ui/").and_then(|q| q.strip_prefix('?')).unwrap_or_default();
+        serde_urlencoded::from_str(query).ok()
+    }
+
+    /// Issue 22: the repository list's "Previous page" leads back through the pages "Next page"
+    /// went through, with a search, and the first page has no "Previous page".
+    #[tokio::test]
+    async fn the_repository_list_pages_back_and_forth() {
+        use bytes::Bytes;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Arc::new(Registry::new(Arc::new(crate::storage::FsStorage::new(dir.path()))));
+        let tag = Tag::parse("t").expect("a tag");
+        for i in 0..130 {
+            let name =
+                RepoName::parse(&format!("team{}/{}{i:03}", i % 3, ["app", "db"][i % 2])).expect("name");
+            let link = crate::layout::tag_current_link(&name, &tag);
+            registry.storage().put(&link, Bytes::from_static(b"sha256:00")).await.expect("put");
+        }
+        let render = |search: Search| {
+            let registry = registry.clone();
+            async move {
+                let response = repositories(State(registry), Query(search)).await;
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+                String::from_utf8(body.to_vec()).expect("utf-8")
+            }
+        };
+        let names = |page: &str| -> Vec<String> {
+            page.split("<tr data-name=\"")
+                .skip(1)
+                .filter_map(|r| r.split('"').next())
+                .map(String::from)
+                .collect()
+        };
+        for q in ["", "app"] {
+            let mut forward = Vec::new();
+            let mut page = render(Search { q: q.into(), last: None, before: None }).await;
+            assert!(link(&page, "prev").is_none() && link(&page, "first").is_none(), "{page}");
+            loop {
+                forward.push(names(&page));
+                let Some(next) = link(&page, "next") else { break };
+                page = render(next).await;
+            }
+            assert!(forward.len() >= 2, "{q}: {forward:?}");
+            let mut backward = vec![names(&page)];
+            while let Some(previous) = link(&page, "prev") {
+                page = render(previous).await;
+                backward.push(names(&page));
+            }
+            backward.reverse();
+            assert_eq!(backward, forward, "q={q}");
+            assert!(link(&page, "first").is_none() && link(&page, "next").is_some(), "{page}");
+        }
     }
 }

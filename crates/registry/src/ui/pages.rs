@@ -117,13 +117,15 @@ pub(crate) fn sign_in_required() -> String {
 pub(crate) struct ListPlace<'a> {
     /// The search, as typed.
     pub(crate) query: &'a str,
-    /// The first page (no `last`).
+    /// The first page (nothing precedes it).
     pub(crate) first: bool,
+    /// The first name of this page, when another page precedes it.
+    pub(crate) previous: Option<&'a str>,
     /// The last name of this page, when another page follows.
     pub(crate) next: Option<&'a str>,
 }
 
-/// One page of the repository list, with links to the first and the next page.
+/// One page of the repository list, with links to the first, the previous and the next page.
 pub(crate) fn repositories(repos: &[RepoSummary], place: &ListPlace<'_>) -> String {
     let mut body = format!(
         "<h1>Repositories</h1>\
@@ -155,12 +157,12 @@ pub(crate) fn repositories(repos: &[RepoSummary], place: &ListPlace<'_>) -> Stri
         }
         body.push_str("</tbody></table><p class=\"empty hidden\" id=\"no-match\">No repository matches.</p>");
     }
-    let list_url = |last: Option<&str>| {
+    let list_url = |from: Option<(&'static str, &str)>| {
         let mut query: Vec<(&str, &str)> = Vec::new();
         if !place.query.is_empty() {
             query.push(("q", place.query));
         }
-        query.extend(last.map(|l| ("last", l)));
+        query.extend(from);
         let query = serde_urlencoded::to_string(query).unwrap_or_default();
         if query.is_empty() { "/ui/".to_string() } else { format!("/ui/?{query}") }
     };
@@ -168,8 +170,15 @@ pub(crate) fn repositories(repos: &[RepoSummary], place: &ListPlace<'_>) -> Stri
     if !place.first {
         links.push(format!("<a href=\"{}\" rel=\"first\">« First page</a>", esc(&list_url(None))));
     }
+    if let Some(first) = place.previous {
+        let url = list_url(Some(("before", first)));
+        links.push(format!("<a href=\"{}\" rel=\"prev\">‹ Previous page</a>", esc(&url)));
+    }
     if let Some(last) = place.next {
-        links.push(format!("<a href=\"{}\" rel=\"next\">Next page »</a>", esc(&list_url(Some(last)))));
+        links.push(format!(
+            "<a href=\"{}\" rel=\"next\">Next page »</a>",
+            esc(&list_url(Some(("last", last))))
+        ));
     }
     if !links.is_empty() {
         let _ = write!(body, "<nav class=\"pager\">{}</nav>", links.join(" "));
@@ -411,7 +420,8 @@ mod tests {
     #[test]
     fn escapes_everything_from_storage() {
         assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-        let place = ListPlace { query: "\"><script>", first: false, next: Some("a<b") };
+        let place =
+            ListPlace { query: "\"><script>", first: false, previous: Some("a<b"), next: Some("a<b") };
         let page = repositories(&[RepoSummary { name: "a<b".into(), tags: 1 }], &place);
         assert!(!page.contains("<script>") && page.contains("a&lt;b"), "{page}");
     }
@@ -421,11 +431,15 @@ mod tests {
     #[test]
     fn the_repository_list_links_its_pages() {
         let repos = [RepoSummary { name: "team1/app9".into(), tags: 3 }];
-        let page = repositories(&repos, &ListPlace { query: "app", first: false, next: Some("team1/app9") });
+        let place =
+            ListPlace { query: "app", first: false, previous: Some("team1/app9"), next: Some("team1/app9") };
+        let page = repositories(&repos, &place);
         assert!(page.contains("href=\"/ui/?q=app&amp;last=team1%2Fapp9\" rel=\"next\""), "{page}");
+        assert!(page.contains("href=\"/ui/?q=app&amp;before=team1%2Fapp9\" rel=\"prev\""), "{page}");
         assert!(page.contains("href=\"/ui/?q=app\" rel=\"first\""), "{page}");
-        let page = repositories(&repos, &ListPlace { query: "", first: true, next: None });
+        let page = repositories(&repos, &ListPlace { query: "", first: true, previous: None, next: None });
         assert!(!page.contains("rel=\"next\"") && !page.contains("rel=\"first\""), "{page}");
+        assert!(!page.contains("rel=\"prev\""), "{page}");
     }
 
     #[test]

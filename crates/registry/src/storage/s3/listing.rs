@@ -68,22 +68,90 @@ impl S3Storage {
             let dirs =
                 page.common_prefixes().iter().filter_map(|p| p.prefix()).map(|p| p.trim_end_matches('/'));
             let objects = page.contents().iter().filter_map(|o| o.key());
-            for key in dirs.chain(objects) {
-                let Some(name) = key.strip_prefix(&prefix) else { continue };
-                let name = name.strip_suffix(LINK_SUFFIX).unwrap_or(name);
-                if !name.is_empty()
-                    && name != INTERNAL_DIR
-                    && !name.ends_with(STATE_SUFFIX)
-                    && !name.contains(TAIL_INFIX)
-                {
-                    names.push(name.to_string());
-                }
-            }
+            names.extend(dirs.chain(objects).filter_map(|key| child_name(&prefix, key)).map(str::to_string));
         }
         // An object being copied into place shows as itself and as its forward.
         names.sort_unstable();
         names.dedup();
         Ok(names)
+    }
+
+    /// Up to `limit` names in `dir` after `after`, for [`Storage::list_page`]: lists from the
+    /// key of `after` on, in pages of the page's size, and stops once the page is known (see
+    /// [`unreached_prefixes`] for where key order and name order differ).
+    pub(super) async fn list_names_page(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let prefix =
+            if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            // One more: the listing starts with `after`'s own key when it is a child.
+            .max_keys(i32::try_from(limit.saturating_add(1).min(1000)).unwrap_or(1000))
+            .set_start_after(after.map(|a| format!("{prefix}{a}")))
+            .into_paginator()
+            .send();
+        let mut found = std::collections::BTreeSet::new();
+        let mut reached = None;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(Self::sdk_err(dir))?;
+            let dirs = page.common_prefixes().iter().filter_map(|p| p.prefix());
+            let objects = page.contents().iter().filter_map(|o| o.key());
+            for key in dirs.chain(objects) {
+                if reached.as_deref().is_none_or(|r: &str| key > r) {
+                    reached = Some(key.to_string());
+                }
+                if let Some(name) = child_name(&prefix, key.trim_end_matches('/'))
+                    && after.is_none_or(|a| name > a)
+                {
+                    found.insert(name.to_string());
+                }
+            }
+            if found.len() >= limit && page.is_truncated() == Some(true) {
+                // Stopped early: only the page's last name's prefixes can still be missing.
+                let last = found.iter().nth(limit - 1).cloned().unwrap_or_default();
+                for name in unreached_prefixes(&last, &prefix, reached.as_deref().unwrap_or_default()) {
+                    if after.is_none_or(|a| name > a)
+                        && !found.contains(name)
+                        && self.holds_child(dir, &prefix, name).await?
+                    {
+                        found.insert(name.to_string());
+                    }
+                }
+                break;
+            }
+        }
+        Ok(found.into_iter().take(limit).collect())
+    }
+
+    /// Whether `name` is a child of directory `prefix` (of `dir`): a directory holding a key,
+    /// or a forward (an object's own key sorts before its name's continuations, so a listing
+    /// that reached them has seen it).
+    async fn holds_child(&self, dir: &StoragePath, prefix: &str, name: &str) -> Result<bool, StorageError> {
+        for (under, exact) in
+            [(format!("{prefix}{name}/"), false), (format!("{prefix}{name}{LINK_SUFFIX}"), true)]
+        {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&under)
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(Self::sdk_err(dir))?;
+            if page.contents().iter().filter_map(|o| o.key()).any(|k| !exact || k == under) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Every object under `dir` with its metadata, for [`Storage::visit`].
@@ -135,4 +203,29 @@ impl S3Storage {
         }
         Ok(())
     }
+}
+
+/// The name of the child of directory `prefix` that `key` (a key, or a common prefix without
+/// its `/`) stands for; `None` for this backend's own objects.
+fn child_name<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let name = key.strip_prefix(prefix)?;
+    let name = name.strip_suffix(LINK_SUFFIX).unwrap_or(name);
+    let own =
+        name.is_empty() || name == INTERNAL_DIR || name.ends_with(STATE_SUFFIX) || name.contains(TAIL_INFIX);
+    (!own).then_some(name)
+}
+
+/// The names that sort before `name` but whose keys a listing of directory `prefix` has not
+/// reached at key `reached`.
+///
+/// S3 orders keys by their bytes, and a child's key is its name followed by `/` (a directory)
+/// or `.s3link` (a forward). Names compare as keys do except where one name continues another
+/// with a byte below `/` (`-` or `.`): `a` < `a-b` but `a-b/` < `a/`. So a name whose key was not
+/// reached sorts before `name` only if it is `name` cut before such a byte; each is looked up.
+fn unreached_prefixes<'n>(name: &'n str, prefix: &str, reached: &str) -> Vec<&'n str> {
+    name.char_indices()
+        .filter(|&(i, c)| i > 0 && c < '/')
+        .map(|(i, _)| &name[..i])
+        .filter(|cut| format!("{prefix}{cut}/").as_str() > reached)
+        .collect()
 }

@@ -119,6 +119,15 @@ impl Storage for S3Storage {
         self.list_names(dir).await
     }
 
+    async fn list_page(
+        &self,
+        dir: &StoragePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        self.list_names_page(dir, after, limit).await
+    }
+
     async fn append(&self, path: &StoragePath, offset: u64, data: ByteStream) -> Result<u64, StorageError> {
         self.append_stream(path, offset, data).await
     }
