@@ -50,43 +50,18 @@ impl S3Storage {
         Ok(keys)
     }
 
-    /// The names in `dir`, for [`Storage::list`].
-    pub(super) async fn list_names(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
-        let prefix =
-            if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) };
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        let mut names = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(Self::sdk_err(dir))?;
-            let dirs =
-                page.common_prefixes().iter().filter_map(|p| p.prefix()).map(|p| p.trim_end_matches('/'));
-            let objects = page.contents().iter().filter_map(|o| o.key());
-            names.extend(dirs.chain(objects).filter_map(|key| child_name(&prefix, key)).map(str::to_string));
-        }
-        // An object being copied into place shows as itself and as its forward.
-        names.sort_unstable();
-        names.dedup();
-        Ok(names)
-    }
-
-    /// Up to `limit` names in `dir` after `after`, for [`Storage::list_page`]: lists from the
-    /// key of `after` on, in pages of the page's size, and stops once the page is known (see
-    /// [`unreached_prefixes`] for where key order and name order differ).
+    /// Up to `limit` names in `dir` after `after`, in order, for [`Storage::list_page`] (and,
+    /// with no `after` and no limit, [`Storage::list`]): lists from the key of `after` on, in
+    /// pages of the page's size, and stops once the page is known (see [`unreached_prefixes`]
+    /// for where key order and name order differ). An object being copied into place shows as
+    /// itself and as its forward: one name.
     pub(super) async fn list_names_page(
         &self,
         dir: &StoragePath,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StorageError> {
-        let prefix =
-            if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) };
+        let prefix = self.dir_prefix(dir);
         let mut pages = self
             .client
             .list_objects_v2()
@@ -99,15 +74,11 @@ impl S3Storage {
             .into_paginator()
             .send();
         let mut found = std::collections::BTreeSet::new();
-        let mut reached = None;
         while let Some(page) = pages.next().await {
             let page = page.map_err(Self::sdk_err(dir))?;
             let dirs = page.common_prefixes().iter().filter_map(|p| p.prefix());
             let objects = page.contents().iter().filter_map(|o| o.key());
             for key in dirs.chain(objects) {
-                if reached.as_deref().is_none_or(|r: &str| key > r) {
-                    reached = Some(key.to_string());
-                }
                 if let Some(name) = child_name(&prefix, key.trim_end_matches('/'))
                     && after.is_none_or(|a| name > a)
                 {
@@ -116,8 +87,12 @@ impl S3Storage {
             }
             if found.len() >= limit && page.is_truncated() == Some(true) {
                 // Stopped early: only the page's last name's prefixes can still be missing.
+                // Pages come in key order, so this page's greatest key is the furthest reached.
+                let last_dir = page.common_prefixes().last().and_then(|p| p.prefix());
+                let last_object = page.contents().last().and_then(|o| o.key());
+                let reached = last_dir.max(last_object).unwrap_or_default();
                 let last = found.iter().nth(limit - 1).cloned().unwrap_or_default();
-                for name in unreached_prefixes(&last, &prefix, reached.as_deref().unwrap_or_default()) {
+                for name in unreached_prefixes(&last, &prefix, reached) {
                     if after.is_none_or(|a| name > a)
                         && !found.contains(name)
                         && self.holds_child(dir, &prefix, name).await?
@@ -161,8 +136,7 @@ impl S3Storage {
         visitor: &mut (dyn FnMut(String, ObjectMeta) + Send),
     ) -> Result<(), StorageError> {
         // One paginated listing of the whole tree (1000 keys a call) instead of list + stat.
-        let prefix =
-            if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) };
+        let prefix = self.dir_prefix(dir);
         let mut pages =
             self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).into_paginator().send();
         let mut forwards = Vec::new();

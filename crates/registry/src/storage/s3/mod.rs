@@ -65,6 +65,11 @@ impl S3Storage {
     pub(super) fn key(&self, path: &StoragePath) -> String {
         format!("{}{}", self.prefix, path.as_str())
     }
+
+    /// The key prefix of the objects inside directory `dir`.
+    pub(super) fn dir_prefix(&self, dir: &StoragePath) -> String {
+        if dir.as_str().is_empty() { self.prefix.clone() } else { format!("{}/", self.key(dir)) }
+    }
 }
 
 #[async_trait]
@@ -116,7 +121,7 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
-        self.list_names(dir).await
+        self.list_names_page(dir, None, usize::MAX).await
     }
 
     async fn list_page(
