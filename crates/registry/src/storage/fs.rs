@@ -178,10 +178,7 @@ impl Storage for FsStorage {
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
         let path = self.file(dir);
-        let listed = tokio::task::spawn_blocking(move || list_children(&path)).await;
-        listed
-            .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
-            .map_err(map_err(dir))
+        blocking(dir, move || list_children(&path)).await
     }
 
     async fn list_page(
@@ -192,15 +189,12 @@ impl Storage for FsStorage {
     ) -> Result<Vec<String>, StorageError> {
         let path = self.file(dir);
         let after = after.map(str::to_string);
-        let listed = tokio::task::spawn_blocking(move || {
+        blocking(dir, move || {
             list_children_page(&path, after.as_deref(), limit, |entry| {
                 Ok(!entry.file_type()?.is_dir() || holds_object(&entry.path())?)
             })
         })
-        .await;
-        listed
-            .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
-            .map_err(map_err(dir))
+        .await
     }
 
     async fn list_page_holding(
@@ -213,7 +207,7 @@ impl Storage for FsStorage {
         let path = self.file(dir);
         let after = after.map(str::to_string);
         let object = object.to_string();
-        let listed = tokio::task::spawn_blocking(move || {
+        blocking(dir, move || {
             list_children_page(&path, after.as_deref(), limit, |entry| {
                 match std::fs::symlink_metadata(entry.path().join(&object)) {
                     Ok(meta) => Ok(!meta.is_dir()),
@@ -224,10 +218,7 @@ impl Storage for FsStorage {
                 }
             })
         })
-        .await;
-        listed
-            .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
-            .map_err(map_err(dir))
+        .await
     }
 
     async fn append(
@@ -349,6 +340,18 @@ impl Storage for FsStorage {
         }
         walker.await.map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })
     }
+}
+
+/// Runs `work` on a blocking thread; its I/O error (or its thread's failure) is reported for
+/// `dir`.
+async fn blocking<T: Send + 'static>(
+    dir: &StoragePath,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Backend { path: dir.clone(), source: io::Error::other(e) })?
+        .map_err(map_err(dir))
 }
 
 /// Objects [`Storage::visit`] hands over at once, and batches that may wait for its visitor.
