@@ -1,7 +1,10 @@
-//! htpasswd authentication: bcrypt entries (`$2y$`, `$2a$`, `$2b$`), a Basic challenge with a
-//! realm, the file re-read when it changes, a short-lived cache of successful verifications
-//! (so a pull is not one bcrypt per request), and [`limiter`]'s bounds on password guessing.
+//! htpasswd authentication: bcrypt entries (`$2y$`, `$2a$`, `$2b$`) and token entries
+//! (`$regctl-token$`, a SHA-256 of a random secret), each with the [`access`] its rule line
+//! grants; a Basic challenge with a realm, the file re-read when it changes, a short-lived
+//! cache of successful verifications (so a pull is not one bcrypt per request), and
+//! [`limiter`]'s bounds on password guessing.
 
+pub mod access;
 pub mod limiter;
 
 use std::collections::HashMap;
@@ -11,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use access::Grant;
 use limiter::{Limiter, Refused};
 
 use base64::Engine;
@@ -19,10 +23,32 @@ use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 
-/// A user whose credentials were verified; the authentication middleware leaves it in the
-/// request's extensions for the handlers.
+/// A user or token whose credentials were verified; the authentication middleware leaves it
+/// in the request's extensions for the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User(pub String);
+pub struct User {
+    /// The user's or token's name (never its secret).
+    pub name: String,
+    /// What it may do.
+    pub grant: Grant,
+}
+
+impl User {
+    /// Whether this caller may do `need` to `repository` now. Every authorization decision
+    /// goes through here (or [`User::may_pull`]), so a narrower credential (a Bearer token's
+    /// scope) only has to narrow this.
+    pub fn allows(&self, repository: &str, need: access::Access) -> bool {
+        self.grant.allows(repository, need, SystemTime::now())
+    }
+
+    /// Whether this caller may pull `repository`: what the catalog and the UI list.
+    pub fn may_pull(&self, repository: &str) -> bool {
+        self.allows(repository, access::Access::Pull)
+    }
+}
+
+/// The prefix of a token entry's hash: the SHA-256 of the token's secret, in hex.
+pub const TOKEN_SCHEME: &str = "$regctl-token$";
 
 /// How long a successful verification is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -48,32 +74,81 @@ pub enum HtpasswdError {
         #[source]
         source: std::io::Error,
     },
-    /// A line is not `user:bcrypt-hash`.
-    #[error("{path}:{line}: not a `user:bcrypt-hash` entry (only bcrypt, `htpasswd -B`, is accepted)")]
+    /// A line is not `user:bcrypt-hash` or a token entry.
+    #[error(
+        "{path}:{line}: not a `user:bcrypt-hash` entry (only bcrypt, `htpasswd -B`, is accepted) or a regctl token"
+    )]
     Entry {
         /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
     },
+    /// A rule line (`#!regctl ...`) was refused.
+    #[error("{path}:{line}: {source}")]
+    Rule {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        #[source]
+        source: access::RuleError,
+    },
 }
 
-/// Parses htpasswd text into user → bcrypt hash. Blank lines and `#` comments are skipped.
-pub fn parse_htpasswd(text: &str, path: &Path) -> Result<HashMap<String, String>, HtpasswdError> {
-    let mut users = HashMap::new();
+/// How an entry's secret is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A user's password, against a bcrypt hash.
+    Bcrypt(String),
+    /// A token's random secret, against its SHA-256 (a fast hash suffices for ≥ 128 random bits).
+    Token([u8; 32]),
+}
+
+/// One user or token of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// How its secret is checked.
+    pub secret: Secret,
+    /// What it may do: its rule line's grant; without one, [`Grant::full`] for a user (as in a
+    /// `registry:2` file) and [`Grant::nothing`] for a token.
+    pub grant: Grant,
+}
+
+/// Parses htpasswd text into name → entry. Blank lines and `#` comments are skipped, except
+/// rule lines ([`access`]).
+pub fn parse_htpasswd(text: &str, path: &Path) -> Result<HashMap<String, Entry>, HtpasswdError> {
+    let mut rules = access::parse_rules(text).map_err(|(line, source)| HtpasswdError::Rule {
+        path: path.to_path_buf(),
+        line,
+        source,
+    })?;
+    let mut entries = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let entry = line.split_once(':').filter(|(user, hash)| {
-            !user.is_empty() && ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p))
-        });
-        let (user, hash) =
-            entry.ok_or_else(|| HtpasswdError::Entry { path: path.to_path_buf(), line: i + 1 })?;
-        users.insert(user.to_string(), hash.to_string());
+        let bad = || HtpasswdError::Entry { path: path.to_path_buf(), line: i + 1 };
+        let (name, hash) = line.split_once(':').filter(|(name, _)| !name.is_empty()).ok_or_else(bad)?;
+        let (secret, default) = if let Some(hex) = hash.strip_prefix(TOKEN_SCHEME) {
+            let digest = hex::decode(hex).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()).ok_or_else(bad)?;
+            (Secret::Token(digest), Grant::nothing())
+        } else if ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p)) {
+            (Secret::Bcrypt(hash.to_string()), Grant::full())
+        } else {
+            return Err(bad());
+        };
+        let grant = rules.remove(name).unwrap_or(default);
+        entries.insert(name.to_string(), Entry { secret, grant });
     }
-    Ok(users)
+    Ok(entries)
+}
+
+/// The SHA-256 of a token's secret, as its entry stores it.
+pub fn token_digest(secret: &str) -> [u8; 32] {
+    sha2::Sha256::digest(secret.as_bytes()).into()
 }
 
 /// What identifies a version of the file on disk.
@@ -92,15 +167,22 @@ fn stamp(path: &Path) -> std::io::Result<FileStamp> {
 
 #[derive(Debug)]
 struct Users {
-    hashes: HashMap<String, String>,
-    /// Every hash, in a fixed order: an unknown user is checked against one of them.
+    entries: HashMap<String, Entry>,
+    /// Every bcrypt hash, in a fixed order: an unknown user, or a wrong token secret, is
+    /// checked against one of them.
     decoys: Vec<String>,
     stamp: Option<FileStamp>,
 }
 
 impl Users {
-    fn new(hashes: HashMap<String, String>, stamp: Option<FileStamp>, path: &Path) -> Users {
-        let mut decoys: Vec<String> = hashes.values().cloned().collect();
+    fn new(entries: HashMap<String, Entry>, stamp: Option<FileStamp>, path: &Path) -> Users {
+        let mut decoys: Vec<String> = entries
+            .values()
+            .filter_map(|entry| match &entry.secret {
+                Secret::Bcrypt(hash) => Some(hash.clone()),
+                Secret::Token(_) => None,
+            })
+            .collect();
         decoys.sort();
         let mut costs: Vec<&str> = decoys.iter().filter_map(|h| h.get(4..6)).collect();
         costs.sort_unstable();
@@ -113,7 +195,7 @@ impl Users {
                  cheap entry's users apart; re-set those passwords with one cost (regctl add-user uses 10)"
             );
         }
-        Users { hashes, decoys, stamp }
+        Users { entries, decoys, stamp }
     }
 }
 
@@ -151,11 +233,11 @@ impl Htpasswd {
         let read_err = |source| HtpasswdError::Read { path: path.to_path_buf(), source };
         let file_stamp = stamp(path).map_err(read_err)?;
         let text = std::fs::read_to_string(path).map_err(read_err)?;
-        let hashes = parse_htpasswd(&text, path)?;
+        let entries = parse_htpasswd(&text, path)?;
         Ok(Htpasswd {
             path: path.to_path_buf(),
             realm: realm.to_string(),
-            users: RwLock::new(Users::new(hashes, Some(file_stamp), path)),
+            users: RwLock::new(Users::new(entries, Some(file_stamp), path)),
             cache: Mutex::new(HashMap::new()),
             secret: *uuid::Uuid::new_v4().as_bytes(),
             limiter: Limiter::default(),
@@ -174,9 +256,9 @@ impl Htpasswd {
         (self.cache_hits.load(Ordering::Relaxed), self.cache_misses.load(Ordering::Relaxed))
     }
 
-    /// Number of users currently loaded.
+    /// Number of users and tokens currently loaded.
     pub fn user_count(&self) -> usize {
-        self.users.read().unwrap_or_else(|p| p.into_inner()).hashes.len()
+        self.users.read().unwrap_or_else(|p| p.into_inner()).entries.len()
     }
 
     /// Re-reads the file if it changed since the last load. A file that cannot be read or
@@ -194,10 +276,10 @@ impl Htpasswd {
             .map_err(|source| HtpasswdError::Read { path: self.path.clone(), source })
             .and_then(|text| parse_htpasswd(&text, &self.path));
         match loaded {
-            Ok(hashes) => {
-                tracing::info!(path = %self.path.display(), users = hashes.len(), "htpasswd file reloaded");
+            Ok(entries) => {
+                tracing::info!(path = %self.path.display(), users = entries.len(), "htpasswd file reloaded");
                 let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-                *users = Users::new(hashes, current, &self.path);
+                *users = Users::new(entries, current, &self.path);
                 lock(&self.cache).clear();
             }
             Err(e) => {
@@ -207,54 +289,81 @@ impl Htpasswd {
         }
     }
 
-    /// Checks an `Authorization` header from `client`; `Ok` with the user when it names a valid
-    /// one.
+    /// Checks an `Authorization` header from `client`; `Ok` with the user (or token) and its
+    /// grant when it names a valid one whose access has not expired.
     ///
     /// A verification remembered in the cache answers at once. Otherwise the attempt is
     /// reserved against the (client, user) pair's failure limit, waits for a verification slot
-    /// ([`limiter`]), and runs bcrypt on a blocking thread that keeps the slot until it is done.
+    /// ([`limiter`]), and checks the secret: a token's SHA-256 at once, a password's bcrypt on
+    /// a blocking thread that keeps the slot until it is done. A refused token secret costs the
+    /// bcrypt work of a refused password, so the time of a refusal does not tell tokens apart.
     pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<User, Error> {
-        let Some((user, password)) = authorization.and_then(basic_credentials) else {
+        let Some((name, password)) = authorization.and_then(basic_credentials) else {
             return Err(self.unauthorized(false));
         };
-        let key = self.cache_key(&user, &password);
-        if self.cached(&user, &key) {
-            return Ok(User(user));
+        let key = self.cache_key(&name, &password);
+        if let Some(user) = self.cached(&name, &key) {
+            return Ok(user);
         }
-        if user.len() > MAX_USER_LEN {
+        if name.len() > MAX_USER_LEN {
             return Err(self.unauthorized(true));
         }
         let too_many = |r: Refused| Error::TooManyRequests {
             reason: "too many failed or concurrent login attempts",
             retry_after: r.retry_after,
         };
-        let mut reservation = self.limiter.reserve(client, &user).map_err(too_many)?;
+        let mut reservation = self.limiter.reserve(client, &name).map_err(too_many)?;
         let slot = self.limiter.slot(client).await.map_err(too_many)?;
         // While this attempt waited, the one before it may have verified these credentials.
-        if self.cached(&user, &key) {
+        if let Some(user) = self.cached(&name, &key) {
             reservation.succeeded();
-            return Ok(User(user));
+            return Ok(user);
         }
         reservation.begin().map_err(too_many)?;
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let (known, hash) = self.hash_to_check(&user);
-        let verified =
-            tokio::task::spawn_blocking(move || (bcrypt::verify(password, &hash).unwrap_or(false), slot))
-                .await
-                .ok();
-        match verified {
-            Some((true, _slot)) if known => {
+        let (entry, decoy) = self.entry_to_check(&name);
+        let token_matches = match &entry {
+            Some(Entry { secret: Secret::Token(digest), .. }) => {
+                Some(bool::from(token_digest(&password).ct_eq(digest)))
+            }
+            _ => None,
+        };
+        let verified = match (token_matches, &entry) {
+            (Some(matches), _) => {
+                if !matches {
+                    // The decoy's bcrypt, so that a wrong token secret takes as long to refuse
+                    // as a wrong password.
+                    let _ = tokio::task::spawn_blocking(move || bcrypt::verify(password, &decoy)).await;
+                }
+                Some((matches, slot))
+            }
+            (None, Some(Entry { secret: Secret::Bcrypt(hash), .. })) => {
+                let hash = hash.clone();
+                tokio::task::spawn_blocking(move || (bcrypt::verify(password, &hash).unwrap_or(false), slot))
+                    .await
+                    .ok()
+            }
+            (None, _) => tokio::task::spawn_blocking(move || {
+                let _ = bcrypt::verify(password, &decoy);
+                (false, slot)
+            })
+            .await
+            .ok(),
+        };
+        let now = SystemTime::now();
+        match (verified, entry) {
+            (Some((true, _slot)), Some(entry)) if !entry.grant.expired(now) => {
                 reservation.succeeded();
                 let mut cache = lock(&self.cache);
                 if cache.len() >= CACHE_MAX {
                     cache.clear();
                 }
-                cache.insert(user.clone(), Cached { key, at: Instant::now() });
-                Ok(User(user))
+                cache.insert(name.clone(), Cached { key, at: Instant::now() });
+                Ok(User { name, grant: entry.grant })
             }
-            _ => {
+            (verified, _) => {
                 // Debug-formatted: a user name is the client's text and must not start a log line of its own.
-                tracing::warn!(user = ?user, client = ?client, "authentication failed");
+                tracing::warn!(user = ?name, client = ?client, "authentication failed");
                 if let Some(penalty) = reservation.failed() {
                     // Past the client's failure budget: its slot stays taken a while longer.
                     tokio::time::sleep(penalty).await;
@@ -265,15 +374,22 @@ impl Htpasswd {
         }
     }
 
-    /// Whether `user`'s credentials with cache key `key` were verified recently (counted as a
-    /// cache hit when they were).
-    fn cached(&self, user: &str, key: &[u8; 32]) -> bool {
-        let cached = lock(&self.cache).get(user).copied();
-        let hit = cached.is_some_and(|c| c.at.elapsed() < CACHE_TTL && bool::from(c.key[..].ct_eq(&key[..])));
-        if hit {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    /// The user `name` with its current grant, if its credentials with cache key `key` were
+    /// verified recently and its access has not expired (counted as a cache hit when so).
+    fn cached(&self, name: &str, key: &[u8; 32]) -> Option<User> {
+        let cached = lock(&self.cache).get(name).copied();
+        let fresh =
+            cached.is_some_and(|c| c.at.elapsed() < CACHE_TTL && bool::from(c.key[..].ct_eq(&key[..])));
+        if !fresh {
+            return None;
         }
-        hit
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let grant = users.entries.get(name).map(|entry| entry.grant.clone())?;
+        if grant.expired(SystemTime::now()) {
+            return None;
+        }
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(User { name: name.to_string(), grant })
     }
 
     /// A `401` with the realm's challenge; `rejected` when credentials were given and refused.
@@ -281,24 +397,22 @@ impl Htpasswd {
         Error::Unauthorized { realm: self.realm.clone(), rejected, access: Vec::new() }
     }
 
-    /// The hash to verify `user`'s password against, and whether `user` exists. An unknown
-    /// user is checked against one of the file's hashes, chosen by a keyed hash of the name, so
-    /// that it costs the bcrypt work of a real entry: how long a refusal takes must not tell
-    /// which user names exist. With entries of different costs (`htpasswd -B` writes cost 5,
-    /// `regctl add-user` 10) unknown names spread over the costs as the users do; the same name
-    /// always gets the same cost.
-    fn hash_to_check(&self, user: &str) -> (bool, String) {
+    /// `name`'s entry, if it exists, and a bcrypt hash to spend the work of a refusal on. An
+    /// unknown name is checked against one of the file's hashes, chosen by a keyed hash of the
+    /// name, so that it costs the bcrypt work of a real entry: how long a refusal takes must
+    /// not tell which user names exist. With entries of different costs (`htpasswd -B` writes
+    /// cost 5, `regctl add-user` 10) unknown names spread over the costs as the users do; the
+    /// same name always gets the same cost.
+    fn entry_to_check(&self, name: &str) -> (Option<Entry>, String) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(hash) = users.hashes.get(user) {
-            return (true, hash.clone());
-        }
+        let entry = users.entries.get(name).cloned();
         if users.decoys.is_empty() {
-            return (false, DUMMY_HASH.to_string());
+            return (entry, DUMMY_HASH.to_string());
         }
-        let key = self.cache_key(user, "");
+        let key = self.cache_key(name, "");
         let pick = u64::from_le_bytes(key[..8].try_into().unwrap_or_default());
         let index = usize::try_from(pick % users.decoys.len() as u64).unwrap_or(0);
-        (false, users.decoys[index].clone())
+        (entry, users.decoys[index].clone())
     }
 
     #[cfg(test)]
@@ -438,22 +552,52 @@ mod tests {
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), format!("cheap:{cheap}\ndear:{dear}\n")).expect("write");
         let auth = Htpasswd::load(file.path(), "test").expect("load");
-        let (known, checked) = auth.hash_to_check("cheap");
-        assert!(known && checked == cheap);
+        let (entry, _) = auth.entry_to_check("cheap");
+        assert_eq!(entry.map(|e| e.secret), Some(Secret::Bcrypt(cheap.clone())));
         // Unknown names are checked against the file's own hashes, spread over both costs, and
         // each name always against the same one.
         let mut costs = std::collections::BTreeSet::new();
         for i in 0..64 {
             let name = format!("nobody{i}");
-            let (known, checked) = auth.hash_to_check(&name);
-            assert!(!known && (checked == cheap || checked == dear));
-            assert_eq!(auth.hash_to_check(&name).1, checked, "the same name, the same hash");
+            let (entry, checked) = auth.entry_to_check(&name);
+            assert!(entry.is_none() && (checked == cheap || checked == dear));
+            assert_eq!(auth.entry_to_check(&name).1, checked, "the same name, the same hash");
             costs.insert(checked[..7].to_string());
         }
         assert_eq!(costs.len(), 2, "unknown names cost like the users do: {costs:?}");
         // And a user's password under another name is still refused.
         let ip = Some(IpAddr::from([127, 0, 0, 11]));
         assert!(auth.check(Some(&basic("mallory", "a")), ip).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn tokens_and_rules_give_each_entry_its_grant_until_it_expires() {
+        let hash = bcrypt::hash("pw", 4).expect("hash");
+        let digest = hex::encode(token_digest("t0ken"));
+        let old = hex::encode(token_digest("old"));
+        let bare = hex::encode(token_digest("bare"));
+        let text = format!(
+            "legacy:{hash}\nreader:{hash}\n#!regctl reader access=pull repos=team/*\n\
+             ci:{TOKEN_SCHEME}{digest}\n#!regctl ci access=push expires=2999-01-01T00:00:00Z\n\
+             gone:{TOKEN_SCHEME}{old}\n#!regctl gone access=push expires=2001-01-01T00:00:00Z\n\
+             bare:{TOKEN_SCHEME}{bare}\n"
+        );
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        let auth = Htpasswd::load(file.path(), "test").expect("load");
+        let grant = |user: Result<User, Error>| user.expect("verified").grant;
+        assert_eq!(grant(auth.check(Some(&basic("legacy", "pw")), None).await), Grant::full());
+        let reader = grant(auth.check(Some(&basic("reader", "pw")), None).await);
+        assert_eq!((reader.access, reader.repos[0].as_str()), (access::Access::Pull, "team/*"));
+        let ci = grant(auth.check(Some(&basic("ci", "t0ken")), None).await);
+        assert_eq!(ci.access, access::Access::Push);
+        assert!(auth.check(Some(&basic("ci", "t0ken")), None).await.is_ok(), "cached");
+        assert!(auth.check(Some(&basic("ci", "wrong")), None).await.is_err());
+        assert!(auth.check(Some(&basic("gone", "old")), None).await.is_err(), "expired");
+        assert_eq!(grant(auth.check(Some(&basic("bare", "bare")), None).await), Grant::nothing());
+        // A bad rule line refuses the whole file: the last good rules stay.
+        assert!(parse_htpasswd("a:$2y$05$x\n#!regctl a access=root\n", Path::new("h")).is_err());
+        assert!(parse_htpasswd(&format!("t:{TOKEN_SCHEME}abc\n"), Path::new("h")).is_err());
     }
 
     #[tokio::test]

@@ -168,7 +168,7 @@ pub async fn dispatch(State(state): State<AppState>, mut request: Request) -> Re
 fn caller(parts: &axum::http::request::Parts) -> Caller {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     Caller {
-        user: parts.extensions.get::<User>().map(|user| user.0.clone()),
+        user: parts.extensions.get::<User>().map(|user| user.name.clone()),
         request_id: header("x-request-id").to_string(),
         addr: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
         host: header("host").to_string(),
