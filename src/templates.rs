@@ -90,7 +90,8 @@ mod tests {
             "acme_email",
             "acme_directory",
             "acme_staging",
-            "acme_ca_root",
+            "acme_ca_roots",
+            "acme_challenges",
             "tls_cert",
             "tls_key",
         ];

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use regctl_registry::cli::AcmeClientArgs;
+
 use super::StateArgs;
 
 /// How to reach the instance over SSH and where regctl's files are on it.
@@ -91,26 +93,15 @@ pub struct DeployArgs {
     /// Address the registry listens on, on the instance.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:443")]
     pub listen: String,
-    /// Contact e-mail for the ACME account (expiry notices).
-    #[arg(long, value_name = "EMAIL")]
-    pub acme_email: Option<String>,
-    /// ACME directory URL [default: Let's Encrypt production].
-    #[arg(long, value_name = "URL")]
-    pub acme_directory: Option<String>,
-    /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
-    #[arg(long, conflicts_with = "acme_directory")]
-    pub acme_staging: bool,
-    /// Root CA certificate (PEM) the server trusts for the ACME directory's own HTTPS, for a
-    /// private ACME CA (e.g. step-ca, or Pebble in tests); uploaded to
-    /// /etc/regctl/acme-ca.pem.
-    #[arg(long, value_name = "FILE", requires = "acme_directory")]
-    pub acme_ca_root: Option<PathBuf>,
+    /// ACME: the account, the CA and the challenges (as `regctl serve` takes them).
+    #[command(flatten)]
+    pub acme: AcmeClientArgs,
     /// Plain-HTTP listener for ACME HTTP-01 challenges and redirects to HTTPS [default:
     /// 0.0.0.0:80].
     #[arg(long, value_name = "HOST:PORT")]
     pub http_addr: Option<String>,
     /// Serve this certificate chain (PEM) instead of getting one by ACME; uploaded with the rest.
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["acme_email", "acme_directory", "acme_staging", "acme_ca_root", "http_addr"])]
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["acme_email", "acme_directory", "acme_staging", "acme_ca_roots", "acme_challenges", "http_addr"])]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]

@@ -168,13 +168,20 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Tls::Files { cert: cert.clone(), key: key.clone() },
-        _ => Tls::Acme {
-            email: args.acme_email.clone(),
-            directory: args.acme_directory.clone(),
-            staging: args.acme_staging,
-            ca_root: args.acme_ca_root.clone(),
-            http_addr: args.http_addr.clone(),
-        },
+        _ => {
+            let acme = args.acme.clone();
+            if !acme.acme_ca_roots.is_empty() && acme.acme_directory.is_none() {
+                return Err(usage!("--acme-ca-root is for a private ACME CA: give its --acme-directory too"));
+            }
+            Tls::Acme {
+                email: acme.acme_email,
+                directory: acme.acme_directory,
+                staging: acme.acme_staging,
+                ca_roots: acme.acme_ca_roots,
+                challenges: acme.acme_challenges,
+                http_addr: args.http_addr.clone(),
+            }
+        }
     };
     let binary = match &args.binary {
         Some(path) => path.clone(),

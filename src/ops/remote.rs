@@ -62,9 +62,13 @@ impl Layout {
         self.path("/etc/regctl/tls/key.pem")
     }
 
-    /// The root CA trusted for a private ACME directory's HTTPS, when one is deployed.
-    pub fn acme_ca_root(&self) -> String {
-        self.path("/etc/regctl/acme-ca.pem")
+    /// The `n`th root CA (from 0) trusted for a private ACME directory's HTTPS, when some
+    /// are deployed.
+    pub fn acme_ca_root(&self, n: usize) -> String {
+        match n {
+            0 => self.path("/etc/regctl/acme-ca.pem"),
+            n => self.path(&format!("/etc/regctl/acme-ca-{n}.pem")),
+        }
     }
 
     /// The only directory the service may write: ACME cache, filesystem storage.

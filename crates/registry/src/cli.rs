@@ -79,26 +79,36 @@ pub struct AcmeArgs {
     /// REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS, comma-separated].
     #[arg(long = "acme-host", value_name = "HOST")]
     pub acme_hosts: Vec<String>,
-    /// Contact e-mail for the ACME account (optional; expiry notices) [env
+    /// How the ACME client talks to the CA.
+    #[command(flatten)]
+    pub client: AcmeClientArgs,
+    /// Directory caching the ACME account and certificates; keep it across restarts; unused
+    /// with S3 storage, whose bucket holds them (regctl/acme/) [default: ./acme-cache; env
+    /// REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE].
+    #[arg(long, value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+}
+
+/// The ACME flags `regctl deploy` shares with `serve`: the account, the CA and its trust, and
+/// the challenges. (The names to certify and the cache are `serve`'s alone: a deployment
+/// certifies its domain and caches in its bucket or state directory.)
+#[derive(Debug, Default, Clone, Args)]
+pub struct AcmeClientArgs {
+    /// Contact e-mail for the ACME account (optional; expiry notices) [serve's env:
     /// REGISTRY_HTTP_TLS_LETSENCRYPT_EMAIL].
     #[arg(long, value_name = "EMAIL")]
     pub acme_email: Option<String>,
-    /// ACME directory URL [default: Let's Encrypt production; env
+    /// ACME directory URL [default: Let's Encrypt production; serve's env:
     /// REGISTRY_HTTP_TLS_LETSENCRYPT_DIRECTORYURL].
     #[arg(long, value_name = "URL")]
     pub acme_directory: Option<String>,
     /// Use Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
     #[arg(long, conflicts_with = "acme_directory")]
     pub acme_staging: bool,
-    /// Extra root CA certificate (PEM) trusted for the ACME directory's own HTTPS, e.g. a
-    /// test CA; repeatable.
+    /// Extra root CA certificate (PEM) trusted for the ACME directory's own HTTPS, for a
+    /// private ACME CA (step-ca, or Pebble in tests); repeatable.
     #[arg(long = "acme-ca-root", value_name = "FILE")]
     pub acme_ca_roots: Vec<PathBuf>,
-    /// Directory caching the ACME account and certificates; keep it across restarts; unused
-    /// with S3 storage, whose bucket holds them (regctl/acme/) [default: ./acme-cache; env
-    /// REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE].
-    #[arg(long, value_name = "DIR")]
-    pub acme_cache: Option<PathBuf>,
     /// ACME challenge type to use, in the order given; repeatable [default: tls-alpn-01, then
     /// http-01].
     #[arg(long = "acme-challenge", value_name = "TYPE", value_parser = parse_challenge)]
@@ -166,9 +176,12 @@ fn apply_tls(args: TlsArgs, tls: &mut TlsConfig) {
 }
 
 /// Applies the ACME flags; each one given creates the `letsencrypt` section.
-fn apply_acme(args: AcmeArgs, tls: &mut TlsConfig) {
-    if !args.acme_hosts.is_empty() {
-        tls.letsencrypt_mut().hosts = args.acme_hosts;
+fn apply_acme(AcmeArgs { acme_hosts, client: args, acme_cache }: AcmeArgs, tls: &mut TlsConfig) {
+    if !acme_hosts.is_empty() {
+        tls.letsencrypt_mut().hosts = acme_hosts;
+    }
+    if let Some(dir) = acme_cache {
+        tls.letsencrypt_mut().cachefile = dir;
     }
     if let Some(email) = args.acme_email {
         tls.letsencrypt_mut().email = Some(email);
@@ -183,9 +196,6 @@ fn apply_acme(args: AcmeArgs, tls: &mut TlsConfig) {
     }
     if !args.acme_ca_roots.is_empty() {
         tls.letsencrypt_mut().caroots = args.acme_ca_roots;
-    }
-    if let Some(dir) = args.acme_cache {
-        tls.letsencrypt_mut().cachefile = dir;
     }
     if !args.acme_challenges.is_empty() {
         tls.letsencrypt_mut().challenges = args.acme_challenges;

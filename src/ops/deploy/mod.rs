@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use regctl_registry::config::ChallengeKind;
 use serde::Serialize;
 use sha2::Digest as _;
 
@@ -60,8 +61,10 @@ pub enum Tls {
         staging: bool,
         /// The plain-HTTP listener for HTTP-01 and redirects; the server's default when `None`.
         http_addr: Option<String>,
-        /// A root CA (PEM file) trusted for the directory's own HTTPS (a private ACME CA).
-        ca_root: Option<PathBuf>,
+        /// Root CAs (PEM files) trusted for the directory's own HTTPS (a private ACME CA).
+        ca_roots: Vec<PathBuf>,
+        /// The challenge types to try, in order; the server's default when empty.
+        challenges: Vec<ChallengeKind>,
     },
     /// From local certificate and key files, uploaded with the rest.
     Files {

@@ -34,11 +34,18 @@ pub(super) fn tls_files(opts: &DeployOptions, remote: &Remote) -> anyhow::Result
             file(layout.tls_cert(), read_local(cert)?, "0644", None, false),
             file(layout.tls_key(), read_local(key)?, "0600", Some(remote.service_user.clone()), false),
         ],
-        Tls::Acme { ca_root: Some(root), .. } => {
-            vec![file(layout.acme_ca_root(), read_local(root)?, "0644", None, true)]
-        }
-        Tls::Acme { ca_root: None, .. } => Vec::new(),
+        Tls::Acme { ca_roots, .. } => ca_roots
+            .iter()
+            .enumerate()
+            .map(|(i, root)| Ok(file(layout.acme_ca_root(i), read_local(root)?, "0644", None, true)))
+            .collect::<anyhow::Result<_>>()?,
     })
+}
+
+/// The items as the inside of a TOML array, or `None` (the line left out) when there are none.
+fn listed(items: impl Iterator<Item = String>) -> Option<String> {
+    let items: Vec<String> = items.collect();
+    (!items.is_empty()).then(|| items.join(", "))
 }
 
 /// The bytes of a local file, or an error naming it.
@@ -69,27 +76,34 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
             &[("data_dir", q(&format!("{}/data", layout.state_dir())))],
         )?,
     });
-    config.push_str(&match &opts.tls {
-        Tls::Acme { email, directory, staging, http_addr, ca_root } => render(
+    config.push_str(&tls_section(&opts.tls, &opts.domain, layout)?);
+    toml::from_str::<Config>(&config)
+        .map_err(|e| anyhow!("internal error: the rendered server config is invalid: {e}\n{config}"))?;
+    Ok(config)
+}
+
+/// The config's HTTPS section: ACME for `domain`, or the deployed certificate files.
+fn tls_section(tls: &Tls, domain: &str, layout: &Layout) -> anyhow::Result<String> {
+    let q = |s: &str| Some(toml_string(s));
+    match tls {
+        Tls::Acme { email, directory, staging, http_addr, ca_roots, challenges } => render(
             templates::TLS_ACME,
             &[
                 ("http_addr", http_addr.as_deref().and_then(q)),
                 ("acme_cache", q(&format!("{}/acme", layout.state_dir()))),
-                ("domain", q(&opts.domain)),
+                ("domain", q(domain)),
                 ("acme_email", email.as_deref().and_then(q)),
                 ("acme_directory", directory.as_deref().and_then(q)),
                 ("acme_staging", staging.then(|| "true".to_string())),
-                ("acme_ca_root", ca_root.as_ref().map(|_| toml_string(&layout.acme_ca_root()))),
+                ("acme_ca_roots", listed((0..ca_roots.len()).map(|i| toml_string(&layout.acme_ca_root(i))))),
+                ("acme_challenges", listed(challenges.iter().map(|c| toml_string(c.as_str())))),
             ],
-        )?,
+        ),
         Tls::Files { .. } => render(
             templates::TLS_FILES,
             &[("tls_cert", q(&layout.tls_cert())), ("tls_key", q(&layout.tls_key()))],
-        )?,
-    });
-    toml::from_str::<Config>(&config)
-        .map_err(|e| anyhow!("internal error: the rendered server config is invalid: {e}\n{config}"))?;
-    Ok(config)
+        ),
+    }
 }
 
 /// The systemd unit of the service running as `service_user` with files in `layout`.
@@ -107,6 +121,8 @@ pub fn render_unit(layout: &Layout, service_user: &str) -> anyhow::Result<String
 
 #[cfg(test)]
 mod tests {
+    use regctl_registry::config::ChallengeKind;
+
     use super::*;
     use crate::ops::remote::SERVICE;
 
@@ -115,6 +131,37 @@ mod tests {
     /// the same service with no sandbox scores 9.3 ("UNSAFE"), and the unit before the
     /// system-call filter and the other protections were added 4.9. Without the tool, CI
     /// fails and a local run skips.
+    #[test]
+    fn acme_settings_reach_the_server_config_as_serve_would_take_them() {
+        let layout = Layout::new("/").expect("layout");
+        let acme = |ca_roots: Vec<std::path::PathBuf>, challenges| Tls::Acme {
+            email: None,
+            directory: Some("https://ca.test/dir".to_string()),
+            staging: false,
+            http_addr: None,
+            ca_roots,
+            challenges,
+        };
+        let parse = |section: String| -> regctl_registry::config::Config {
+            toml::from_str(&format!("[http]\naddr = \"0.0.0.0:443\"\n{section}")).expect("valid config")
+        };
+        let tls = acme(vec!["a.pem".into(), "b.pem".into()], vec![ChallengeKind::Http01]);
+        let config = parse(tls_section(&tls, "r.example.com", &layout).expect("render"));
+        let le = config.http.tls.letsencrypt.expect("letsencrypt section");
+        assert_eq!(
+            le.caroots,
+            ["/etc/regctl/acme-ca.pem", "/etc/regctl/acme-ca-1.pem"].map(std::path::PathBuf::from)
+        );
+        assert_eq!(le.challenges, [ChallengeKind::Http01]);
+        assert_eq!(le.hosts, ["r.example.com"]);
+        // Without them, the server's defaults.
+        let config =
+            parse(tls_section(&acme(Vec::new(), Vec::new()), "r.example.com", &layout).expect("render"));
+        let le = config.http.tls.letsencrypt.expect("letsencrypt section");
+        assert!(le.caroots.is_empty());
+        assert_eq!(le.challenges, [ChallengeKind::TlsAlpn01, ChallengeKind::Http01]);
+    }
+
     #[test]
     fn the_service_unit_is_sandboxed() {
         let tool = Path::new("/usr/bin/systemd-analyze");
