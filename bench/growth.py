@@ -239,6 +239,7 @@ def gc_dry_run(args, work, storage, kind):
 
 
 def moto_requests(log):
+    """S3 requests moto has logged so far (reads: a listing is a GET, a stat a HEAD)."""
     with open(log, errors="replace") as f:
         return sum(1 for line in f if '"GET ' in line or '"HEAD ' in line)
 
@@ -263,21 +264,31 @@ def measure(args, work, storage, repos, rows, moto_log=None):
         rows.append((f"{label}: tags list, 10,000-tag repo (page of 100)",) +
                     tuple(timed(lambda s=s: s.get(tags_page), args.runs * 3) for s in servers.values()))
         if moto_log:
-            for what, path in (("one _catalog page", page), ("one tags page of 100", tags_page)):
+            for what, work_on in (("whole _catalog walk", walk_catalog),
+                                  ("one _catalog page", lambda s: s.get(page)),
+                                  ("one tags page of 100", lambda s: s.get(tags_page))):
                 counts = []
                 for server in servers.values():
                     before = moto_requests(moto_log)
-                    server.get(path)
+                    work_on(server)
                     time.sleep(0.5)  # moto writes its log line after the response
                     counts.append(moto_requests(moto_log) - before)
                 rows.append((f"{label}: S3 requests for {what}", *counts, "count"))
     finally:
         for server in servers.values():
             server.stop()
-    runs = {k: [gc_dry_run(args, work, storage, k) for _ in range(args.gc_runs)] for k in servers}
+    runs, requests = {}, {}
+    for k in servers:
+        before = moto_requests(moto_log) if moto_log else 0
+        runs[k] = [gc_dry_run(args, work, storage, k) for _ in range(args.gc_runs)]
+        if moto_log:
+            time.sleep(0.5)
+            requests[k] = (moto_requests(moto_log) - before) / args.gc_runs
     rows.append((f"{label}: gc --dry-run time",) +
                 tuple(statistics.median(r[0] for r in runs[k]) for k in servers))
     rows.append((f"{label}: gc --dry-run peak RSS", *(max(r[1] for r in runs[k]) for k in servers), "MiB"))
+    if moto_log:
+        rows.append((f"{label}: S3 requests for gc --dry-run", *(requests[k] for k in servers), "count"))
 
 
 def show(value, unit):

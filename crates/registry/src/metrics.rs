@@ -544,16 +544,6 @@ impl Storage for InstrumentedStorage {
         self.record("list", self.inner.list_page(dir, after, limit).await)
     }
 
-    async fn list_page_holding(
-        &self,
-        dir: &StoragePath,
-        after: Option<&str>,
-        limit: usize,
-        object: &str,
-    ) -> Result<Vec<String>, StorageError> {
-        self.record("list", self.inner.list_page_holding(dir, after, limit, object).await)
-    }
-
     async fn append(&self, path: &StoragePath, offset: u64, data: ByteStream) -> Result<u64, StorageError> {
         self.record("append", self.inner.append(path, offset, data).await)
     }

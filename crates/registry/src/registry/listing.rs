@@ -17,13 +17,14 @@ impl Registry {
     }
 
     /// At most `limit` tags of a repository that sort after `after`, in order: one page of
-    /// [`Registry::tags`], costing the page rather than the repository's tags (on the
-    /// filesystem, one read of the tags directory's names and one `stat` of each listed tag's
-    /// `current/link`; see [`Storage::list_page_holding`]).
+    /// [`Registry::tags`], costing one listing of the tags directory's names, as distribution's
+    /// (on S3, from `after` on). A tag is listed while its directory is: it is written with its
+    /// `current` link first and deleted whole, and storage keeps no directory without an object
+    /// (see [`Storage`]).
     ///
-    /// [`Storage::list_page_holding`]: crate::storage::Storage::list_page_holding
+    /// [`Storage`]: crate::storage::Storage
     pub async fn tags_page(&self, name: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<Tag>> {
-        let names = self.storage.list_page_holding(&layout::tags(name), after, limit, "current/link").await?;
+        let names = self.storage.list_page(&layout::tags(name), after, limit).await?;
         if names.is_empty() && !self.holds_manifests(name).await? {
             return Err(Error::NameUnknown);
         }
@@ -139,30 +140,28 @@ mod tests {
         line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
-    /// Issue 22: a page of tags is read from the tags directory's names once, and only its
-    /// own tags are looked into (a directory a crash left empty is no tag).
+    /// Issue 22: a page of tags is one listing of the tags directory's names, and a deleted
+    /// tag (its directory deleted whole, with its history) is not among them.
     #[tokio::test]
-    async fn tags_pages_are_in_order_and_skip_empty_directories() {
+    async fn tags_pages_are_in_order_and_leave_out_deleted_tags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = Registry::new(Arc::new(FsStorage::new(dir.path())));
         let name = RepoName::parse("big/tags").expect("a name");
         let mut tags: Vec<String> = (0..150).map(|t| format!("t{t:03}")).collect();
         tags.extend(["a", "a-b", "a.c", "b"].map(String::from));
+        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let digest: crate::oci::Digest = digest.parse().expect("a digest");
         for tag in &tags {
             let tag = Tag::parse(tag).expect("a tag");
-            registry
-                .storage
-                .put(&layout::tag_current_link(&name, &tag), Bytes::from_static(b"sha256:00"))
-                .await
-                .expect("put");
+            let link = Bytes::from(digest.to_string());
+            registry.storage.put(&layout::tag_current_link(&name, &tag), link.clone()).await.expect("put");
+            registry.storage.put(&layout::tag_index_link(&name, &tag, &digest), link).await.expect("put");
         }
-        let empty = dir.path().join(layout::tags(&name).as_str()).join("t0005");
-        std::fs::create_dir_all(empty.join("current")).expect("an empty tag directory");
-        // A tag whose `current` link is gone but whose history is left (a crash while it was
-        // deleted) names no manifest: it is no tag either.
-        let history = dir.path().join(layout::tags(&name).as_str()).join("t0006/index/sha256/00");
-        std::fs::create_dir_all(&history).expect("a tag history");
-        std::fs::write(history.join("link"), b"sha256:00").expect("a history link");
+        for deleted in ["t005", "t149"] {
+            let tag = Tag::parse(deleted).expect("a tag");
+            registry.storage.delete(&layout::tag(&name, &tag)).await.expect("delete a tag");
+            tags.retain(|t| t != deleted);
+        }
         tags.sort();
         assert_eq!(
             registry.tags(&name).await.expect("tags").iter().map(Tag::to_string).collect::<Vec<_>>(),

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
@@ -156,29 +156,17 @@ impl Storage for FsStorage {
     }
 
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
-        let file = self.file(path);
-        let tmp = temp_beside(&file);
-        let write = async {
-            create_parent(&file).await?;
-            let mut out = fs::File::create(&tmp).await?;
-            out.write_all(&data).await?;
-            // tokio's `write_all` only hands the bytes to a background write, and `sync_all`
-            // drops that write's error (ENOSPC): `flush` is what reports it. Without it a
-            // full disk commits an empty object under its final name.
-            out.flush().await?;
-            out.sync_all().await?;
-            fs::rename(&tmp, &file).await
-        };
-        if let Err(e) = write.await {
-            let _ = fs::remove_file(&tmp).await;
-            return Err(StorageError::Backend { path: path.clone(), source: e });
-        }
-        Ok(())
+        let (root, file) = (self.root.clone(), self.file(path));
+        tokio::task::spawn_blocking(move || put_file(&root, &file, &data))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|written| written)
+            .map_err(|source| StorageError::Backend { path: path.clone(), source })
     }
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
         let path = self.file(dir);
-        blocking(dir, move || list_children(&path)).await
+        blocking(dir, move || list_children_page(&path, None, usize::MAX)).await
     }
 
     async fn list_page(
@@ -189,36 +177,7 @@ impl Storage for FsStorage {
     ) -> Result<Vec<String>, StorageError> {
         let path = self.file(dir);
         let after = after.map(str::to_string);
-        blocking(dir, move || {
-            list_children_page(&path, after.as_deref(), limit, |entry| {
-                Ok(!entry.file_type()?.is_dir() || holds_object(&entry.path())?)
-            })
-        })
-        .await
-    }
-
-    async fn list_page_holding(
-        &self,
-        dir: &StoragePath,
-        after: Option<&str>,
-        limit: usize,
-        object: &str,
-    ) -> Result<Vec<String>, StorageError> {
-        let path = self.file(dir);
-        let after = after.map(str::to_string);
-        let object = object.to_string();
-        blocking(dir, move || {
-            list_children_page(&path, after.as_deref(), limit, |entry| {
-                match std::fs::symlink_metadata(entry.path().join(&object)) {
-                    Ok(meta) => Ok(!meta.is_dir()),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                        Ok(false)
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-        })
-        .await
+        blocking(dir, move || list_children_page(&path, after.as_deref(), limit)).await
     }
 
     async fn append(
@@ -287,7 +246,7 @@ impl Storage for FsStorage {
     }
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath, size: u64) -> Result<(), StorageError> {
-        let (src, dst) = (self.file(from), self.file(to));
+        let (root, src, dst) = (self.root.clone(), self.file(from), self.file(to));
         create_parent(&dst).await.map_err(map_err(to))?;
         let moved = tokio::task::spawn_blocking(move || -> io::Result<Result<(), u64>> {
             let file = match open_locked(&src, false)? {
@@ -302,7 +261,9 @@ impl Storage for FsStorage {
             file.sync_all()?;
             // Renamed while locked: an append that opened the file before cannot add to it
             // once it is the object at `to` (it checks the path still names its file).
-            std::fs::rename(&src, &dst).map(Ok)
+            std::fs::rename(&src, &dst)?;
+            prune_empty(&root, &src);
+            Ok(Ok(()))
         });
         match moved
             .await
@@ -315,11 +276,21 @@ impl Storage for FsStorage {
     }
 
     async fn delete(&self, path: &StoragePath) -> Result<(), StorageError> {
-        let file = self.file(path);
-        let meta = fs::symlink_metadata(&file).await.map_err(map_err(path))?;
-        let removed =
-            if meta.is_dir() { fs::remove_dir_all(&file).await } else { fs::remove_file(&file).await };
-        removed.map_err(map_err(path))
+        let (root, file) = (self.root.clone(), self.file(path));
+        blocking(path, move || {
+            if std::fs::symlink_metadata(&file)?.is_dir() {
+                // Out of sight first, in one step (temporary names are never listed): a crash
+                // part-way through leaves no half-deleted tag or repository under its name.
+                let away = temp_beside(&file);
+                std::fs::rename(&file, &away)?;
+                std::fs::remove_dir_all(&away)?;
+            } else {
+                std::fs::remove_file(&file)?;
+            }
+            prune_empty(&root, &file);
+            Ok(())
+        })
+        .await
     }
 
     async fn visit(
@@ -430,24 +401,10 @@ fn read_entries(dir: &Path) -> io::Result<Vec<(String, Entry)>> {
     Ok(found)
 }
 
-/// The children of `dir` that are objects, or directories with an object somewhere below them.
-/// A directory that a crash left holding only temporary files (or nothing) does not exist, as
-/// the storage contract says: a tag whose link was never renamed into place is not listed.
-fn list_children(dir: &Path) -> io::Result<Vec<String>> {
-    list_children_page(dir, None, usize::MAX, |entry| {
-        Ok(!entry.file_type()?.is_dir() || holds_object(&entry.path())?)
-    })
-}
-
-/// One page of the children of `dir` that pass `listed`: the names after `after`, in order, at
-/// most `limit`. All names are read (a directory keeps them in no order), but only the page's
-/// entries are checked.
-fn list_children_page(
-    dir: &Path,
-    after: Option<&str>,
-    limit: usize,
-    listed: impl Fn(&std::fs::DirEntry) -> io::Result<bool>,
-) -> io::Result<Vec<String>> {
+/// One page of the children of `dir`: the names after `after`, in order, at most `limit`. Only
+/// names are read, nothing below them: a directory exists only while it holds an object (see
+/// [`put_file`] and [`prune_empty`]), so its name in the listing is enough to list it.
+fn list_children_page(dir: &Path, after: Option<&str>, limit: usize) -> io::Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
@@ -455,44 +412,117 @@ fn list_children_page(
         }
         Err(e) => return Err(e),
     };
-    let mut candidates = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-        if !name.starts_with(TEMP_PREFIX) && after.is_none_or(|a| name.as_str() > a) {
-            candidates.push((name, entry));
-        }
-    }
-    candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut names = Vec::new();
-    for (name, entry) in candidates {
-        if names.len() >= limit {
-            break;
-        }
-        if listed(&entry)? {
+    for entry in entries {
+        let Some(name) = entry?.file_name().to_str().map(str::to_string) else { continue };
+        if !name.starts_with(TEMP_PREFIX) && after.is_none_or(|a| name.as_str() > a) {
             names.push(name);
         }
     }
+    if names.len() > limit {
+        names.select_nth_unstable(limit);
+        names.truncate(limit);
+    }
+    names.sort_unstable();
     Ok(names)
 }
 
-/// Whether an object (not a temporary file) lies anywhere below `dir`; stops at the first.
-fn holds_object(dir: &Path) -> io::Result<bool> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false), // removed meanwhile
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
-            continue;
-        }
-        if !entry.file_type()?.is_dir() || holds_object(&entry.path())? {
-            return Ok(true);
+/// How many times a write starts again when the directory it writes into was removed under it
+/// (the last object of a directory deleted meanwhile, or the directory deleted whole).
+const PUT_ATTEMPTS: usize = 5;
+
+/// Writes `data` to `file` through a temporary file and a rename, creating its missing
+/// directories so that none of them is ever seen empty: they are built under a temporary name
+/// with the object inside, and moved into place with it in one rename. A tag or a repository
+/// therefore appears with its first object, which is what lets a listing read names only.
+fn put_file(root: &Path, file: &Path, data: &[u8]) -> io::Result<()> {
+    let parent = file.parent().ok_or_else(|| io::Error::other("an object path has a directory"))?;
+    for _ in 0..PUT_ATTEMPTS {
+        let tmp = match write_temp(parent, data) {
+            Ok(tmp) => tmp,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if put_with_directories(root, file, data)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match std::fs::rename(&tmp, file) {
+            Ok(()) => return Ok(()),
+            // The directory was deleted whole, the temporary file with it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
     }
-    Ok(false)
+    Err(io::Error::other(format!("{} kept being removed while written", parent.display())))
+}
+
+/// Writes `data`, durably, to a fresh temporary file in `dir`.
+fn write_temp(dir: &Path, data: &[u8]) -> io::Result<PathBuf> {
+    use std::io::Write;
+    let tmp = temp_beside(&dir.join("object"));
+    let written = std::fs::File::create_new(&tmp).and_then(|mut out| {
+        out.write_all(data)?;
+        out.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// [`put_file`] when `file`'s directory is missing: builds the missing directories with the
+/// object under a temporary name beside the first of them and renames it into place. False when
+/// that directory appeared meanwhile (another write made it): the caller writes again.
+fn put_with_directories(root: &Path, file: &Path, data: &[u8]) -> io::Result<bool> {
+    std::fs::create_dir_all(root)?;
+    // The first missing directory below the root.
+    let mut top = file.parent().unwrap_or(root);
+    while let Some(up) = top.parent().filter(|up| up.starts_with(root) && *up != root) {
+        if up.try_exists()? {
+            break;
+        }
+        top = up;
+    }
+    let staging = temp_beside(top);
+    let staged = staging.join(file.strip_prefix(top).map_err(io::Error::other)?);
+    let built = staged.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+        let tmp = write_temp(staged.parent().unwrap_or(&staging), data)?;
+        std::fs::rename(tmp, &staged)?;
+        std::fs::rename(&staging, top)
+    });
+    match built {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            match e.kind() {
+                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound => {
+                    Ok(false)
+                }
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// Removes the directories above `removed` (up to the root, not included) that it left empty,
+/// so that a directory exists only while an object lies below it, as on S3. Stops at the first
+/// that still holds something (or is already gone).
+fn prune_empty(root: &Path, removed: &Path) {
+    let mut dir = removed.parent();
+    while let Some(current) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        if std::fs::remove_dir(current).is_err() {
+            break;
+        }
+        dir = current.parent();
+    }
 }
 
 #[cfg(test)]
@@ -505,18 +535,29 @@ mod tests {
         crate::storage::suite::run(&FsStorage::new(dir.path())).await;
     }
 
+    /// New directories are built under a temporary name and a deleted one is moved to one
+    /// before it is removed: what a crash leaves halfway through is never listed.
     #[tokio::test]
-    async fn list_hides_directories_a_crash_left_without_objects() {
+    async fn list_hides_directories_a_crash_left_under_temporary_names() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = FsStorage::new(dir.path());
         let tags = dir.path().join("tags");
-        // A tag whose link was being written when the process died, an empty one, a real one.
-        std::fs::create_dir_all(tags.join("cut/current")).expect("mkdir");
-        std::fs::write(tags.join("cut/current/.tmp-1"), b"x").expect("write");
-        std::fs::create_dir_all(tags.join("empty/index")).expect("mkdir");
-        std::fs::create_dir_all(tags.join("real/current")).expect("mkdir");
-        std::fs::write(tags.join("real/current/link"), b"sha256:x").expect("write");
+        // A new tag being built, a tag being deleted, a real one written through `put`.
+        std::fs::create_dir_all(tags.join(".tmp-1/current")).expect("mkdir");
+        std::fs::write(tags.join(".tmp-1/current/link"), b"x").expect("write");
+        std::fs::create_dir_all(tags.join(".tmp-2/index")).expect("mkdir");
+        storage
+            .put(&StoragePath::new(["tags/real/current/link"]), Bytes::from_static(b"x"))
+            .await
+            .expect("put");
         assert_eq!(storage.list(&StoragePath::new(["tags"])).await.ok(), Some(vec!["real".into()]));
+        // `put` left no temporary directory or file of its own.
+        let mut names: Vec<_> =
+            std::fs::read_dir(&tags).expect("read").flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        assert_eq!(names, [".tmp-1", ".tmp-2", "real"]);
+        let current = std::fs::read_dir(tags.join("real/current")).expect("read").flatten().count();
+        assert_eq!(current, 1);
     }
 
     #[tokio::test]

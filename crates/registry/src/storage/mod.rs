@@ -137,7 +137,10 @@ pub struct ObjectMeta {
 /// - Objects are written whole and atomically: a reader sees the old object, the new one, or
 ///   none, never a part (`put`, `rename`). An object grown by `append` has a size (`stat`) but
 ///   its bytes are only certain to be readable once it is renamed into place.
-/// - Directories are implicit: a path "exists" as a directory while an object lies below it.
+/// - Directories are implicit: a path "exists" as a directory while an object lies below it, so
+///   a listing names a directory only while it holds an object, and deleting a directory's last
+///   object removes it. Callers decide from a listing's names alone (a repository is a directory
+///   listing `_manifests`, a tag a directory in `_manifests/tags`).
 /// - `NotFound` is the answer for a missing object, never a generic failure.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
@@ -162,7 +165,7 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// in order, at most `limit`.
     ///
     /// The default sorts a whole `list`; the filesystem reads the directory's names once (it
-    /// keeps them in no order) and checks only the page's directories for objects.
+    /// keeps them in no order), S3 lists from `after` on.
     async fn list_page(
         &self,
         dir: &StoragePath,
@@ -174,23 +177,6 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         names.sort_unstable();
         names.truncate(limit);
         Ok(names)
-    }
-
-    /// One page of [`Storage::list_page`] narrowed to the children `c` that hold the object
-    /// `c/object` (a tag directory its `current/link`).
-    ///
-    /// The default is `list_page` itself, which may list a child holding other objects only:
-    /// on S3 checking that very object would cost a request per child. The filesystem checks
-    /// it with one `stat` a child, which is cheaper than its search for any object below.
-    async fn list_page_holding(
-        &self,
-        dir: &StoragePath,
-        after: Option<&str>,
-        limit: usize,
-        object: &str,
-    ) -> Result<Vec<String>, StorageError> {
-        let _ = object;
-        self.list_page(dir, after, limit).await
     }
 
     /// Appends a stream to the object at `path`, which must hold exactly `offset` bytes (a
