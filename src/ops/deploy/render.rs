@@ -87,6 +87,16 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
             &[("tls_cert", q(&layout.tls_cert())), ("tls_key", q(&layout.tls_key()))],
         )?,
     });
+    if !opts.immutable_tags.is_empty() {
+        let list = |patterns: &[String]| {
+            let quoted: Vec<String> = patterns.iter().map(|p| toml_string(p)).collect();
+            Some(format!("[{}]", quoted.join(", ")))
+        };
+        config.push_str(&render(
+            templates::TAGS,
+            &[("immutable", list(&opts.immutable_tags)), ("mutable", list(&opts.mutable_tags))],
+        )?);
+    }
     toml::from_str::<Config>(&config)
         .map_err(|e| anyhow!("internal error: the rendered server config is invalid: {e}\n{config}"))?;
     Ok(config)
