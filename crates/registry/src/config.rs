@@ -41,11 +41,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod ops;
+pub mod retention;
 pub mod tags;
 pub mod tls;
 pub use ops::{
     EndpointConfig, GcConfig, HealthConfig, MetricsConfig, NotificationsConfig, OpsEndpointConfig, UiConfig,
 };
+pub use retention::RetentionRule;
 pub use tags::TagsConfig;
 pub use tls::{ChallengeKind, LetsEncryptConfig, TlsConfig};
 
