@@ -20,6 +20,8 @@ pub const STORAGE_FILESYSTEM: &str = include_str!("../templates/storage-filesyst
 pub const TLS_ACME: &str = include_str!("../templates/tls-acme.toml");
 /// HTTPS with certificate files.
 pub const TLS_FILES: &str = include_str!("../templates/tls-files.toml");
+/// Immutable tags.
+pub const TAGS: &str = include_str!("../templates/tags.toml");
 
 /// Renders `template` with `vars` (name, value); see the module documentation.
 pub fn render(template: &str, vars: &[(&str, Option<String>)]) -> anyhow::Result<String> {

@@ -40,6 +40,11 @@ impl Rig {
     /// Enters a private network and starts the registry in it. `None` (the test skips) when an
     /// engine in `tools` is missing outside CI.
     fn start(tools: &[&str]) -> Option<Rig> {
+        Rig::start_with(tools, &[])
+    }
+
+    /// [`Rig::start`] with extra `regctl serve` arguments.
+    fn start_with(tools: &[&str], serve_args: &[&str]) -> Option<Rig> {
         if !engines::available(tools) || !htpasswd_available() {
             return None;
         }
@@ -51,8 +56,15 @@ impl Rig {
         let htpasswd = work.path().join("htpasswd");
         htpasswd_set(&htpasswd, USER, PASSWORD, true);
         let addr = net.free_addr();
-        let args =
-            ["--tls-cert", path_str(&cert), "--tls-key", path_str(&key), "--htpasswd", path_str(&htpasswd)];
+        let mut args = vec![
+            "--tls-cert",
+            path_str(&cert),
+            "--tls-key",
+            path_str(&key),
+            "--htpasswd",
+            path_str(&htpasswd),
+        ];
+        args.extend_from_slice(serve_args);
         let server = Server::start_at(addr, &work.path().join("data"), &args, &[]);
         Some(Rig { _server: server, host: addr.to_string(), ca, work, _net: net })
     }
@@ -186,6 +198,29 @@ fn docker_login_push_rmi_pull_keeps_the_image_id() {
     assert!(!docker.docker(&["image", "inspect", &image], None).status.success(), "rmi left the image");
     docker.docker_ok(&["pull", &image]);
     assert_eq!(docker.image_id(&image), id, "the pulled image has the pushed image's ID");
+}
+
+/// Issue 21: docker re-pushes an image to an immutable tag (the same digest: allowed), and a
+/// push of another image to that tag fails with the registry's message naming the rule; the
+/// tag still points at the first image.
+#[test]
+fn docker_cannot_overwrite_an_immutable_tag() {
+    let Some(rig) = Rig::start_with(&["dockerd", "docker", "containerd"], &["--immutable-tag", "v*"]) else {
+        return;
+    };
+    let (docker, _containerd) = docker_logged_in(&rig);
+    let image = rig.image("clients/pinned", "v1");
+    docker_build(&docker, &rig.dir("first"), &image, 21);
+    docker.docker_ok(&["push", &image]);
+    let (_, first) = rig.manifest("clients/pinned", "v1");
+    docker.docker_ok(&["push", &image]);
+
+    docker_build(&docker, &rig.dir("second"), &image, 22);
+    let over = docker.docker(&["push", &image], None);
+    assert!(!over.status.success(), "docker overwrote an immutable tag");
+    let said = text(&over);
+    assert!(said.contains("immutable") && said.contains("v*"), "docker shows the rule: {said}");
+    assert_eq!(rig.manifest("clients/pinned", "v1").1, first, "v1 did not move");
 }
 
 /// docker: a wrong password fails at login, and a push with wrong stored credentials fails,

@@ -301,6 +301,8 @@ fn deploy_users_and_host_keys_over_real_ssh() {
         "us-east-1",
         "--s3-endpoint",
         &moto.endpoint,
+        "--immutable-tag",
+        "v*",
         "--tls-cert",
         &cert.display().to_string(),
         "--tls-key",
@@ -364,6 +366,7 @@ fn deploy_users_and_host_keys_over_real_ssh() {
     assert!(unit.contains(&format!("ReadWritePaths={}/var/lib/regctl", root.display())), "{unit}");
     let config = std::fs::read_to_string(root.join("etc/regctl/config.toml")).expect("config");
     assert!(config.contains(&format!("bucket = \"{bucket}\"")), "{config}");
+    assert!(config.contains("immutable = [\"v*\"]"), "issue 21: the tag rules are deployed: {config}");
     let htpasswd = root.join("etc/regctl/htpasswd");
     let mode = std::fs::metadata(&htpasswd).expect("htpasswd").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -461,7 +461,7 @@ fn web_ui_in_headless_chromium_lists_repositories_shows_tags_and_asks_for_a_pass
 // Garbage collection.
 
 /// Runs `regctl gc --output json` with `args`.
-fn run_gc(root: &Path, args: &[&str]) -> Output {
+pub(crate) fn run_gc(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_regctl"))
         .args(["gc", "--root", root.to_str().expect("UTF-8 path"), "--output", "json"])
         .args(args)
@@ -473,7 +473,7 @@ fn run_gc(root: &Path, args: &[&str]) -> Output {
 }
 
 /// Runs `regctl gc --output json` with `args` and returns its report.
-fn gc(root: &Path, args: &[&str]) -> Value {
+pub(crate) fn gc(root: &Path, args: &[&str]) -> Value {
     let out = run_gc(root, args);
     assert!(out.status.success(), "regctl gc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, ValueEnum};
 
 use regctl_registry::cli::AcmeClientArgs;
@@ -90,6 +91,14 @@ pub struct DeployArgs {
     /// regctl].
     #[arg(long, value_name = "FILE")]
     pub binary: Option<PathBuf>,
+    /// Tags that cannot be overwritten or deleted once pushed, by pattern (`*`, `?`), e.g.
+    /// 'v*'; repeatable.
+    #[arg(long = "immutable-tag", value_name = "PATTERN", value_parser = NonEmptyStringValueParser::new())]
+    pub immutable_tags: Vec<String>,
+    /// An exception to --immutable-tag; repeatable (`--immutable-tag '*' --mutable-tag latest`:
+    /// every tag but latest).
+    #[arg(long = "mutable-tag", value_name = "PATTERN", requires = "immutable_tags", value_parser = NonEmptyStringValueParser::new())]
+    pub mutable_tags: Vec<String>,
     /// Address the registry listens on, on the instance.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:443")]
     pub listen: String,

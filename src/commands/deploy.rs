@@ -200,6 +200,8 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
         storage,
         tls,
         realm: regctl_registry::config::default_realm(),
+        immutable_tags: args.immutable_tags.clone(),
+        mutable_tags: args.mutable_tags.clone(),
         first_user: FirstUser {
             name: args.first_user.clone(),
             password: if args.password_stdin { PasswordSource::Stdin } else { PasswordSource::Prompt },

@@ -67,6 +67,9 @@ fn print_text(r: &GcReport) {
     for blob in &r.blobs {
         println!("{verb} blob {} ({})", blob.digest, human_bytes(blob.size));
     }
+    for t in &r.tags {
+        println!("{verb} tag {}:{} (retention)", t.repository, t.tag);
+    }
     for m in &r.manifests {
         println!("{verb} manifest {}@{}", m.repository, m.digest);
     }
@@ -80,9 +83,11 @@ fn print_text(r: &GcReport) {
         println!("warning: {warning}");
     }
     println!(
-        "{}: {} blob{} ({}), {} untagged manifest{}, {} abandoned upload{} {verb}; {} of {} blobs in use, \
+        "{}: {} tag{}, {} blob{} ({}), {} untagged manifest{}, {} abandoned upload{} {verb}; {} of {} blobs in use, \
          {} spared as recent, {} pinned by pushes; {} repositories, {:.1}s",
         if r.dry_run { "dry run" } else { "done" },
+        r.tags.len(),
+        plural(r.tags.len()),
         r.blobs.len(),
         plural(r.blobs.len()),
         human_bytes(r.bytes_freed),

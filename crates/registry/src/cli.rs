@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{
     ChallengeKind, Config, ConfigError, HtpasswdConfig, LogFormat, TlsConfig, default_realm,
 };
+use crate::oci::Glob;
 use crate::server;
 
 /// Options of `serve`. Precedence: flags, then `REGISTRY_*` variables, then the config
@@ -41,9 +42,24 @@ pub struct ServeArgs {
     /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
+    /// Tags that cannot be overwritten or deleted once pushed, by pattern (`*`, `?`), e.g.
+    /// 'v*'; repeatable [env REGISTRY_TAGS_IMMUTABLE, comma-separated].
+    #[arg(long = "immutable-tag", value_name = "PATTERN", value_parser = parse_glob)]
+    pub immutable_tags: Vec<Glob>,
+    /// An exception to --immutable-tag; repeatable: `--immutable-tag '*' --mutable-tag latest`
+    /// makes every tag but latest immutable [env REGISTRY_TAGS_MUTABLE].
+    #[arg(long = "mutable-tag", value_name = "PATTERN", value_parser = parse_glob)]
+    pub mutable_tags: Vec<Glob>,
     /// HTTPS.
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+fn parse_glob(s: &str) -> Result<Glob, String> {
+    if s.is_empty() {
+        return Err("an empty pattern matches nothing: use '*' for every tag".into());
+    }
+    Ok(Glob::new(s))
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -161,6 +177,12 @@ fn config(args: ServeArgs) -> Result<Config, CliError> {
     }
     if let Some(format) = args.log_format {
         config.log.format = format;
+    }
+    if !args.immutable_tags.is_empty() {
+        config.tags.immutable = args.immutable_tags;
+    }
+    if !args.mutable_tags.is_empty() {
+        config.tags.mutable = args.mutable_tags;
     }
     apply_tls(args.tls, &mut config.http.tls);
     Ok(config)

@@ -32,7 +32,7 @@
 //! format = "text"   # or "json"
 //! level = "info"
 //!
-//! # notifications, ui, metrics, health, gc: see config::ops
+//! # notifications, ui, metrics, health, gc: see config::ops; immutable tags: config::tags
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,10 +41,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod ops;
+pub mod retention;
+pub mod tags;
 pub mod tls;
 pub use ops::{
     EndpointConfig, GcConfig, HealthConfig, MetricsConfig, NotificationsConfig, OpsEndpointConfig, UiConfig,
 };
+pub use retention::RetentionRule;
+pub use tags::TagsConfig;
 pub use tls::{ChallengeKind, LetsEncryptConfig, TlsConfig};
 
 /// Why the configuration could not be loaded.
@@ -99,6 +103,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Garbage collection.
     pub gc: GcConfig,
+    /// Immutable tags.
+    pub tags: TagsConfig,
 }
 
 /// The HTTP listener.
@@ -360,6 +366,9 @@ impl Config {
                 continue;
             }
             if name.starts_with("REGISTRY_HTTP_TLS_") && self.http.tls.apply_env(&name, &value)? {
+                continue;
+            }
+            if self.tags.apply_env(&name, &value) {
                 continue;
             }
             match name.as_str() {

@@ -63,6 +63,9 @@ pub enum Error {
         /// What the request asked for, as distribution reports it in the error's detail.
         access: Vec<Access>,
     },
+    /// A rule of the registry forbids the operation (an immutable tag moved or deleted).
+    #[error("requested access to the resource is denied: {0}")]
+    Denied(String),
     /// The operation is not supported.
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
@@ -101,6 +104,7 @@ impl Error {
             Error::NameUnknown => "NAME_UNKNOWN",
             Error::SizeInvalid(_) | Error::TooLarge(_) => "SIZE_INVALID",
             Error::Unauthorized { .. } => "UNAUTHORIZED",
+            Error::Denied(_) => "DENIED",
             Error::Unsupported(_) | Error::RouteUnknown => "UNSUPPORTED",
             // The spec has no pagination code; UNSUPPORTED covers "an invalid set of parameters".
             Error::PaginationInvalid => "UNSUPPORTED",
@@ -120,6 +124,8 @@ impl Error {
             Error::ChunkOutOfOrder { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            // 409, not 403: the caller may push; the tag's state conflicts with the request.
+            Error::Denied(_) => StatusCode::CONFLICT,
             Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(e) if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -266,6 +272,7 @@ mod tests {
             Error::SizeInvalid("short".into()),
             Error::TooLarge("4 MiB".into()),
             Error::Unauthorized { realm: "r".into(), rejected: true, access: vec![access] },
+            Error::Denied("tag v1 is immutable".into()),
             Error::Unsupported("DELETE".into()),
             Error::RouteUnknown,
             Error::PaginationInvalid,

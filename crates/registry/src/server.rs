@@ -67,6 +67,7 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     );
     let mut registry = Registry::new(storage)
         .with_max_blob_size(config.storage.maxblobsize)
+        .with_tag_rules(config.tags.clone())
         .with_subscriber(metrics.clone());
     if let Some(notifier) = &notifier {
         registry = registry.with_subscriber(notifier.clone());

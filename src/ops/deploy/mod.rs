@@ -103,6 +103,10 @@ pub struct DeployOptions {
     pub tls: Tls,
     /// Realm of the Basic challenge.
     pub realm: String,
+    /// Patterns of immutable tags, and their exceptions (empty: every tag moves).
+    pub immutable_tags: Vec<String>,
+    /// Exceptions to `immutable_tags`.
+    pub mutable_tags: Vec<String>,
     /// The first user.
     pub first_user: FirstUser,
     /// The URL that must answer 401 with a Basic challenge.

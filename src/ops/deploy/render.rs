@@ -77,6 +77,14 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
         )?,
     });
     config.push_str(&tls_section(&opts.tls, &opts.domain, layout)?);
+    if !opts.immutable_tags.is_empty() {
+        let list =
+            |patterns: &[String]| listed(patterns.iter().map(|p| toml_string(p))).map(|l| format!("[{l}]"));
+        config.push_str(&render(
+            templates::TAGS,
+            &[("immutable", list(&opts.immutable_tags)), ("mutable", list(&opts.mutable_tags))],
+        )?);
+    }
     toml::from_str::<Config>(&config)
         .map_err(|e| anyhow!("internal error: the rendered server config is invalid: {e}\n{config}"))?;
     Ok(config)

@@ -32,6 +32,10 @@
 //! deleteuntagged = false
 //! uploadmaxage = "168h"  # abandoned uploads older than this are purged
 //! settle = "10s"         # wait after announcing a collection before marking
+//!
+//! [[gc.retention]]       # tags and untagged manifests to delete: see config::retention
+//! repositories = "team/*"
+//! keeplast = 5
 //! ```
 
 use std::collections::BTreeMap;
@@ -240,6 +244,8 @@ pub struct GcConfig {
     pub settle: Duration,
     /// Scheduled runs only report what they would delete.
     pub dryrun: bool,
+    /// Tags and untagged manifests to delete, per repository pattern.
+    pub retention: Vec<super::retention::RetentionRule>,
 }
 
 impl Default for GcConfig {
@@ -251,6 +257,7 @@ impl Default for GcConfig {
             uploadmaxage: Duration::from_secs(168 * 3600),
             settle: Duration::from_secs(10),
             dryrun: false,
+            retention: Vec::new(),
         }
     }
 }

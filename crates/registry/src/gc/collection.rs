@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use super::mark::{Key, Mark, key, roots_of};
 use super::pins::spare_pinned;
 use super::repositories::{Repositories, read_repository};
-use super::{GcError, GcOptions, GcReport, SweptBlob, SweptManifest, SweptUpload, remove};
+use super::retention::{expired_tags, rule_for, untagged_before};
+use super::{GcError, GcOptions, GcReport, SweptBlob, SweptManifest, SweptTag, SweptUpload, remove};
 use crate::layout;
 use crate::oci::Digest;
 use crate::registry::pins::{MIN_SETTLE, pins_dir};
@@ -36,16 +37,26 @@ pub(super) async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<Gc
     let mut mark = Mark::default();
     let mut untagged: Vec<Untagged> = Vec::new();
     let mut recently_linked: HashSet<Key> = HashSet::new();
+    let mut expired: Vec<SweptTag> = Vec::new();
     let mut repositories = Repositories::new();
     while let Some((name, dir, parts)) = repositories.next(storage).await? {
-        let repo = read_repository(storage, &name, &dir, &parts, cutoff, options.delete_untagged).await?;
+        let rule = rule_for(&options.retention, &name);
+        let untagged_before = untagged_before(rule, options.delete_untagged, now, cutoff);
+        let read_tags = untagged_before.is_some() || rule.is_some();
+        let mut repo = read_repository(storage, &name, &dir, &parts, cutoff, read_tags).await?;
+        if let Some(rule) = rule {
+            // An expired tag is no root: its manifest is kept only as an untagged one.
+            let gone = expired_tags(rule, &repo.tags, cutoff);
+            repo.tags.retain(|(tag, _)| !gone.contains(tag));
+            expired.extend(gone.into_iter().map(|tag| SweptTag { repository: name.clone(), tag }));
+        }
         report.repositories += 1;
         recently_linked.extend(repo.recent_layers.iter().map(key));
         mark.unreadable.extend(repo.unreadable.iter().cloned());
-        let roots = roots_of(storage, &name, &dir, &repo, options, &mut mark).await?;
-        let kept = mark.repository(storage, &name, &repo, roots, options.delete_untagged).await?;
+        let roots = roots_of(storage, &name, &dir, &repo, untagged_before, &mut mark).await?;
+        let kept = mark.repository(storage, &name, &repo, roots, untagged_before.is_some()).await?;
         report.manifests_kept += repo.revisions.keys().filter(|d| kept.contains(*d)).count();
-        if options.delete_untagged {
+        if untagged_before.is_some() {
             for digest in repo.revisions.keys().filter(|d| !kept.contains(*d)) {
                 let revision = StoragePath::new([
                     dir.as_str(),
@@ -95,6 +106,7 @@ pub(super) async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<Gc
     }
 
     // Sweep.
+    report.tags = untag(storage, expired, cutoff, options.dry_run).await?;
     for u in &untagged {
         if !options.dry_run {
             for link in &u.links {
@@ -133,6 +145,36 @@ pub(super) async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<Gc
     report.uploads.sort();
     report.warnings = mark.missing;
     Ok(report)
+}
+
+/// Deletes the tags retention expired, unless this is a dry run. A tag pushed again since the
+/// mark (its link newer than the grace period's start) belongs to a push of this moment: it
+/// stays, and its manifest was pinned by that push. Returns the tags deleted (or to delete).
+async fn untag(
+    storage: &dyn Storage,
+    mut expired: Vec<SweptTag>,
+    cutoff: SystemTime,
+    dry_run: bool,
+) -> Result<Vec<SweptTag>, StorageError> {
+    expired.sort();
+    if dry_run {
+        return Ok(expired);
+    }
+    let mut deleted = Vec::with_capacity(expired.len());
+    for swept in expired {
+        let dir =
+            layout::repositories().join(&swept.repository).join("_manifests").join("tags").join(&swept.tag);
+        match storage.stat(&dir.join("current").join("link")).await {
+            Ok(meta) if meta.modified.is_some_and(|m| m <= cutoff) => {
+                remove(storage, &dir).await?;
+                deleted.push(swept);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
 }
 
 /// Removes the `_layers` links to `deleted` blobs, one repository at a time. A link written

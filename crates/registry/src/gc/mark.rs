@@ -1,9 +1,10 @@
 //! The mark: what is in use, from each repository's roots, as compact keys.
 
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
 use super::repositories::RepoLinks;
-use super::{GcError, GcOptions, Unreadable};
+use super::{GcError, Unreadable};
 use crate::layout;
 use crate::oci::Digest;
 use crate::oci::manifest::References;
@@ -153,9 +154,9 @@ impl Mark {
     }
 }
 
-/// The roots of repository `name`: every revision, unless untagged ones are to go; then its
-/// tags' manifests and the revisions linked within the grace period. Untagged revisions are
-/// read all the same ([`Mark::check`]).
+/// The roots of repository `name`: every revision, unless untagged ones linked at or before
+/// `untagged_before` are to go; then its tags' manifests and the revisions linked after it.
+/// Untagged revisions are read all the same ([`Mark::check`]).
 ///
 /// Every revision being a root, the tags add nothing: a pull by tag needs the revision link
 /// (pushes write it before the tag), so the tag links are only read when untagged manifests
@@ -165,24 +166,24 @@ pub(super) async fn roots_of(
     name: &str,
     dir: &StoragePath,
     repo: &RepoLinks,
-    options: &GcOptions,
+    untagged_before: Option<SystemTime>,
     mark: &mut Mark,
 ) -> Result<Vec<Digest>, StorageError> {
-    if !options.delete_untagged {
+    let Some(untagged_before) = untagged_before else {
         return Ok(repo.revisions.keys().cloned().collect());
-    }
+    };
     let tags = dir.join("_manifests").join("tags");
     // A handful of tag links read at once: on S3 each is a request of 10-30 ms.
     let mut links = Vec::new();
     for chunk in repo.tags.chunks(TAG_READS) {
         let paths: Vec<StoragePath> =
-            chunk.iter().map(|t| tags.join(t).join("current").join("link")).collect();
+            chunk.iter().map(|(t, _)| tags.join(t).join("current").join("link")).collect();
         links.extend(
             chunk.iter().zip(futures_util::future::join_all(paths.iter().map(|p| storage.get(p))).await),
         );
     }
     let mut roots = Vec::new();
-    for (tag, link) in links {
+    for ((tag, _), link) in links {
         match link {
             Ok(text) => match String::from_utf8_lossy(&text).trim().parse::<Digest>() {
                 Ok(digest) => roots.push(digest),
@@ -196,8 +197,8 @@ pub(super) async fn roots_of(
             Err(e) => return Err(e),
         }
     }
-    for (digest, recent) in &repo.revisions {
-        if *recent {
+    for (digest, linked) in &repo.revisions {
+        if linked.is_none_or(|t| t > untagged_before) {
             roots.push(digest.clone());
         } else {
             mark.check(storage, name, digest).await?;

@@ -36,6 +36,11 @@
 //! Pushes and collections coordinate through the pin protocol of [`crate::registry::pins`], so
 //! a push running during a collection never loses a layer.
 //!
+//! **Retention** ([`crate::config::RetentionRule`], [`retention`]): per repository pattern, the
+//! tags beyond the `keeplast` newest that no `keeptags` expression matches are no roots, and are
+//! deleted in the sweep unless pushed again since; untagged manifests go once older than
+//! `untaggedolderthan`.
+//!
 //! One file per job: [`repositories`] finds the repositories and reads their links, [`mark`]
 //! keeps what is in use, [`collection`] runs the mark and the sweep, [`pins`] is the
 //! collection's side of the pin protocol, [`schedule`] runs collections in the server.
@@ -44,6 +49,7 @@ mod collection;
 mod mark;
 mod pins;
 mod repositories;
+mod retention;
 mod schedule;
 #[cfg(test)]
 mod tests;
@@ -71,6 +77,8 @@ pub struct GcOptions {
     pub upload_max_age: Duration,
     /// Wait this long after announcing the collection, before marking.
     pub settle: Duration,
+    /// Tags and untagged manifests to delete, per repository pattern.
+    pub retention: Vec<crate::config::RetentionRule>,
 }
 
 impl GcOptions {
@@ -82,6 +90,7 @@ impl GcOptions {
             grace: config.graceperiod,
             upload_max_age: config.uploadmaxage,
             settle: config.settle,
+            retention: config.retention.clone(),
         }
     }
 }
@@ -102,6 +111,15 @@ pub struct SweptManifest {
     pub repository: String,
     /// The manifest's digest.
     pub digest: String,
+}
+
+/// A tag deleted by a retention rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct SweptTag {
+    /// The repository.
+    pub repository: String,
+    /// The tag.
+    pub tag: String,
 }
 
 /// An upload session purged.
@@ -134,6 +152,8 @@ pub struct GcReport {
     pub blobs: Vec<SweptBlob>,
     /// Bytes those blobs held.
     pub bytes_freed: u64,
+    /// Tags deleted by retention rules, sorted.
+    pub tags: Vec<SweptTag>,
     /// Untagged manifests deleted, sorted.
     pub manifests: Vec<SweptManifest>,
     /// Upload sessions purged, sorted.

@@ -50,10 +50,10 @@ impl Repositories {
 /// One repository's links, read just before it is marked and dropped right after.
 #[derive(Debug, Default)]
 pub(super) struct RepoLinks {
-    /// Manifest revisions, and whether each was linked within the grace period.
-    pub(super) revisions: BTreeMap<Digest, bool>,
-    /// Tags that have a `current` link.
-    pub(super) tags: Vec<String>,
+    /// Manifest revisions, and when each was last linked (pushed).
+    pub(super) revisions: BTreeMap<Digest, Option<SystemTime>>,
+    /// Tags that have a `current` link, and when it was last written (pushed).
+    pub(super) tags: Vec<(String, Option<SystemTime>)>,
     /// Tag history entries: digest -> their directories.
     pub(super) tag_index: HashMap<Digest, Vec<StoragePath>>,
     /// Blobs linked within the grace period.
@@ -105,7 +105,7 @@ pub(super) async fn read_repository(
             match rest.as_slice() {
                 ["_manifests", "revisions", _, _, "link"] => match digest_at(&rest, 2) {
                     Some(d) => {
-                        repo.revisions.insert(d, recent(meta.modified));
+                        repo.revisions.insert(d, meta.modified);
                     }
                     None => repo.unreadable.push(Unreadable {
                         repository: name.to_string(),
@@ -113,7 +113,9 @@ pub(super) async fn read_repository(
                         reason: "its path names no digest this registry reads".into(),
                     }),
                 },
-                ["_manifests", "tags", tag, "current", "link"] => repo.tags.push((*tag).to_string()),
+                ["_manifests", "tags", tag, "current", "link"] => {
+                    repo.tags.push(((*tag).to_string(), meta.modified))
+                }
                 ["_manifests", "tags", _, "index", _, _, "link"] => {
                     if let Some(d) = digest_at(&rest, 4) {
                         repo.tag_index.entry(d).or_default().push(at(6));

@@ -63,6 +63,7 @@ async fn a_blob_confirmed_before_the_collection_is_pinned_and_kept() {
         grace: Duration::from_secs(1),
         upload_max_age: Duration::from_secs(3600),
         settle: Duration::ZERO,
+        retention: Vec::new(),
     };
     tokio::time::sleep(Duration::from_millis(1500)).await; // B's content is now past the grace period
 
@@ -112,6 +113,7 @@ fn quick(dry_run: bool, delete_untagged: bool) -> GcOptions {
         grace: Duration::ZERO,
         upload_max_age: Duration::from_secs(3600),
         settle: Duration::ZERO,
+        retention: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::immutable::TagChange;
 use super::{Caller, Happened, ManifestFacts, Registry, not_found_as};
 use crate::error::{Error, Result};
 use crate::layout;
@@ -91,7 +92,11 @@ impl Registry {
                 }
                 actual
             }
-            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+            Reference::Tag(tag) => {
+                let digest = Digest::of(Algorithm::Sha256, &body);
+                self.check_tag_change(name, tag, TagChange::Point(&digest)).await?;
+                digest
+            }
         };
         let parsed = Manifest::parse(&body, content_type)?;
         self.gc.protect(self.storage.as_ref(), &named_by(&digest, &parsed)).await?;
@@ -157,17 +162,24 @@ impl Registry {
     ) -> Result<()> {
         let happened = match reference {
             Reference::Tag(tag) => {
+                self.check_tag_change(name, tag, TagChange::Delete).await?;
                 let deleted = self.storage.delete(&layout::tag(name, tag)).await;
                 deleted.map_err(not_found_as(Error::ManifestUnknown))?;
                 Happened::TagDeleted(tag.clone())
             }
             Reference::Digest(digest) => {
                 let stored = self.get_manifest(name, reference).await?;
+                let mut pointing = Vec::new();
                 for tag in self.tags(name).await? {
                     let current = self.read_link(&layout::tag_current_link(name, &tag)).await?;
                     if current.as_ref() == Some(digest) {
-                        self.storage.delete(&layout::tag(name, &tag)).await?;
+                        // Every tag is checked before any is deleted: a refusal changes nothing.
+                        self.check_tag_change(name, &tag, TagChange::Delete).await?;
+                        pointing.push(tag);
                     }
+                }
+                for tag in pointing {
+                    self.storage.delete(&layout::tag(name, &tag)).await?;
                 }
                 if let Ok(parsed) = Manifest::read(&stored.body)
                     && let Some(subject) = parsed.subject

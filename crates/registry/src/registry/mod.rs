@@ -4,6 +4,7 @@
 mod blobs;
 mod blocks;
 pub mod events;
+mod immutable;
 mod listing;
 mod manifests;
 pub mod pins;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::config::TagsConfig;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::oci::{Digest, RepoName};
@@ -36,6 +38,8 @@ pub struct Registry {
     max_blob_size: Option<u64>,
     /// Who hears of what the registry does.
     subscribers: events::Subscribers,
+    /// Which tags may not be moved or deleted.
+    tag_rules: TagsConfig,
 }
 
 impl Registry {
@@ -47,7 +51,13 @@ impl Registry {
             gc: pins::Guard::default(),
             max_blob_size: None,
             subscribers: events::Subscribers::default(),
+            tag_rules: TagsConfig::default(),
         }
+    }
+
+    /// Makes the tags that `rules` name immutable (see [`immutable`]).
+    pub fn with_tag_rules(self, rules: TagsConfig) -> Registry {
+        Registry { tag_rules: rules, ..self }
     }
 
     /// Limits uploads to blobs of at most `max` bytes (`None`: no limit).
