@@ -621,6 +621,29 @@ mod tests {
         assert!(parse_htpasswd(&format!("t:{TOKEN_SCHEME}abc\n"), Path::new("h")).is_err());
     }
 
+    /// Issue 19: guessing a token's secret is throttled like guessing a password: after the
+    /// failure budget of a (client, name) pair, even the right secret is refused for a while,
+    /// and each refusal costs the bcrypt work of a password's.
+    #[tokio::test]
+    async fn guesses_at_a_token_are_throttled_like_passwords() {
+        let hash = bcrypt::hash("pw", 4).expect("hash");
+        let digest = hex::encode(token_digest("the-secret"));
+        let text = format!("admin:{hash}\nci:{TOKEN_SCHEME}{digest}\n#!regctl ci access=pull\n");
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        let auth = Htpasswd::load(file.path(), "test").expect("load");
+        let ip = Some(IpAddr::from([127, 0, 0, 14]));
+        for i in 0..limiter::MAX_FAILURES {
+            let guess = auth.check(Some(&basic("ci", &format!("guess{i}"))), ip).await;
+            assert!(matches!(guess, Err(Error::Unauthorized { rejected: true, .. })), "{guess:?}");
+        }
+        let right = auth.check(Some(&basic("ci", "the-secret")), ip).await;
+        assert!(matches!(right, Err(Error::TooManyRequests { .. })), "the pair is locked: {right:?}");
+        assert_eq!(auth.cache_stats().1, u64::from(limiter::MAX_FAILURES), "one check per allowed guess");
+        let elsewhere = Some(IpAddr::from([127, 0, 0, 15]));
+        assert!(auth.check(Some(&basic("ci", "the-secret")), elsewhere).await.is_ok());
+    }
+
     #[tokio::test]
     async fn reload_picks_up_changes_and_keeps_users_on_a_bad_file() {
         let file = file_with(&[("alice", "a")]);
