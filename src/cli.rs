@@ -12,7 +12,8 @@ pub use deployment::{
 pub use gc::GcArgs;
 pub use regctl_registry::cli::ServeArgs;
 pub use remote::{
-    AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind, UsersFileArgs,
+    AddTokenArgs, AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind,
+    UsersFileArgs,
 };
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
@@ -45,12 +46,16 @@ pub enum Command {
     /// Install or update the registry server on the instance over SSH (binary, config, systemd
     /// unit, first user) and wait until it answers over HTTPS. Changes only what differs.
     Deploy(Box<DeployArgs>),
-    /// Add a registry user, or set a new password (prompted twice, or --password-stdin); the
-    /// running server picks it up without a restart.
+    /// Add a registry user, or set a new password (prompted twice, or --password-stdin), with
+    /// its access (--access, --repo); the running server picks it up without a restart.
     AddUser(AddUserArgs),
-    /// Remove a registry user; the running server refuses it within a second or two.
+    /// Add an access token for machines (CI, servers): prints its random secret once, on
+    /// stdout alone; use it as the password with the token's name as user name. Only its
+    /// SHA-256 is stored.
+    AddToken(AddTokenArgs),
+    /// Remove a registry user or token; the running server refuses it within a second or two.
     RemoveUser(RemoveUserArgs),
-    /// List the registry's users.
+    /// List the registry's users and tokens: kind, access, repositories, expiry.
     ListUsers(ListUsersArgs),
     /// Show the registry server's log on the instance (journalctl over SSH); -f follows it.
     Logs(LogsArgs),

@@ -311,6 +311,7 @@ fn deploy_users_and_host_keys_over_real_ssh() {
         &ca.path.display().to_string(),
         "--wait",
         "60",
+        "--anonymous-pull",
         "--password-stdin",
     ]));
 
@@ -367,6 +368,7 @@ fn deploy_users_and_host_keys_over_real_ssh() {
     let config = std::fs::read_to_string(root.join("etc/regctl/config.toml")).expect("config");
     assert!(config.contains(&format!("bucket = \"{bucket}\"")), "{config}");
     assert!(config.contains("immutable = [\"v*\"]"), "issue 21: the tag rules are deployed: {config}");
+    assert!(config.contains("[auth]\nanonymous = \"pull\"\n"), "{config}");
     let htpasswd = root.join("etc/regctl/htpasswd");
     let mode = std::fs::metadata(&htpasswd).expect("htpasswd").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -390,7 +392,7 @@ fn deploy_users_and_host_keys_over_real_ssh() {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher =
         watch_cmdlines(vec![BOB_PASSWORD.to_string(), "$2b$".to_string(), "$2y$".to_string()], stop.clone());
-    let mut add = strings(&["add-user", "bob", "--password-stdin"]);
+    let mut add = strings(&["add-user", "bob", "--password-stdin", "--repo", "deploy/*"]);
     add.extend(ssh.iter().cloned());
     let added = ok(&add, &format!("{BOB_PASSWORD}\n"));
     stop.store(true, Ordering::Relaxed);
@@ -399,7 +401,10 @@ fn deploy_users_and_host_keys_over_real_ssh() {
     assert!(added.contains("User bob created"), "{added}");
     let mut list = strings(&["list-users"]);
     list.extend(ssh.iter().cloned());
-    assert_eq!(ok(&list, "").lines().collect::<Vec<_>>(), ["admin", "bob"]);
+    let listed = ok(&list, "");
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split_whitespace().take(4).collect()).collect();
+    // The first user administers (delete everywhere); add-user's default is push everywhere.
+    assert_eq!(rows, [["admin", "user", "delete", "**"], ["bob", "user", "push", "deploy/*"]], "{listed}");
     wait_for_status(registry.port(), &ca.pem, "bob", BOB_PASSWORD, 200);
 
     // skopeo pushes and pulls through the deployed server (S3 on moto) as bob.
@@ -560,7 +565,7 @@ fn first_user_needs_a_password_and_local_files_are_edited() {
     assert!(bcrypt_verify("pw-carol-2", hash), "{text_now}");
     assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
     let list = vec![arg("list-users"), arg("--file"), file.display().to_string()];
-    assert_eq!(ok(&list, ""), "carol\n");
+    assert!(ok(&list, "").starts_with("carol  user   push    **  never expires\n"), "{}", ok(&list, ""));
     let remove = vec![arg("remove-user"), arg("carol"), arg("--file"), file.display().to_string()];
     assert!(ok(&remove, "").contains("removed"));
     assert_eq!(ok(&list, ""), "");

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod access;
 mod auth;
 mod clients;
 mod compat;

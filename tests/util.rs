@@ -90,6 +90,7 @@ impl Server {
             .env_remove("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
             .env_remove("REGISTRY_AUTH_HTPASSWD_PATH")
             .env_remove("REGISTRY_AUTH_HTPASSWD_REALM")
+            .env_remove("REGISTRY_AUTH_ANONYMOUS")
             // Request logs drown test output; REGCTL_TEST_LOG=info brings them back.
             .env("RUST_LOG", std::env::var("REGCTL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().copied())
@@ -186,6 +187,11 @@ pub fn get_json(url: &str) -> (reqwest::StatusCode, serde_json::Value) {
 /// returns all entries in the order served. Each page must be a 200 with at most `n` entries
 /// when `first` asks for `n`.
 pub fn get_all_pages(base: &str, first: &str, key: &str) -> Vec<String> {
+    get_all_pages_as(base, first, key, None)
+}
+
+/// [`get_all_pages`] with Basic credentials `user:password` on every request.
+pub fn get_all_pages_as(base: &str, first: &str, key: &str, creds: Option<(&str, &str)>) -> Vec<String> {
     let mut all = Vec::new();
     let mut next = Some(first.to_string());
     let mut pages = 0;
@@ -193,7 +199,11 @@ pub fn get_all_pages(base: &str, first: &str, key: &str) -> Vec<String> {
         pages += 1;
         assert!(pages <= 100, "more than 100 pages from {base}{first}: the Link chain loops");
         let url = if path.starts_with("http") { path.clone() } else { format!("{base}{path}") };
-        let resp = http().get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let mut request = http().get(&url);
+        if let Some((user, password)) = creds {
+            request = request.basic_auth(user, Some(password));
+        }
+        let resp = request.send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
         assert_eq!(resp.status(), 200, "GET {url}");
         next = resp.headers().get("link").map(|v| v.to_str().expect("an ASCII Link header").to_string()).map(
             |link| {

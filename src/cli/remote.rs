@@ -1,10 +1,12 @@
 //! Options of the commands that work on the instance over SSH: `deploy`, `add-user`,
-//! `remove-user`, `list-users`, `logs`.
+//! `add-token`, `remove-user`, `list-users`, `logs`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, ValueEnum};
+use regctl_registry::auth::access::{Access, RepoGlob, RuleError};
 
 use regctl_registry::cli::AcmeClientArgs;
 
@@ -127,7 +129,12 @@ pub struct DeployArgs {
     /// Seconds to wait for the health URL (getting a first certificate takes a while).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub wait: u64,
-    /// Name of the first registry user, created when the instance has none.
+    /// Let anyone pull without credentials (auth.anonymous = "pull" in the server's config);
+    /// pushing and deleting still need a user with that access.
+    #[arg(long)]
+    pub anonymous_pull: bool,
+    /// Name of the first registry user, created when the instance has none; it gets delete
+    /// on every repository.
     #[arg(long, value_name = "NAME", default_value = "admin")]
     pub first_user: String,
     /// Read the first user's password from stdin instead of a prompt.
@@ -144,6 +151,14 @@ pub struct AddUserArgs {
     /// User name (an existing user gets the new password).
     #[arg(value_name = "NAME")]
     pub user_name: String,
+    /// What the user may do: pull, push (and pull) or delete (and push) [default for a new
+    /// user: push; an existing user keeps its access unless --access or --repo is given].
+    #[arg(long, value_name = "LEVEL", value_parser = parse_access)]
+    pub access: Option<Access>,
+    /// Limit the access to repositories matching GLOB (`*` within a path component, `**`
+    /// across them, e.g. `team/*`); repeatable [default: every repository].
+    #[arg(long = "repo", value_name = "GLOB", value_parser = parse_glob)]
+    pub repos: Vec<RepoGlob>,
     /// Read the password from stdin (without its final newline) instead of a prompt.
     #[arg(long)]
     pub password_stdin: bool,
@@ -153,6 +168,44 @@ pub struct AddUserArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub file: UsersFileArgs,
+}
+
+/// Options of `regctl add-token`.
+#[derive(Debug, Clone, Args)]
+pub struct AddTokenArgs {
+    /// The token's name, used as the user name with the secret as password (an existing
+    /// token of that name is replaced: its old secret stops working).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// What the token may do: pull, push (and pull) or delete (and push).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_access, default_value = "pull")]
+    pub access: Access,
+    /// Limit the access to repositories matching GLOB (`*` within a path component, `**`
+    /// across them, e.g. `team/*`); repeatable [default: every repository].
+    #[arg(long = "repo", value_name = "GLOB", value_parser = parse_glob)]
+    pub repos: Vec<RepoGlob>,
+    /// Stop working after this long, e.g. 30s, 1h, 90d [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Option<Duration>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub file: UsersFileArgs,
+}
+
+fn parse_access(s: &str) -> Result<Access, String> {
+    s.parse().map_err(|e: RuleError| e.to_string())
+}
+
+fn parse_glob(s: &str) -> Result<RepoGlob, String> {
+    s.parse().map_err(|e: RuleError| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("a token that expires at once is of no use".to_string()),
+        Err(e) => Err(format!("{e} (e.g. 30s, 1h, 90d)")),
+    }
 }
 
 /// Options of `regctl remove-user`.
@@ -166,7 +219,7 @@ pub struct RemoveUserArgs {
     pub file: UsersFileArgs,
 }
 
-/// Options of `regctl list-users`.
+/// Options of `regctl list-users` (`--output json` for a list of objects).
 #[derive(Debug, Clone, Args)]
 pub struct ListUsersArgs {
     #[command(flatten)]

@@ -207,6 +207,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
             password: if args.password_stdin { PasswordSource::Stdin } else { PasswordSource::Prompt },
             cost: args.cost,
         },
+        anonymous_pull: args.anonymous_pull,
         health_url,
         ca_file: args.ca_file.clone(),
         wait: Duration::from_secs(args.wait),

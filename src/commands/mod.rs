@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Teardown(args) => teardown::run(&cli.global, args),
         Command::Deploy(args) => deploy::run(&cli.global, *args),
         Command::AddUser(args) => users::add(&cli.global, args),
+        Command::AddToken(args) => users::add_token(&cli.global, args),
         Command::RemoveUser(args) => users::remove(&cli.global, args),
         Command::ListUsers(args) => users::list(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),

@@ -1,8 +1,10 @@
-//! The registry's users: bcrypt entries in an htpasswd file, on the instance (over SSH) or in a
-//! local file (for `regctl serve`).
+//! The registry's users and tokens: bcrypt and token entries in an htpasswd file, each with
+//! the rule line of its access ([`regctl_registry::auth::access`]), on the instance (over SSH)
+//! or in a local file (for `regctl serve`).
 //!
 //! Passwords come from a hidden prompt (asked twice) or from stdin, never from the command
-//! line; only the bcrypt hash leaves this process, and on the instance it travels on the SSH
+//! line; a token's secret is made here, printed once and never stored: only its SHA-256 is.
+//! Only hashes leave this process, and on the instance they travel on the SSH
 //! channel's stdin into a temporary file that is renamed over the old one (mode 0600, owned by
 //! the service user), so the running server, which re-reads the file when it changes, never
 //! sees half a file and needs no restart.
@@ -10,8 +12,11 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, SystemTime};
+
 use anyhow::{Context, anyhow, bail};
-use regctl_registry::auth::parse_htpasswd;
+use regctl_registry::auth::access::{Access, Grant, RULE_PREFIX, RepoGlob};
+use regctl_registry::auth::{Entry, Secret, TOKEN_SCHEME, parse_htpasswd, token_digest};
 use serde::Serialize;
 
 use crate::ops::remote::{Remote, RemoteOptions};
@@ -50,6 +55,37 @@ pub struct AddUserOptions {
     pub password: PasswordSource,
     /// bcrypt cost (at least [`MIN_COST`]).
     pub cost: u32,
+    /// The access to grant: given levels and globs; `None` keeps an existing user's access
+    /// and gives a new one [`default_user_grant`].
+    pub grant: Option<Grant>,
+}
+
+/// Options of `add-token`.
+#[derive(Debug, Clone)]
+pub struct AddTokenOptions {
+    /// The file.
+    pub target: Target,
+    /// The name the token is used with, as a user name.
+    pub name: String,
+    /// What it may do; `expires` is set from [`AddTokenOptions::lifetime`].
+    pub access: Access,
+    /// The repositories (every one when empty).
+    pub repos: Vec<RepoGlob>,
+    /// How long it works, if not forever.
+    pub lifetime: Option<Duration>,
+}
+
+/// What `add-user` grants a new user when no `--access`/`--repo` is given: push on every
+/// repository.
+pub fn default_user_grant() -> Grant {
+    Grant { access: Access::Push, repos: vec![RepoGlob::everything()], expires: None }
+}
+
+/// The grant of `--access` and `--repo`: the level (default `default`) on the globs (every
+/// repository when none).
+pub fn grant_of(access: Option<Access>, repos: Vec<RepoGlob>, default: Access) -> Grant {
+    let repos = if repos.is_empty() { vec![RepoGlob::everything()] } else { repos };
+    Grant { access: access.unwrap_or(default), repos, expires: None }
 }
 
 /// What a user command did to the user (in JSON: `created`, `updated`, `removed`, `absent`).
@@ -157,39 +193,42 @@ pub fn hash_password(password: &str, cost: u32) -> anyhow::Result<String> {
     bcrypt::hash(password, cost).map_err(|e| anyhow!("cannot hash the password: {e}"))
 }
 
-/// `text` with `user`'s entry set to `hash` (replaced in place, or appended); comments and
-/// other entries are kept as they are.
-pub fn set_entry(text: &str, user: &str, hash: &str) -> String {
-    let entry = format!("{user}:{hash}");
-    let mut out = String::with_capacity(text.len() + entry.len() + 1);
+/// `text` with `user`'s entry set to `hash` (replaced in place, or appended), followed by the
+/// rule line of `grant` (replacing any it had; with `None` the old rule line, if any, stays
+/// where it was); comments and other entries are kept as they are.
+pub fn set_entry(text: &str, user: &str, hash: &str, grant: Option<&Grant>) -> String {
+    let mut entry = format!("{user}:{hash}\n");
+    if let Some(grant) = grant {
+        entry.push_str(&grant.rule_line(user));
+        entry.push('\n');
+    }
+    let mut out = String::with_capacity(text.len() + entry.len());
     let mut replaced = false;
     for line in text.lines() {
         if entry_user(line) == Some(user) {
             if !replaced {
                 out.push_str(&entry);
-                out.push('\n');
                 replaced = true;
             }
-        } else {
+        } else if !(grant.is_some() && rule_user(line) == Some(user)) {
             out.push_str(line);
             out.push('\n');
         }
     }
     if !replaced {
         out.push_str(&entry);
-        out.push('\n');
     }
     out
 }
 
-/// `text` without `user`'s entry; `None` when it has none.
+/// `text` without `user`'s entry and rule line; `None` when it has no entry.
 pub fn remove_entry(text: &str, user: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut found = false;
     for line in text.lines() {
         if entry_user(line) == Some(user) {
             found = true;
-        } else {
+        } else if rule_user(line) != Some(user) {
             out.push_str(line);
             out.push('\n');
         }
@@ -203,6 +242,67 @@ fn entry_user(line: &str) -> Option<&str> {
         return None;
     }
     line.split_once(':').map(|(user, _)| user)
+}
+
+/// The name a rule line is for.
+fn rule_user(line: &str) -> Option<&str> {
+    line.trim().strip_prefix(RULE_PREFIX)?.split_ascii_whitespace().next()
+}
+
+/// A new token's secret: 256 random bits from the system's CSPRNG (through aws-lc), in hex
+/// behind a `regctl_` prefix that secret scanners can look for.
+pub fn new_token_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow!("the system's random number generator failed"))?;
+    Ok(format!("regctl_{}", hex::encode(bytes)))
+}
+
+/// One user or token, as `list-users` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// The name.
+    pub name: String,
+    /// `user` (a password) or `token`.
+    pub kind: &'static str,
+    /// Its level: `pull`, `push` or `delete`.
+    pub access: &'static str,
+    /// Its repository globs.
+    pub repos: Vec<String>,
+    /// When it stops working (RFC 3339), if ever.
+    pub expires: Option<String>,
+    /// Whether it has already stopped working.
+    pub expired: bool,
+}
+
+impl UserInfo {
+    fn of(name: String, entry: &Entry, now: SystemTime) -> UserInfo {
+        let kind = match entry.secret {
+            Secret::Bcrypt(_) => "user",
+            Secret::Token(_) => "token",
+        };
+        UserInfo {
+            name,
+            kind,
+            access: entry.grant.access.as_str(),
+            repos: entry.grant.repos.iter().map(|glob| glob.to_string()).collect(),
+            expires: entry.grant.expires.map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            expired: entry.grant.expired(now),
+        }
+    }
+}
+
+/// The users and tokens of htpasswd `text` (read from `path`), sorted by name.
+pub fn user_infos(text: &str, path: &Path) -> anyhow::Result<Vec<UserInfo>> {
+    let now = SystemTime::now();
+    let mut users: Vec<UserInfo> = parse_htpasswd(text, path)?
+        .into_iter()
+        .map(|(name, entry)| UserInfo::of(name, &entry, now))
+        .collect();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(users)
 }
 
 /// The user names in htpasswd `text` (read from `path`), sorted; a malformed file is an error.
@@ -315,9 +415,22 @@ pub async fn add_user(opts: &AddUserOptions) -> anyhow::Result<UserChange> {
     let file = File::open(&opts.target).await?;
     let result = async {
         let text = file.read().await?;
-        let existed = parse_htpasswd(&text, &file.path())?.contains_key(&opts.user);
-        file.write(&set_entry(&text, &opts.user, &hash)).await?;
-        let outcome = if existed { UserOutcome::Updated } else { UserOutcome::Created };
+        let existing = parse_htpasswd(&text, &file.path())?.remove(&opts.user);
+        if let Some(Entry { secret: Secret::Token(_), .. }) = existing {
+            bail!(
+                "{} is a token: remove it first (regctl remove-user {0}) to make a user of that name",
+                opts.user
+            );
+        }
+        // An existing user keeps its access unless new access is given: setting a password
+        // must not take the admin's `delete` away.
+        let grant = match (&opts.grant, &existing) {
+            (Some(grant), _) => Some(grant.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(default_user_grant()),
+        };
+        file.write(&set_entry(&text, &opts.user, &hash, grant.as_ref())).await?;
+        let outcome = if existing.is_some() { UserOutcome::Updated } else { UserOutcome::Created };
         Ok(UserChange { user: opts.user.clone(), outcome, file: file.name() })
     }
     .await;
@@ -325,7 +438,38 @@ pub async fn add_user(opts: &AddUserOptions) -> anyhow::Result<UserChange> {
     result
 }
 
-/// Removes `user`; a user that does not exist is reported as `absent`, not an error.
+/// Adds a token named `opts.name` (or replaces that token, whose old secret stops working):
+/// returns the change and the new secret, which is not stored anywhere.
+pub async fn add_token(opts: &AddTokenOptions) -> anyhow::Result<(UserChange, String)> {
+    validate_user_name(&opts.name)?;
+    let expires =
+        match opts.lifetime {
+            Some(lifetime) => Some(SystemTime::now().checked_add(lifetime).ok_or_else(|| {
+                anyhow!("--expires {} is too far away", humantime::format_duration(lifetime))
+            })?),
+            None => None,
+        };
+    let grant = Grant { expires, ..grant_of(Some(opts.access), opts.repos.clone(), opts.access) };
+    let secret = new_token_secret()?;
+    let hash = format!("{TOKEN_SCHEME}{}", hex::encode(token_digest(&secret)));
+    let file = File::open(&opts.target).await?;
+    let result = async {
+        let text = file.read().await?;
+        let existing = parse_htpasswd(&text, &file.path())?.remove(&opts.name);
+        if let Some(Entry { secret: Secret::Bcrypt(_), .. }) = existing {
+            bail!("{} is a user with a password: give the token another name", opts.name);
+        }
+        file.write(&set_entry(&text, &opts.name, &hash, Some(&grant))).await?;
+        let outcome = if existing.is_some() { UserOutcome::Updated } else { UserOutcome::Created };
+        Ok(UserChange { user: opts.name.clone(), outcome, file: file.name() })
+    }
+    .await;
+    file.close().await;
+    Ok((result?, secret))
+}
+
+/// Removes `user` (or token) and its rule line; one that does not exist is reported as
+/// `absent`, not an error.
 pub async fn remove_user(target: &Target, user: &str) -> anyhow::Result<UserChange> {
     validate_user_name(user)?;
     let file = File::open(target).await?;
@@ -348,10 +492,10 @@ pub async fn remove_user(target: &Target, user: &str) -> anyhow::Result<UserChan
     result
 }
 
-/// The user names, sorted.
-pub async fn list_users(target: &Target) -> anyhow::Result<Vec<String>> {
+/// The users and tokens, sorted by name.
+pub async fn list_users(target: &Target) -> anyhow::Result<Vec<UserInfo>> {
     let file = File::open(target).await?;
-    let result = async { user_names(&file.read().await?, &file.path()) }.await;
+    let result = async { user_infos(&file.read().await?, &file.path()) }.await;
     file.close().await;
     result
 }
@@ -367,15 +511,60 @@ mod tests {
     fn entries_are_set_replaced_and_removed_keeping_the_rest() {
         let text = "# users\nalice:H\n";
         let text = text.replace('H', H1);
-        let added = set_entry(&text, "bob", H2);
+        let added = set_entry(&text, "bob", H2, None);
         assert_eq!(added, format!("# users\nalice:{H1}\nbob:{H2}\n"));
-        let replaced = set_entry(&added, "alice", H2);
+        let replaced = set_entry(&added, "alice", H2, None);
         assert_eq!(replaced, format!("# users\nalice:{H2}\nbob:{H2}\n"));
         assert_eq!(user_names(&replaced, Path::new("h")).expect("valid"), ["alice", "bob"]);
         let removed = remove_entry(&replaced, "alice").expect("alice was there");
         assert_eq!(removed, format!("# users\nbob:{H2}\n"));
         assert_eq!(remove_entry(&removed, "alice"), None);
-        assert_eq!(set_entry("", "a", H1), format!("a:{H1}\n"));
+        assert_eq!(set_entry("", "a", H1, None), format!("a:{H1}\n"));
+    }
+
+    /// Issue 19: each entry's rule line follows it, is replaced with new access, kept without,
+    /// and removed with the entry; only its own name's rule line is touched.
+    #[test]
+    fn rule_lines_follow_their_entries() {
+        let glob = |s: &str| s.parse::<RepoGlob>().expect("glob");
+        let reader = grant_of(Some(Access::Pull), vec![glob("team/*"), glob("app")], Access::Push);
+        let text =
+            set_entry(&format!("alice:{H1}\n#!regctl alice access=delete\n"), "bob", H2, Some(&reader));
+        assert_eq!(
+            text,
+            format!(
+                "alice:{H1}\n#!regctl alice access=delete\nbob:{H2}\n#!regctl bob access=pull repos=team/*,app\n"
+            )
+        );
+        // A new password without new access keeps the rule line; new access replaces it.
+        assert_eq!(
+            set_entry(&text, "alice", H2, None),
+            text.replace(&format!("alice:{H1}"), &format!("alice:{H2}"))
+        );
+        let pusher = default_user_grant();
+        let changed = set_entry(&text, "alice", H1, Some(&pusher));
+        assert!(
+            changed.contains("#!regctl alice access=push\n") && !changed.contains("access=delete"),
+            "{changed}"
+        );
+        let infos = user_infos(&changed, Path::new("h")).expect("valid");
+        assert_eq!(infos[1].repos, ["team/*", "app"]);
+        assert_eq!((infos[0].kind, infos[0].access), ("user", "push"));
+        let removed = remove_entry(&changed, "bob").expect("bob was there");
+        assert!(!removed.contains("bob"), "{removed}");
+        assert_eq!(user_names(&removed, Path::new("h")).expect("valid"), ["alice"]);
+    }
+
+    #[test]
+    fn token_secrets_are_long_random_and_stored_only_as_a_digest() {
+        let (a, b) = (new_token_secret().expect("secret"), new_token_secret().expect("secret"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "regctl_".len() + 64, "256 bits in hex: {a}");
+        let hash = format!("{TOKEN_SCHEME}{}", hex::encode(token_digest(&a)));
+        let text = set_entry("", "ci", &hash, Some(&grant_of(None, Vec::new(), Access::Pull)));
+        assert!(!text.contains(&a[7..]), "{text}");
+        let infos = user_infos(&text, Path::new("h")).expect("valid");
+        assert_eq!((infos[0].kind, infos[0].access, infos[0].expired), ("token", "pull", false));
     }
 
     #[test]

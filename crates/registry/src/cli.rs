@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// REGISTRY_AUTH_HTPASSWD_REALM].
     #[arg(long, value_name = "REALM", requires = "htpasswd")]
     pub realm: Option<String>,
+    /// Let anyone pull without credentials; pushing and deleting still need a user with that
+    /// access (with --htpasswd or auth.htpasswd) [env REGISTRY_AUTH_ANONYMOUS=pull].
+    #[arg(long)]
+    pub anonymous_pull: bool,
     /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -174,6 +178,9 @@ fn config(args: ServeArgs) -> Result<Config, CliError> {
     }
     if let (Some(realm), Some(htpasswd)) = (args.realm, config.auth.htpasswd.as_mut()) {
         htpasswd.realm = realm;
+    }
+    if args.anonymous_pull {
+        config.auth.anonymous = Some(crate::config::Anonymous::Pull);
     }
     if let Some(format) = args.log_format {
         config.log.format = format;

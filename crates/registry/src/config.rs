@@ -24,7 +24,10 @@
 //! rootdirectory = "/image-registry"   # optional key prefix
 //! encrypt = true
 //!
-//! [auth.htpasswd]
+//! [auth]
+//! anonymous = "pull"   # anyone may pull without credentials (default: nobody)
+//!
+//! [auth.htpasswd]         # users, tokens and their access rules: see auth::access
 //! realm = "regctl"
 //! path = "/etc/regctl/htpasswd"
 //!
@@ -288,6 +291,28 @@ impl Default for FilesystemConfig {
 pub struct AuthConfig {
     /// htpasswd (bcrypt) users.
     pub htpasswd: Option<HtpasswdConfig>,
+    /// What a request without credentials may do (with `htpasswd`; without it everyone may
+    /// do everything): nothing, or pull every repository.
+    pub anonymous: Option<Anonymous>,
+}
+
+/// What anyone may do without credentials.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// Pull every repository (manifests, blobs, tags, referrers, the catalog, the UI).
+    Pull,
+}
+
+impl std::str::FromStr for Anonymous {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Anonymous, String> {
+        match s {
+            "pull" => Ok(Anonymous::Pull),
+            other => Err(format!("unknown anonymous access {other:?} (the one level is pull)")),
+        }
+    }
 }
 
 /// htpasswd authentication.
@@ -389,6 +414,17 @@ impl Config {
                     self.auth.htpasswd = Some(HtpasswdConfig { realm, path: PathBuf::from(value) });
                 }
                 "REGISTRY_AUTH_HTPASSWD_REALM" => realm = Some(value),
+                // Empty or `none` turns it off, so a variable can undo a file's setting.
+                "REGISTRY_AUTH_ANONYMOUS" => {
+                    self.auth.anonymous = match value.as_str() {
+                        "" | "none" => None,
+                        level => Some(
+                            level
+                                .parse()
+                                .map_err(|message| ConfigError::Env { name: name.clone(), message })?,
+                        ),
+                    };
+                }
                 "REGISTRY_LOG_FORMATTER" => {
                     self.log.format =
                         value.parse().map_err(|message| ConfigError::Env { name: name.clone(), message })?;
@@ -497,6 +533,19 @@ mod tests {
             ("Registry Realm", Path::new("/auth/htpasswd"))
         );
         assert_eq!(config.storage.filesystem.rootdirectory, Path::new("/data"));
+    }
+
+    #[test]
+    fn anonymous_pull_from_the_file_or_the_environment() {
+        let mut config: Config = toml::from_str("[auth]\nanonymous = \"pull\"\n").expect("toml");
+        assert_eq!(config.auth.anonymous, Some(Anonymous::Pull));
+        assert!(toml::from_str::<Config>("[auth]\nanonymous = \"push\"\n").is_err(), "only pull");
+        let var = |v: &str| [("REGISTRY_AUTH_ANONYMOUS".to_string(), v.to_string())];
+        config.apply_env(var("none")).expect("env");
+        assert_eq!(config.auth.anonymous, None);
+        config.apply_env(var("pull")).expect("env");
+        assert_eq!(config.auth.anonymous, Some(Anonymous::Pull));
+        assert!(config.apply_env(var("delete")).is_err());
     }
 
     #[test]

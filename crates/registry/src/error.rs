@@ -65,7 +65,13 @@ pub enum Error {
     },
     /// A rule of the registry forbids the operation (an immutable tag moved or deleted).
     #[error("requested access to the resource is denied: {0}")]
-    Denied(String),
+    TagImmutable(String),
+    /// Valid credentials that do not grant what the request needs.
+    #[error("requested access to the resource is denied")]
+    Denied {
+        /// What the request asked for (the detail, as for [`Error::Unauthorized`]).
+        access: Vec<Access>,
+    },
     /// The operation is not supported.
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
@@ -104,7 +110,8 @@ impl Error {
             Error::NameUnknown => "NAME_UNKNOWN",
             Error::SizeInvalid(_) | Error::TooLarge(_) => "SIZE_INVALID",
             Error::Unauthorized { .. } => "UNAUTHORIZED",
-            Error::Denied(_) => "DENIED",
+            Error::TagImmutable(_) => "DENIED",
+            Error::Denied { .. } => "DENIED",
             Error::Unsupported(_) | Error::RouteUnknown => "UNSUPPORTED",
             // The spec has no pagination code; UNSUPPORTED covers "an invalid set of parameters".
             Error::PaginationInvalid => "UNSUPPORTED",
@@ -125,7 +132,8 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             // 409, not 403: the caller may push; the tag's state conflicts with the request.
-            Error::Denied(_) => StatusCode::CONFLICT,
+            Error::TagImmutable(_) => StatusCode::CONFLICT,
+            Error::Denied { .. } => StatusCode::FORBIDDEN,
             Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(e) if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -151,7 +159,7 @@ impl Error {
     /// with wrong credentials for a minute). What a variant knows goes in; else `{}`.
     pub fn detail(&self) -> serde_json::Value {
         match self {
-            Error::Unauthorized { access, .. } => serde_json::json!(access),
+            Error::Unauthorized { access, .. } | Error::Denied { access } => serde_json::json!(access),
             Error::ManifestBlobUnknown(digest) => serde_json::json!(digest.to_string()),
             Error::ChunkOutOfOrder { size } => serde_json::json!({ "size": size }),
             Error::TooManyRequests { retry_after, .. } => {
@@ -168,7 +176,7 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
 }
 
 /// One thing a request asked for, in distribution's shape (`Type`, `Class`, `Name`,
-/// `Action`): sent in the detail of a `401`.
+/// `Action`): sent in the detail of a `401` or `403`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Access {
     /// `repository` or `registry`.
@@ -271,8 +279,9 @@ mod tests {
             Error::TagInvalid,
             Error::SizeInvalid("short".into()),
             Error::TooLarge("4 MiB".into()),
-            Error::Unauthorized { realm: "r".into(), rejected: true, access: vec![access] },
-            Error::Denied("tag v1 is immutable".into()),
+            Error::Unauthorized { realm: "r".into(), rejected: true, access: vec![access.clone()] },
+            Error::Denied { access: vec![access] },
+            Error::TagImmutable("tag v1 is immutable".into()),
             Error::Unsupported("DELETE".into()),
             Error::RouteUnknown,
             Error::PaginationInvalid,

@@ -94,15 +94,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Rejects requests without valid credentials when authentication is on.
+/// Rejects requests without valid credentials when authentication is on, and those their
+/// credentials do not allow ([`auth::authorize`]); with anonymous pull, lets pulls without
+/// credentials through.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if let Some(auth) = &state.auth {
         let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         match auth.check(authorization, client).await {
             Ok(user) => {
+                if let Err(denied) = auth::authorize::user(&mut request, &user) {
+                    return denied.into_response();
+                }
                 request.extensions_mut().insert(user);
             }
+            Err(error::Error::Unauthorized { rejected: false, .. })
+                if auth.anonymous_pull() && auth::authorize::anonymous_pull(&mut request) => {}
             Err(error::Error::Unauthorized { realm, rejected, .. }) => {
                 let access = routes::Endpoint::of(&mut request)
                     .as_ref()

@@ -54,7 +54,10 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     let storage: Arc<dyn Storage> =
         Arc::new(crate::metrics::InstrumentedStorage::new(storage, metrics.clone()));
     let auth = match &config.auth.htpasswd {
-        Some(h) => Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?)),
+        Some(h) => {
+            let anonymous_pull = config.auth.anonymous == Some(crate::config::Anonymous::Pull);
+            Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?.with_anonymous_pull(anonymous_pull)))
+        }
         None => None,
     };
     let settings = crate::ops::OpsSettings::from_config(config);
@@ -102,7 +105,12 @@ pub async fn serve(
     };
     match &state.auth {
         Some(auth) => {
-            tracing::info!(users = auth.user_count(), realm = auth.realm(), "htpasswd authentication on");
+            tracing::info!(
+                users = auth.user_count(),
+                realm = auth.realm(),
+                anonymous_pull = auth.anonymous_pull(),
+                "htpasswd authentication on"
+            );
             let auth = Arc::clone(auth);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(auth::RELOAD_INTERVAL);

@@ -109,6 +109,8 @@ pub struct DeployOptions {
     pub mutable_tags: Vec<String>,
     /// The first user.
     pub first_user: FirstUser,
+    /// Whether anyone may pull without credentials.
+    pub anonymous_pull: bool,
     /// The URL that must answer 401 with a Basic challenge.
     pub health_url: String,
     /// An extra PEM file of CA certificates trusted for the health check.
@@ -239,7 +241,9 @@ async fn converge(
             let hash = tokio::task::spawn_blocking(move || users::hash_password(&password, cost))
                 .await
                 .context("the password hashing task failed")??;
-            Some((first.name.clone(), users::set_entry(&text, &first.name, &hash)))
+            // The first user administers the registry: `delete` on every repository.
+            let grant = regctl_registry::auth::access::Grant::full();
+            Some((first.name.clone(), users::set_entry(&text, &first.name, &hash, Some(&grant))))
         }
     };
 

@@ -59,7 +59,12 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
     let q = |s: &str| Some(toml_string(s));
     let mut config = render(
         templates::CONFIG,
-        &[("listen", q(&opts.listen)), ("realm", q(&opts.realm)), ("htpasswd", q(&layout.htpasswd()))],
+        &[
+            ("listen", q(&opts.listen)),
+            ("anonymous", opts.anonymous_pull.then(|| toml_string("pull"))),
+            ("realm", q(&opts.realm)),
+            ("htpasswd", q(&layout.htpasswd())),
+        ],
     )?;
     config.push_str(&match &opts.storage {
         Storage::S3 { bucket, region, endpoint } => render(

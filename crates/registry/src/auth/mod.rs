@@ -5,6 +5,7 @@
 //! [`limiter`]'s bounds on password guessing.
 
 pub mod access;
+pub mod authorize;
 pub mod limiter;
 
 use std::collections::HashMap;
@@ -221,6 +222,8 @@ pub struct Htpasswd {
     /// Verifications answered from the cache, and those that ran bcrypt (for `/metrics`).
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// Whether a request without credentials may pull ([`authorize::anonymous_pull`]).
+    anonymous_pull: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -243,7 +246,19 @@ impl Htpasswd {
             limiter: Limiter::default(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            anonymous_pull: false,
         })
+    }
+
+    /// The same, letting requests without credentials pull when `on`.
+    pub fn with_anonymous_pull(mut self, on: bool) -> Htpasswd {
+        self.anonymous_pull = on;
+        self
+    }
+
+    /// Whether requests without credentials may pull.
+    pub fn anonymous_pull(&self) -> bool {
+        self.anonymous_pull
     }
 
     /// The realm of the Basic challenge.
@@ -298,7 +313,10 @@ impl Htpasswd {
     /// a blocking thread that keeps the slot until it is done. A refused token secret costs the
     /// bcrypt work of a refused password, so the time of a refusal does not tell tokens apart.
     pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<User, Error> {
-        let Some((name, password)) = authorization.and_then(basic_credentials) else {
+        // An empty user name is no credentials: clients without any (skopeo) answer a Basic
+        // challenge with `Basic Og==`, and no entry can have that name.
+        let credentials = authorization.and_then(basic_credentials).filter(|(name, _)| !name.is_empty());
+        let Some((name, password)) = credentials else {
             return Err(self.unauthorized(false));
         };
         let key = self.cache_key(&name, &password);
@@ -482,6 +500,9 @@ mod tests {
         assert!(auth.check(Some(&basic("alice", "s3cret")), ip).await.is_ok(), "cached");
         assert_eq!(auth.cache_stats(), (1, 1));
         assert!(matches!(auth.check(None, ip).await, Err(Error::Unauthorized { rejected: false, .. })));
+        // What a client without credentials answers a Basic challenge with (skopeo): none.
+        let empty = auth.check(Some(&basic("", "")), ip).await;
+        assert!(matches!(empty, Err(Error::Unauthorized { rejected: false, .. })), "{empty:?}");
         for _ in 0..limiter::MAX_FAILURES {
             assert!(matches!(
                 auth.check(Some(&basic("bob", "nope")), ip).await,
@@ -598,6 +619,29 @@ mod tests {
         // A bad rule line refuses the whole file: the last good rules stay.
         assert!(parse_htpasswd("a:$2y$05$x\n#!regctl a access=root\n", Path::new("h")).is_err());
         assert!(parse_htpasswd(&format!("t:{TOKEN_SCHEME}abc\n"), Path::new("h")).is_err());
+    }
+
+    /// Issue 19: guessing a token's secret is throttled like guessing a password: after the
+    /// failure budget of a (client, name) pair, even the right secret is refused for a while,
+    /// and each refusal costs the bcrypt work of a password's.
+    #[tokio::test]
+    async fn guesses_at_a_token_are_throttled_like_passwords() {
+        let hash = bcrypt::hash("pw", 4).expect("hash");
+        let digest = hex::encode(token_digest("the-secret"));
+        let text = format!("admin:{hash}\nci:{TOKEN_SCHEME}{digest}\n#!regctl ci access=pull\n");
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        let auth = Htpasswd::load(file.path(), "test").expect("load");
+        let ip = Some(IpAddr::from([127, 0, 0, 14]));
+        for i in 0..limiter::MAX_FAILURES {
+            let guess = auth.check(Some(&basic("ci", &format!("guess{i}"))), ip).await;
+            assert!(matches!(guess, Err(Error::Unauthorized { rejected: true, .. })), "{guess:?}");
+        }
+        let right = auth.check(Some(&basic("ci", "the-secret")), ip).await;
+        assert!(matches!(right, Err(Error::TooManyRequests { .. })), "the pair is locked: {right:?}");
+        assert_eq!(auth.cache_stats().1, u64::from(limiter::MAX_FAILURES), "one check per allowed guess");
+        let elsewhere = Some(IpAddr::from([127, 0, 0, 15]));
+        assert!(auth.check(Some(&basic("ci", "the-secret")), elsewhere).await.is_ok());
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ impl Registry {
             TagChange::Point(_) => format!("cannot be moved from {current}"),
             TagChange::Delete => "cannot be deleted".to_string(),
         };
-        Err(Error::Denied(format!(
+        Err(Error::TagImmutable(format!(
             "tag \"{tag}\" of {name} is immutable (rule {:?} of [tags] immutable) and {what}: push a new tag instead",
             rule.as_str()
         )))

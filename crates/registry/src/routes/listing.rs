@@ -7,10 +7,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Req;
+use crate::auth::User;
 use crate::error::{Error, Result};
 use crate::oci::manifest::{Descriptor, OCI_INDEX};
 use crate::oci::{Digest, RepoName};
-use crate::registry::{MAX_REFERRERS_PAGE, ReferrersQuery};
+use crate::registry::{MAX_REFERRERS_PAGE, ReferrersQuery, Registry};
 
 /// How many entries to read for a page of `n`: one more than asked, to know whether another
 /// page follows.
@@ -60,13 +61,45 @@ pub(super) async fn tags(req: Req<'_>, name: &RepoName) -> Result<Response> {
     Ok(with_next_link(response, &format!("/v2/{name}/tags/list"), &page, n, more))
 }
 
-/// One page of the catalog, read from storage only as far as the page reaches.
+/// One page of the catalog, of the repositories the caller may pull, read from storage only as
+/// far as the page reaches.
 pub(super) async fn catalog(req: Req<'_>) -> Result<Response> {
     let n = page_size(&req)?;
-    let mut page = req.state.registry.catalog_page(req.query.get("last"), one_more(n)).await?;
+    let registry = &req.state.registry;
+    let mut page = pullable_page(registry, req.user, req.query.get("last"), one_more(n)).await?;
     let more = cut_to(&mut page, n);
     let response = axum::Json(json!({"repositories": page})).into_response();
     Ok(with_next_link(response, "/v2/_catalog", &page, n, more))
+}
+
+/// Storage catalog pages read at once while filtering: a caller who may pull few of many
+/// repositories costs one listing per this many names skipped.
+const FILTER_READ: usize = 1000;
+
+/// Up to `limit` repositories after `last` that `user` may pull (all without one). Storage pages
+/// are read until `limit` such names are found or the catalog ends, so a page comes out short
+/// only at the end: a client stops at a page without a `Link`, and must not miss the
+/// repositories after a stretch it may not see.
+async fn pullable_page(
+    registry: &Registry,
+    user: Option<&User>,
+    last: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let Some(user) = user else { return registry.catalog_page(last, limit).await };
+    let mut shown = Vec::new();
+    let mut after = last.map(str::to_string);
+    loop {
+        let read = limit.saturating_sub(shown.len()).max(FILTER_READ);
+        let names = registry.catalog_page(after.as_deref(), read).await?;
+        let exhausted = names.len() < read;
+        after = names.last().cloned();
+        shown.extend(names.into_iter().filter(|name| user.may_pull(name)));
+        if exhausted || shown.len() >= limit {
+            shown.truncate(limit);
+            return Ok(shown);
+        }
+    }
 }
 
 /// The referrers index, one page at a time: at most `n` descriptors (and see

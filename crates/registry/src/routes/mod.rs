@@ -156,7 +156,9 @@ pub async fn dispatch(State(state): State<AppState>, mut request: Request) -> Re
     };
     let query = Query::parse(parts.uri.query());
     let caller = caller(&parts);
-    let req = Req { state: &state, method: &parts.method, headers: &parts.headers, query, body, caller };
+    let user = parts.extensions.get::<User>();
+    let req =
+        Req { state: &state, method: &parts.method, headers: &parts.headers, query, body, caller, user };
     match route(endpoint, req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
@@ -185,6 +187,8 @@ struct Req<'a> {
     query: Query,
     body: Body,
     caller: Caller,
+    /// The verified caller; `None` when authentication is off or anyone may pull.
+    user: Option<&'a User>,
 }
 
 impl Req<'_> {

@@ -16,7 +16,7 @@ mod pages;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -40,6 +40,19 @@ const MAX_CONFIG: u64 = 4 << 20;
 /// Scripts and styles come from this server only; nothing inline, nothing fetched elsewhere.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Which repositories the caller may see (those it may pull), left in the request by the
+/// authentication layer. Without one, every repository: authentication is off, or anyone
+/// may pull.
+#[derive(Clone)]
+pub struct MayView(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl MayView {
+    /// Whether the caller of a request with `view` may see `repository`.
+    fn allows(view: Option<&MayView>, repository: &str) -> bool {
+        view.is_none_or(|view| (view.0)(repository))
+    }
+}
 
 /// The UI's routes over `registry` (the caller puts them behind authentication).
 pub fn router<S: Clone + Send + Sync + 'static>(registry: Arc<Registry>) -> Router<S> {
@@ -129,6 +142,7 @@ async fn matching_page(
     registry: &Registry,
     query: &str,
     search: &Search,
+    view: Option<&MayView>,
 ) -> Result<(Vec<String>, bool), Error> {
     let backwards = search.last.is_none() && search.before.is_some();
     let mut from = if backwards { search.before.clone() } else { search.last.clone() };
@@ -150,7 +164,7 @@ async fn matching_page(
                 return Ok((shown, true));
             }
             from = Some(name.clone());
-            if name.contains(query) {
+            if name.contains(query) && MayView::allows(view, &name) {
                 shown.push(name);
             }
         }
@@ -163,12 +177,17 @@ async fn matching_page(
     }
 }
 
-/// One page of the repository list ([`matching_page`]), with links to the first, previous and
-/// next pages.
-async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Query<Search>) -> Response {
+/// One page of the repository list ([`matching_page`]) of what the caller may see, with links
+/// to the first, previous and next pages.
+async fn repositories(
+    State(registry): State<Arc<Registry>>,
+    view: Option<Extension<MayView>>,
+    Query(search): Query<Search>,
+) -> Response {
     let registry = registry.as_ref();
     let query = search.q.trim().to_lowercase();
-    let (shown, more) = match matching_page(registry, &query, &search).await {
+    let view = view.map(|Extension(view)| view);
+    let (shown, more) = match matching_page(registry, &query, &search, view.as_ref()).await {
         Ok(found) => found,
         Err(e) => return error_page(e),
     };
@@ -204,8 +223,11 @@ async fn repositories(State(registry): State<Arc<Registry>>, Query(search): Quer
     }
 }
 
+/// A repository's page or one of its manifests; a repository the caller may not see is
+/// answered as one that does not exist.
 async fn repository_or_manifest(
     State(registry): State<Arc<Registry>>,
+    view: Option<Extension<MayView>>,
     Path(rest): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -215,6 +237,9 @@ async fn repository_or_manifest(
         None => (rest.trim_end_matches('/'), None),
     };
     let Some(name) = RepoName::parse(name) else { return error_page(Error::NameUnknown) };
+    if !MayView::allows(view.as_ref().map(|Extension(view)| view), name.as_str()) {
+        return error_page(Error::NameUnknown);
+    }
     let result = match tail.and_then(|t| t.strip_prefix("manifests/")) {
         Some(reference) => match Reference::parse(reference) {
             Ok(reference) => manifest_page(&registry, &name, &reference, &host).await,
@@ -463,10 +488,10 @@ mod tests {
             let link = crate::layout::tag_current_link(&name, &tag);
             registry.storage().put(&link, Bytes::from_static(b"sha256:00")).await.expect("put");
         }
-        let render = |search: Search| {
+        let render = |search: Search, view: Option<MayView>| {
             let registry = registry.clone();
             async move {
-                let response = repositories(State(registry), Query(search)).await;
+                let response = repositories(State(registry), view.map(Extension), Query(search)).await;
                 let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
                 String::from_utf8(body.to_vec()).expect("utf-8")
             }
@@ -478,19 +503,26 @@ mod tests {
                 .map(String::from)
                 .collect()
         };
-        for q in ["", "app"] {
+        // Issue 19: a caller who may see only some repositories pages through those alone.
+        let two_teams = MayView(Arc::new(|name: &str| !name.starts_with("team2/")));
+        for (q, view) in [("", None), ("app", None), ("", Some(two_teams))] {
             let mut forward = Vec::new();
-            let mut page = render(Search { q: q.into(), last: None, before: None }).await;
+            let mut page = render(Search { q: q.into(), last: None, before: None }, view.clone()).await;
             assert!(link(&page, "prev").is_none() && link(&page, "first").is_none(), "{page}");
             loop {
                 forward.push(names(&page));
                 let Some(next) = link(&page, "next") else { break };
-                page = render(next).await;
+                page = render(next, view.clone()).await;
             }
             assert!(forward.len() >= 2, "{q}: {forward:?}");
+            if view.is_some() {
+                let seen: Vec<&String> = forward.iter().flatten().collect();
+                assert_eq!(seen.len(), 87, "every team0 and team1 repository, once");
+                assert!(seen.iter().all(|name| !name.starts_with("team2/")), "{seen:?}");
+            }
             let mut backward = vec![names(&page)];
             while let Some(previous) = link(&page, "prev") {
-                page = render(previous).await;
+                page = render(previous, view.clone()).await;
                 backward.push(names(&page));
             }
             backward.reverse();
