@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod deployment;
 mod gc;
 mod remote;
+mod tokens;
 
 pub use deployment::{
     GlobalArgs, OutputFormat, ProvisionArgs, StateArgs, StatusArgs, TargetArgs, TeardownArgs,
@@ -14,6 +15,7 @@ pub use regctl_registry::cli::ServeArgs;
 pub use remote::{
     AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind, UsersFileArgs,
 };
+pub use tokens::RotateTokenKeyArgs;
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
@@ -57,6 +59,9 @@ pub enum Command {
     /// Delete blobs no manifest uses (and, with --delete-untagged, untagged manifests) and
     /// abandoned uploads; safe while servers keep serving pushes. --dry-run lists what would go.
     Gc(GcArgs),
+    /// Sign the registry's Bearer tokens with a new key (in its storage: a filesystem root or
+    /// the S3 bucket); tokens of the old key keep working for their lifetime.
+    RotateTokenKey(RotateTokenKeyArgs),
 }
 
 #[cfg(test)]

@@ -18,3 +18,4 @@ mod provision;
 mod s3;
 mod soak;
 mod tls;
+mod tokens;

@@ -7,7 +7,9 @@ mod logs;
 mod provision;
 mod serve;
 mod status;
+mod storage;
 mod teardown;
+mod tokens;
 mod users;
 
 use crate::cli::{Cli, Command};
@@ -25,5 +27,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ListUsers(args) => users::list(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
+        Command::RotateTokenKey(args) => tokens::run(args),
     }
 }

@@ -38,12 +38,27 @@ pub struct ServeArgs {
     /// REGISTRY_AUTH_HTPASSWD_REALM].
     #[arg(long, value_name = "REALM", requires = "htpasswd")]
     pub realm: Option<String>,
+    /// Challenge clients with Docker's Bearer token flow (`/token`) instead of Basic; Basic
+    /// credentials are accepted either way [config auth.token.bearer].
+    #[arg(long, requires = "htpasswd")]
+    pub bearer: bool,
+    /// Anyone may pull; pushing still needs a user with push. Clients are challenged with
+    /// Bearer so they can pull anonymously and push logged in [config auth.token.anonymouspull].
+    #[arg(long, requires = "htpasswd")]
+    pub anonymous_pull: bool,
+    /// How long a Bearer access token lasts, e.g. 5m [default: 5m; config auth.token.lifetime].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub token_lifetime: Option<std::time::Duration>,
     /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
     /// HTTPS.
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::ops::parse_duration(s)
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -148,6 +163,11 @@ fn config(args: ServeArgs) -> Result<Config, CliError> {
     }
     if let (Some(realm), Some(htpasswd)) = (args.realm, config.auth.htpasswd.as_mut()) {
         htpasswd.realm = realm;
+    }
+    config.auth.token.bearer |= args.bearer;
+    config.auth.token.anonymouspull |= args.anonymous_pull;
+    if let Some(lifetime) = args.token_lifetime {
+        config.auth.token.lifetime = lifetime;
     }
     if let Some(format) = args.log_format {
         config.log.format = format;

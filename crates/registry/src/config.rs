@@ -282,6 +282,28 @@ impl Default for FilesystemConfig {
 pub struct AuthConfig {
     /// htpasswd (bcrypt) users.
     pub htpasswd: Option<HtpasswdConfig>,
+    /// Docker's token flow (on whenever `htpasswd` is).
+    pub token: TokenConfig,
+}
+
+/// Docker's token flow: `/token` and `Authorization: Bearer`, beside Basic.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Challenge `/v2` requests with `Bearer` (docker then keeps a refresh token, not the
+    /// password); `false` keeps the `Basic` challenge. Always `Bearer` with anonymous pull.
+    pub bearer: bool,
+    /// How long an access token lasts.
+    #[serde(deserialize_with = "ops::duration")]
+    pub lifetime: Duration,
+    /// Anonymous pull (stands for `auth.anonymous = "pull"` until that setting is merged).
+    pub anonymouspull: bool,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig { bearer: false, lifetime: Duration::from_secs(300), anonymouspull: false }
+    }
 }
 
 /// htpasswd authentication.

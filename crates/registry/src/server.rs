@@ -17,6 +17,9 @@ pub enum ServeError {
     /// The htpasswd file could not be loaded.
     #[error(transparent)]
     Htpasswd(#[from] HtpasswdError),
+    /// The token signing keys could not be read or created in storage.
+    #[error(transparent)]
+    TokenKeys(#[from] auth::keys::KeyError),
     /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -54,7 +57,16 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     let storage: Arc<dyn Storage> =
         Arc::new(crate::metrics::InstrumentedStorage::new(storage, metrics.clone()));
     let auth = match &config.auth.htpasswd {
-        Some(h) => Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?)),
+        Some(h) => {
+            let token = &config.auth.token;
+            let settings = auth::token_endpoint::TokenSettings {
+                bearer: token.bearer,
+                anonymous_pull: token.anonymouspull,
+                lifetime: token.lifetime,
+            };
+            let tokens = auth::token_endpoint::TokenService::start(storage.clone(), settings).await?;
+            Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?.with_tokens(tokens)))
+        }
         None => None,
     };
     let settings = crate::ops::OpsSettings::from_config(config);
