@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod deployment;
 mod gc;
+mod login;
 mod remote;
 mod tokens;
 
@@ -11,6 +12,7 @@ pub use deployment::{
     GlobalArgs, OutputFormat, ProvisionArgs, StateArgs, StatusArgs, TargetArgs, TeardownArgs,
 };
 pub use gc::GcArgs;
+pub use login::LoginArgs;
 pub use regctl_registry::cli::ServeArgs;
 pub use remote::{
     AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind, UsersFileArgs,
@@ -62,6 +64,9 @@ pub enum Command {
     /// Sign the registry's Bearer tokens with a new key (in its storage: a filesystem root or
     /// the S3 bucket); tokens of the old key keep working for their lifetime.
     RotateTokenKey(RotateTokenKeyArgs),
+    /// Set up this machine's container clients for the registry: its CA in certs.d, the
+    /// credentials through docker's credential helper; or print a Kubernetes pull Secret.
+    Login(LoginArgs),
 }
 
 #[cfg(test)]

@@ -241,3 +241,91 @@ fn signing_keys_survive_restarts_and_rotate_without_breaking_sessions() {
     );
     assert_eq!(bearer_status(&server, "/v2/", &before), 200, "a token of the previous key still works");
 }
+
+/// Runs `regctl login --registry HOST ARGS` with `secret` on stdin and docker's and
+/// containers' directories under `dir`; returns the output.
+fn regctl_login(dir: &Path, args: &[&str], secret: &str, path: Option<&Path>) -> std::process::Output {
+    use std::io::Write as _;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regctl"));
+    cmd.args(["login", "--registry", "registry.test:5000", "--password-stdin"])
+        .args(args)
+        .env("DOCKER_CONFIG", dir.join("docker"))
+        .env("REGCTL_DOCKER_CERTS_D", dir.join("docker-certs.d"))
+        .env("REGCTL_CONTAINERS_CERTS_D", dir.join("containers-certs.d"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(path) = path {
+        let old = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{old}", path.display()));
+    }
+    let mut child = cmd.spawn().expect("run regctl login");
+    child.stdin.take().expect("stdin").write_all(secret.as_bytes()).expect("write the secret");
+    let out = child.wait_with_output().expect("wait for regctl login");
+    assert!(out.status.success(), "regctl login: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `regctl login`: the CA goes into docker's and containers' certs.d; without a credential
+/// helper the credentials go into config.json and the command says they are in plain text;
+/// with `credsStore` set they go to `docker-credential-<store> store` on stdin and the file
+/// keeps an empty entry; `--kubernetes-secret` prints a dockerconfigjson Secret. (The helper
+/// here is a script speaking docker's helper protocol: no helper that works headless, without
+/// a desktop keyring or GPG setup, is installed.)
+#[test]
+fn regctl_login_trusts_the_ca_and_keeps_secrets_in_the_helper() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ca = crate::util::tls::TestCa::new(dir.path(), "login-ca");
+    let out =
+        regctl_login(dir.path(), &["--user", "ci", "--ca", ca.path.to_str().expect("UTF-8")], "s3cret", None);
+    for certs in ["docker-certs.d", "containers-certs.d"] {
+        let file = dir.path().join(certs).join("registry.test:5000/ca.crt");
+        assert_eq!(std::fs::read_to_string(&file).expect("ca.crt"), ca.pem);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no docker credential helper") && stderr.contains("not encrypted"), "{stderr}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("docker/config.json")).expect("config.json"))
+            .expect("JSON");
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cret");
+    assert_eq!(config["auths"]["registry.test:5000"]["auth"], auth.as_str());
+
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let helper = bin.join("docker-credential-testvault");
+    let received = dir.path().join("received.json");
+    std::fs::write(&helper, format!("#!/bin/sh\n[ \"$1\" = store ] && cat > '{}'\n", received.display()))
+        .expect("write the helper");
+    std::process::Command::new("chmod").arg("+x").arg(&helper).status().expect("chmod");
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        r#"{"credsStore": "testvault", "auths": {"registry.test:5000": {"auth": "b2xkOm9sZA=="}}}"#,
+    )
+    .expect("config with a helper");
+    let out = regctl_login(dir.path(), &["--user", "ci"], "n3w-secret", Some(&bin));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("docker-credential-testvault"));
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(&received).expect("the helper got it")).expect("JSON");
+    assert_eq!(
+        stored,
+        serde_json::json!({"ServerURL": "registry.test:5000", "Username": "ci", "Secret": "n3w-secret"})
+    );
+    let config = std::fs::read_to_string(dir.path().join("docker/config.json")).expect("config.json");
+    assert!(
+        !config.contains("n3w") && !config.contains("b2xkOm9sZA=="),
+        "a secret stayed in the file: {config}"
+    );
+
+    let out =
+        regctl_login(dir.path(), &["--user", "puller", "--kubernetes-secret", "regcred"], "pull-only", None);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("type: kubernetes.io/dockerconfigjson") && yaml.contains("name: regcred"),
+        "{yaml}"
+    );
+    let data = yaml.split(".dockerconfigjson: ").nth(1).expect("the data").trim();
+    let decoded: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(data).expect("base64"))
+            .expect("JSON");
+    assert_eq!(decoded["auths"]["registry.test:5000"]["username"], "puller");
+}

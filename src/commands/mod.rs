@@ -3,6 +3,7 @@
 mod deploy;
 mod deployment;
 mod gc;
+mod login;
 mod logs;
 mod provision;
 mod serve;
@@ -28,5 +29,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::RotateTokenKey(args) => tokens::run(args),
+        Command::Login(args) => login::run(args),
     }
 }
