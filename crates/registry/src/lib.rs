@@ -109,8 +109,11 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let mut response = match auth.check(authorization, client).await {
         Ok(user) => {
+            let name = LoggedUser(user.name.clone());
             request.extensions_mut().insert(user);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(name);
+            response
         }
         Err(error::Error::Unauthorized { realm, rejected, .. }) => {
             let access = requested_access(&mut request);
@@ -128,6 +131,10 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     }
     response
 }
+
+/// The name (never the secret) of the user or token a response was for, for the access log.
+#[derive(Debug, Clone)]
+struct LoggedUser(String);
 
 /// What a request asks of its endpoint, as a `401`'s detail and challenge name it.
 fn requested_access(request: &mut Request) -> Vec<error::Access> {
@@ -169,10 +176,13 @@ async fn api_version_and_log(request: Request, next: Next) -> Response {
     response
         .headers_mut()
         .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    // Logged escaped like the path: a user name from the file, never a secret.
+    let user = response.extensions().get::<LoggedUser>().map(|u| u.0.clone());
     tracing::info!(
         %method,
         path,
         operation,
+        user,
         status = response.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1e3,
         "request"
