@@ -4,17 +4,21 @@ use clap::{Parser, Subcommand};
 
 mod deployment;
 mod gc;
+mod login;
 mod remote;
+mod tokens;
 
 pub use deployment::{
     GlobalArgs, OutputFormat, ProvisionArgs, StateArgs, StatusArgs, TargetArgs, TeardownArgs,
 };
 pub use gc::GcArgs;
+pub use login::LoginArgs;
 pub use regctl_registry::cli::ServeArgs;
 pub use remote::{
     AddTokenArgs, AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind,
     UsersFileArgs,
 };
+pub use tokens::RotateTokenKeyArgs;
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
@@ -62,6 +66,12 @@ pub enum Command {
     /// Delete blobs no manifest uses (and, with --delete-untagged, untagged manifests) and
     /// abandoned uploads; safe while servers keep serving pushes. --dry-run lists what would go.
     Gc(GcArgs),
+    /// Sign the registry's Bearer tokens with a new key (in its storage: a filesystem root or
+    /// the S3 bucket); tokens of the old key keep working for their lifetime.
+    RotateTokenKey(RotateTokenKeyArgs),
+    /// Set up this machine's container clients for the registry: its CA in certs.d, the
+    /// credentials through docker's credential helper; or print a Kubernetes pull Secret.
+    Login(LoginArgs),
 }
 
 #[cfg(test)]

@@ -492,3 +492,69 @@ fn images_pushed_by_each_client_are_pulled_by_the_others() {
         }
     }
 }
+
+/// The Bearer token flow with docker (`serve --bearer`): `docker login` trades the password
+/// for a refresh token at `/token` and keeps that, not the password, in its config; push, `rmi`
+/// and pull then go through Bearer access tokens, which the server counts.
+#[test]
+fn docker_login_push_pull_through_the_bearer_flow() {
+    let Some(rig) = Rig::start_with(&["dockerd", "docker", "containerd"], &["--bearer"]) else { return };
+    let (docker, _containerd) = docker_logged_in(&rig);
+    let config = std::fs::read_to_string(docker.config.join("config.json")).expect("docker's config.json");
+    let config: Value = serde_json::from_str(&config).expect("JSON");
+    let entry = &config["auths"][&rig.host];
+    assert!(entry["identitytoken"].is_string(), "docker kept no refresh token: {config}");
+    assert!(!config.to_string().contains(PASSWORD));
+    let stored = entry["auth"].as_str().map(|a| a.to_string()).unwrap_or_default();
+    assert!(!stored.contains(&b64(&format!("{USER}:{PASSWORD}"))), "docker stored the password: {config}");
+
+    let before = rig.metrics();
+    let image = rig.image("bearer/app", "v1");
+    let id = docker_build(&docker, &rig.dir("build"), &image, 12);
+    docker.docker_ok(&["push", &image]);
+    docker.docker_ok(&["rmi", &image, "clients-base-12:latest"]);
+    docker.docker_ok(&["pull", &image]);
+    assert_eq!(docker.image_id(&image), id, "the pulled image has the pushed image's ID");
+    let after = rig.metrics();
+    let bearer = |m: &HashMap<String, f64>| util::sum(m, "regctl_auth_bearer_verified_total", &[]);
+    let issued = |m: &HashMap<String, f64>| util::sum(m, "regctl_auth_tokens_issued_total", &[]);
+    assert!(bearer(&after) - bearer(&before) >= 4.0, "docker did not use Bearer tokens: {}", bearer(&after));
+    assert!(issued(&after) > issued(&before), "docker got no token from /token");
+}
+
+/// Anonymous pull and a logged-in push on one registry (`serve --anonymous-pull`): docker
+/// logged in pushes; docker logged out pulls it, and so does containerd's `ctr` without
+/// credentials, both through anonymous tokens.
+#[test]
+fn anonymous_pull_and_logged_in_push_on_one_registry() {
+    let tools = ["dockerd", "docker", "containerd", "ctr"];
+    let Some(rig) = Rig::start_with(&tools, &["--anonymous-pull"]) else { return };
+    let (docker, containerd) = docker_logged_in(&rig);
+    let image = rig.image("open/app", "v1");
+    let id = docker_build(&docker, &rig.dir("build"), &image, 13);
+    docker.docker_ok(&["push", &image]);
+
+    docker.docker_ok(&["logout", &rig.host]);
+    docker.docker_ok(&["rmi", &image, "clients-base-13:latest"]);
+    docker.docker_ok(&["pull", &image]);
+    assert_eq!(docker.image_id(&image), id, "docker pulled anonymously");
+
+    let hosts = Containerd::hosts_dir(&rig.dir("hosts"), &rig.host, &rig.ca.path);
+    containerd.ctr_ok(&[
+        "images",
+        "pull",
+        "--snapshotter",
+        "native",
+        "--hosts-dir",
+        path_str(&hosts),
+        &image,
+    ]);
+    let (_, digest) = rig.manifest("open/app", "v1");
+    assert_eq!(ctr_digest(&containerd, &image), digest, "ctr pulled anonymously");
+}
+
+/// Standard base64 of `text` (docker's `auth` field).
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

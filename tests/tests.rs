@@ -19,4 +19,5 @@ mod provision;
 mod s3;
 mod soak;
 mod tls;
+mod tokens;
 mod undo;

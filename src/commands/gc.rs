@@ -1,27 +1,16 @@
 //! `regctl gc`: garbage collection of a registry's storage, safe while servers keep serving
 //! pushes (see `regctl_registry::gc`).
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use regctl_registry::config::Config;
 use regctl_registry::gc::{self, GcOptions, GcReport};
-use regctl_registry::storage::{FsStorage, S3Storage, Storage};
 use regctl_registry::units::human_bytes;
 
 use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
 
 /// The configuration: file, then environment, then flags; and the options of this run.
 fn settings(args: &GcArgs) -> anyhow::Result<(Config, GcOptions)> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
-    config.apply_env(std::env::vars())?;
-    if let Some(root) = &args.root {
-        config.storage.filesystem.rootdirectory = root.clone();
-        config.storage.s3 = None;
-    }
+    let config = super::storage::config(args.config.as_deref(), args.root.as_ref())?;
     let mut options = GcOptions::from_config(&config.gc);
     options.dry_run = args.dry_run;
     options.delete_untagged |= args.delete_untagged;
@@ -37,23 +26,11 @@ pub fn run(global: &GlobalArgs, args: GcArgs) -> anyhow::Result<()> {
     regctl_registry::cli::init_logging(config.log.format, "warn")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(async {
-        let storage: Arc<dyn Storage> = match &config.storage.s3 {
-            Some(s3) => Arc::new(S3Storage::new(s3).await),
-            None => {
-                let root = &config.storage.filesystem.rootdirectory;
-                anyhow::ensure!(
-                    root.join("docker/registry/v2").is_dir(),
-                    "no registry storage in {}: give the server's --root DIR or --config FILE (or the \
-                     REGISTRY_STORAGE_* variables for S3)",
-                    root.display()
-                );
-                Arc::new(FsStorage::new(root))
-            }
-        };
+        let storage = super::storage::open(&config, "docker/registry/v2").await?;
         if !options.dry_run {
             eprintln!("announcing the collection; marking in {:?} …", options.settle);
         }
-        Ok(gc::collect(storage.as_ref(), &options).await?)
+        anyhow::Ok(gc::collect(storage.as_ref(), &options).await?)
     })?;
     match global.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

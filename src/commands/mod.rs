@@ -3,11 +3,14 @@
 mod deploy;
 mod deployment;
 mod gc;
+mod login;
 mod logs;
 mod provision;
 mod serve;
 mod status;
+mod storage;
 mod teardown;
+mod tokens;
 mod users;
 
 use crate::cli::{Cli, Command};
@@ -26,5 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ListUsers(args) => users::list(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
+        Command::RotateTokenKey(args) => tokens::run(args),
+        Command::Login(args) => login::run(args),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod https;
+pub mod login;
 pub mod probe;
 pub mod progress;
 pub mod provision;

@@ -40,9 +40,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "REALM", requires = "htpasswd")]
     pub realm: Option<String>,
     /// Let anyone pull without credentials; pushing and deleting still need a user with that
-    /// access (with --htpasswd or auth.htpasswd) [env REGISTRY_AUTH_ANONYMOUS=pull].
+    /// access. Clients are challenged with Bearer so they can pull anonymously and push logged
+    /// in [env REGISTRY_AUTH_ANONYMOUS=pull].
     #[arg(long)]
     pub anonymous_pull: bool,
+    /// Challenge clients with Docker's Bearer token flow (`/token`) instead of Basic; Basic
+    /// credentials are accepted either way [config auth.token.bearer].
+    #[arg(long, requires = "htpasswd")]
+    pub bearer: bool,
+    /// How long a Bearer access token lasts, e.g. 5m [default: 5m; config auth.token.lifetime].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub token_lifetime: Option<std::time::Duration>,
     /// Log format [default: text; env REGISTRY_LOG_FORMATTER].
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -64,6 +72,10 @@ fn parse_glob(s: &str) -> Result<Glob, String> {
         return Err("an empty pattern matches nothing: use '*' for every tag".into());
     }
     Ok(Glob::new(s))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::ops::parse_duration(s)
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -181,6 +193,10 @@ fn config(args: ServeArgs) -> Result<Config, CliError> {
     }
     if args.anonymous_pull {
         config.auth.anonymous = Some(crate::config::Anonymous::Pull);
+    }
+    config.auth.token.bearer |= args.bearer;
+    if let Some(lifetime) = args.token_lifetime {
+        config.auth.token.lifetime = lifetime;
     }
     if let Some(format) = args.log_format {
         config.log.format = format;

@@ -294,6 +294,8 @@ pub struct AuthConfig {
     /// What a request without credentials may do (with `htpasswd`; without it everyone may
     /// do everything): nothing, or pull every repository.
     pub anonymous: Option<Anonymous>,
+    /// Docker's token flow (on whenever `htpasswd` is).
+    pub token: TokenConfig,
 }
 
 /// What anyone may do without credentials.
@@ -312,6 +314,24 @@ impl std::str::FromStr for Anonymous {
             "pull" => Ok(Anonymous::Pull),
             other => Err(format!("unknown anonymous access {other:?} (the one level is pull)")),
         }
+    }
+}
+
+/// Docker's token flow: `/token` and `Authorization: Bearer`, beside Basic.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Challenge `/v2` requests with `Bearer` (docker then keeps a refresh token, not the
+    /// password); `false` keeps the `Basic` challenge. Always `Bearer` with anonymous pull.
+    pub bearer: bool,
+    /// How long an access token lasts.
+    #[serde(deserialize_with = "ops::duration")]
+    pub lifetime: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig { bearer: false, lifetime: Duration::from_secs(300) }
     }
 }
 

@@ -89,6 +89,7 @@ pub fn app(state: AppState) -> Router {
         .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .merge(open)
+        .route("/token", axum::routing::get(auth::token_endpoint::token).post(auth::token_endpoint::token))
         .layer(middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(middleware::from_fn(api_version_and_log))
         .with_state(state)
@@ -96,34 +97,74 @@ pub fn app(state: AppState) -> Router {
 
 /// Rejects requests without valid credentials when authentication is on, and those their
 /// credentials do not allow ([`auth::authorize`]); with anonymous pull, lets pulls without
-/// credentials through.
+/// credentials through. With the token
+/// flow's Bearer challenge on, a `401` of a `/v2` request (from here or a handler) sends the
+/// client to `/token` for the scope it needs.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    if let Some(auth) = &state.auth {
-        let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        match auth.check(authorization, client).await {
-            Ok(user) => {
-                if let Err(denied) = auth::authorize::user(&mut request, &user) {
-                    return denied.into_response();
-                }
+    let Some(auth) = &state.auth else { return next.run(request).await };
+    let bearer =
+        auth.tokens().is_some_and(|t| t.bearer_challenge()) && request.uri().path().starts_with("/v2");
+    // What the request asks for, known before a handler takes the request: only needed for a
+    // Bearer challenge (the Basic one of this middleware's own 401 computes it below).
+    let challenge = bearer.then(|| (request_host(&request), requested_access(&mut request)));
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let mut response = match auth.check(authorization, client).await {
+        Ok(user) => match auth::authorize::user(&mut request, &user) {
+            Err(denied) => denied.into_response(),
+            Ok(()) => {
+                let name = LoggedUser(user.name.clone());
                 request.extensions_mut().insert(user);
+                let mut response = next.run(request).await;
+                response.extensions_mut().insert(name);
+                response
             }
-            Err(error::Error::Unauthorized { rejected: false, .. })
-                if auth.anonymous_pull() && auth::authorize::anonymous_pull(&mut request) => {}
-            Err(error::Error::Unauthorized { realm, rejected, .. }) => {
-                let access = routes::Endpoint::of(&mut request)
-                    .as_ref()
-                    .as_ref()
-                    .ok()
-                    .map(|endpoint| endpoint.access(request.method()))
-                    .into_iter()
-                    .collect();
-                return error::Error::Unauthorized { realm, rejected, access }.into_response();
-            }
-            Err(e) => return e.into_response(),
+        },
+        Err(error::Error::Unauthorized { rejected: false, .. })
+            if auth.anonymous_pull() && auth::authorize::anonymous_pull(&mut request) =>
+        {
+            next.run(request).await
+        }
+        Err(error::Error::Unauthorized { realm, rejected, .. }) => {
+            let access = requested_access(&mut request);
+            error::Error::Unauthorized { realm, rejected, access }.into_response()
+        }
+        Err(e) => e.into_response(),
+    };
+    if let Some((Some(host), access)) =
+        challenge.filter(|_| response.status() == axum::http::StatusCode::UNAUTHORIZED)
+    {
+        let scheme = state.ops.settings.scheme;
+        if let Some(value) = auth::token_endpoint::challenge(scheme, &host, auth.service(), &access) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
     }
-    next.run(request).await
+    response
+}
+
+/// The name (never the secret) of the user or token a response was for, for the access log.
+#[derive(Debug, Clone)]
+struct LoggedUser(String);
+
+/// What a request asks of its endpoint, as a `401`'s detail and challenge name it.
+fn requested_access(request: &mut Request) -> Vec<error::Access> {
+    routes::Endpoint::of(request)
+        .as_ref()
+        .as_ref()
+        .ok()
+        .map(|endpoint| endpoint.access(request.method()))
+        .into_iter()
+        .collect()
+}
+
+/// The host a request was sent to (`Host`, or the URI's authority over HTTP/2).
+fn request_host(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
 }
 
 /// The longest path or operation written to the access log, in bytes: past that it is client
@@ -145,10 +186,13 @@ async fn api_version_and_log(request: Request, next: Next) -> Response {
     response
         .headers_mut()
         .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    // Logged escaped like the path: a user name from the file, never a secret.
+    let user = response.extensions().get::<LoggedUser>().map(|u| u.0.clone());
     tracing::info!(
         %method,
         path,
         operation,
+        user,
         status = response.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1e3,
         "request"

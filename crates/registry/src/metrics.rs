@@ -307,8 +307,8 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-    /// `auth_cache` is the verification cache's (hits, misses) when authentication is on.
-    pub fn render(&self, auth_cache: Option<(u64, u64)>) -> String {
+    /// `auth` holds authentication's own counters when it is on.
+    pub fn render(&self, auth: Option<AuthCounts>) -> String {
         let mut out = String::with_capacity(8192);
         let w = &mut out;
         header(w, "regctl_build_info", "gauge", "The running version.");
@@ -403,13 +403,19 @@ impl Metrics {
         header(w, name, "counter", "Requests refused: wrong credentials, or too many failures (throttled).");
         line(w, name, &[("reason", "invalid")], self.auth_invalid.load(Ordering::Relaxed));
         line(w, name, &[("reason", "throttled")], self.auth_throttled.load(Ordering::Relaxed));
-        if let Some((hits, misses)) = auth_cache {
+        if let Some(counts) = auth {
             let name = "regctl_auth_cache_hits_total";
             header(w, name, "counter", "Credential verifications answered from the cache.");
-            line(w, name, &[], hits);
+            line(w, name, &[], counts.cache_hits);
             let name = "regctl_auth_cache_misses_total";
             header(w, name, "counter", "Credential verifications that ran bcrypt.");
-            line(w, name, &[], misses);
+            line(w, name, &[], counts.cache_misses);
+            let name = "regctl_auth_bearer_verified_total";
+            header(w, name, "counter", "Requests whose Bearer token verified (no bcrypt).");
+            line(w, name, &[], counts.bearer_verified);
+            let name = "regctl_auth_tokens_issued_total";
+            header(w, name, "counter", "Tokens issued by /token (access and refresh).");
+            line(w, name, &[], counts.tokens_issued);
         }
 
         {
@@ -590,6 +596,19 @@ impl Subscriber for Metrics {
     }
 }
 
+/// Authentication's own counters, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthCounts {
+    /// Verifications answered from the cache.
+    pub cache_hits: u64,
+    /// Verifications that ran bcrypt (or a token's SHA-256).
+    pub cache_misses: u64,
+    /// Requests whose Bearer token verified.
+    pub bearer_verified: u64,
+    /// Tokens `/token` issued.
+    pub tokens_issued: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,7 +622,12 @@ mod tests {
         m.upload_started();
         m.auth(AuthOutcome::Invalid);
         m.notification("ci \"x\"", EventOutcome::Sent, 2);
-        let text = m.render(Some((3, 1)));
+        let text = m.render(Some(AuthCounts {
+            cache_hits: 3,
+            cache_misses: 1,
+            bearer_verified: 5,
+            tokens_issued: 2,
+        }));
         assert!(
             text.contains("regctl_http_requests_total{route=\"manifest\",method=\"PUT\",status=\"201\"} 2")
         );
@@ -617,6 +641,7 @@ mod tests {
         assert!(text.contains("regctl_upload_sessions_in_progress 1"));
         assert!(text.contains("regctl_auth_failures_total{reason=\"invalid\"} 1"));
         assert!(text.contains("regctl_auth_cache_hits_total 3"));
+        assert!(text.contains("regctl_auth_bearer_verified_total 5"));
         assert!(text.contains(r#"regctl_notification_events_total{endpoint="ci \"x\"",outcome="sent"} 2"#));
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let value = l.rsplit(' ').next().unwrap_or("");

@@ -94,8 +94,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
 
 /// `GET /metrics`: Prometheus text.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let cache = state.auth.as_ref().map(|a| a.cache_stats());
-    let text = state.ops.metrics.render(cache);
+    let counts = state.auth.as_ref().map(|a| a.counts());
+    let text = state.ops.metrics.render(counts);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -17,6 +17,9 @@ pub enum ServeError {
     /// The htpasswd file could not be loaded.
     #[error(transparent)]
     Htpasswd(#[from] HtpasswdError),
+    /// The token signing keys could not be read or created in storage.
+    #[error(transparent)]
+    TokenKeys(#[from] auth::keys::KeyError),
     /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -56,7 +59,15 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     let auth = match &config.auth.htpasswd {
         Some(h) => {
             let anonymous_pull = config.auth.anonymous == Some(crate::config::Anonymous::Pull);
-            Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?.with_anonymous_pull(anonymous_pull)))
+            let token = &config.auth.token;
+            let settings = auth::token_endpoint::TokenSettings {
+                bearer: token.bearer,
+                anonymous_pull,
+                lifetime: token.lifetime,
+            };
+            let tokens = auth::token_endpoint::TokenService::start(storage.clone(), settings).await?;
+            let htpasswd = Htpasswd::load(&h.path, &h.realm)?.with_anonymous_pull(anonymous_pull);
+            Some(Arc::new(htpasswd.with_tokens(tokens)))
         }
         None => None,
     };

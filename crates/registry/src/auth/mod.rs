@@ -2,11 +2,15 @@
 //! (`$regctl-token$`, a SHA-256 of a random secret), each with the [`access`] its rule line
 //! grants; a Basic challenge with a realm, the file re-read when it changes, a short-lived
 //! cache of successful verifications (so a pull is not one bcrypt per request), and
-//! [`limiter`]'s bounds on password guessing.
+//! [`limiter`]'s bounds on password guessing; and Docker's Bearer token flow ([`token`],
+//! [`keys`], [`token_endpoint`]), whose tokens are checked here against the same entries.
 
 pub mod access;
 pub mod authorize;
+pub mod keys;
 pub mod limiter;
+pub mod token;
+pub mod token_endpoint;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,19 +36,33 @@ pub struct User {
     pub name: String,
     /// What it may do.
     pub grant: Grant,
+    /// When the caller came with a Bearer token: what the token covers, within `grant`.
+    pub scope: Option<token::Scope>,
 }
 
 impl User {
-    /// Whether this caller may do `need` to `repository` now. Every authorization decision
-    /// goes through here (or [`User::may_pull`]), so a narrower credential (a Bearer token's
-    /// scope) only has to narrow this.
-    pub fn allows(&self, repository: &str, need: access::Access) -> bool {
-        self.grant.allows(repository, need, SystemTime::now())
+    /// A caller with `grant`, not narrowed by a token.
+    pub fn new(name: impl Into<String>, grant: Grant) -> User {
+        User { name: name.into(), grant, scope: None }
     }
 
-    /// Whether this caller may pull `repository`: what the catalog and the UI list.
+    /// Whether this caller may do `need` to `repository` now. Every authorization decision
+    /// goes through here (or [`User::may_pull`]), so a Bearer token's scope narrows the grant
+    /// here: both must allow it.
+    pub fn allows(&self, repository: &str, need: access::Access) -> bool {
+        self.grant.allows(repository, need, SystemTime::now())
+            && self.scope.as_ref().is_none_or(|scope| scope.allows(repository, need))
+    }
+
+    /// Whether this caller may pull `repository`: what the catalog and the UI list. A token
+    /// for the catalog (`registry:catalog:*`) lists what the grant may pull.
     pub fn may_pull(&self, repository: &str) -> bool {
-        self.allows(repository, access::Access::Pull)
+        match &self.scope {
+            Some(scope) if scope.catalog => {
+                self.grant.allows(repository, access::Access::Pull, SystemTime::now())
+            }
+            _ => self.allows(repository, access::Access::Pull),
+        }
     }
 }
 
@@ -147,6 +165,17 @@ pub fn parse_htpasswd(text: &str, path: &Path) -> Result<HashMap<String, Entry>,
     Ok(entries)
 }
 
+impl Entry {
+    /// A fingerprint of the stored hash ([`token::fingerprint`]): what a Bearer or refresh
+    /// token records of its subject, so setting a password or token again ends them.
+    pub fn generation(&self) -> String {
+        match &self.secret {
+            Secret::Bcrypt(hash) => token::fingerprint(hash.as_bytes()),
+            Secret::Token(digest) => token::fingerprint(digest),
+        }
+    }
+}
+
 /// The SHA-256 of a token's secret, as its entry stores it.
 pub fn token_digest(secret: &str) -> [u8; 32] {
     sha2::Sha256::digest(secret.as_bytes()).into()
@@ -224,6 +253,10 @@ pub struct Htpasswd {
     cache_misses: AtomicU64,
     /// Whether a request without credentials may pull ([`authorize::anonymous_pull`]).
     anonymous_pull: bool,
+    /// Docker's token flow, when on: the signing keys and its settings.
+    tokens: Option<token_endpoint::TokenService>,
+    /// Requests whose Bearer token verified (for `/metrics`).
+    bearer_verified: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -247,6 +280,8 @@ impl Htpasswd {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             anonymous_pull: false,
+            tokens: None,
+            bearer_verified: AtomicU64::new(0),
         })
     }
 
@@ -261,6 +296,23 @@ impl Htpasswd {
         self.anonymous_pull
     }
 
+    /// Turns on Docker's token flow: `/token` issues tokens signed by `tokens`' keys, and
+    /// `Authorization: Bearer` is accepted beside Basic.
+    pub fn with_tokens(mut self, tokens: token_endpoint::TokenService) -> Htpasswd {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The token flow's settings and keys, when it is on.
+    pub fn tokens(&self) -> Option<&token_endpoint::TokenService> {
+        self.tokens.as_ref()
+    }
+
+    /// The service name of the token flow (the `aud` of its tokens): the realm.
+    pub fn service(&self) -> &str {
+        &self.realm
+    }
+
     /// The realm of the Basic challenge.
     pub fn realm(&self) -> &str {
         &self.realm
@@ -269,6 +321,17 @@ impl Htpasswd {
     /// Verifications answered from the cache and verifications that ran bcrypt, since start.
     pub fn cache_stats(&self) -> (u64, u64) {
         (self.cache_hits.load(Ordering::Relaxed), self.cache_misses.load(Ordering::Relaxed))
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn counts(&self) -> crate::metrics::AuthCounts {
+        let (cache_hits, cache_misses) = self.cache_stats();
+        crate::metrics::AuthCounts {
+            cache_hits,
+            cache_misses,
+            bearer_verified: self.bearer_verified.load(Ordering::Relaxed),
+            tokens_issued: self.tokens.as_ref().map_or(0, token_endpoint::TokenService::issued),
+        }
     }
 
     /// Number of users and tokens currently loaded.
@@ -312,13 +375,30 @@ impl Htpasswd {
     /// ([`limiter`]), and checks the secret: a token's SHA-256 at once, a password's bcrypt on
     /// a blocking thread that keeps the slot until it is done. A refused token secret costs the
     /// bcrypt work of a refused password, so the time of a refusal does not tell tokens apart.
+    ///
+    /// `Bearer` credentials are a token of [`token`]: checked without bcrypt, and against the
+    /// current entries ([`Htpasswd::bearer`]).
     pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<User, Error> {
+        if let Some(token) = authorization.and_then(bearer_token) {
+            return self.bearer(token).ok_or_else(|| self.unauthorized(true));
+        }
         // An empty user name is no credentials: clients without any (skopeo) answer a Basic
         // challenge with `Basic Og==`, and no entry can have that name.
         let credentials = authorization.and_then(basic_credentials).filter(|(name, _)| !name.is_empty());
         let Some((name, password)) = credentials else {
             return Err(self.unauthorized(false));
         };
+        self.check_password(name, password, client).await
+    }
+
+    /// Checks a user name and password (or token secret) from `client`, as [`Htpasswd::check`]
+    /// does for Basic credentials: cache, throttle, bcrypt.
+    pub async fn check_password(
+        &self,
+        name: String,
+        password: String,
+        client: Option<IpAddr>,
+    ) -> Result<User, Error> {
         let key = self.cache_key(&name, &password);
         if let Some(user) = self.cached(&name, &key) {
             return Ok(user);
@@ -377,7 +457,7 @@ impl Htpasswd {
                     cache.clear();
                 }
                 cache.insert(name.clone(), Cached { key, at: Instant::now() });
-                Ok(User { name, grant: entry.grant })
+                Ok(User::new(name, entry.grant))
             }
             (verified, _) => {
                 // Debug-formatted: a user name is the client's text and must not start a log line of its own.
@@ -407,7 +487,50 @@ impl Htpasswd {
             return None;
         }
         self.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(User { name: name.to_string(), grant })
+        Some(User::new(name, grant))
+    }
+
+    /// The caller an access token names, narrowed to its scope: `None` when the token does not
+    /// verify (signature, expiry, audience), or its subject is no longer what it was when the
+    /// token was issued (removed, expired, password or secret set again). A map lookup and an
+    /// HMAC, no bcrypt.
+    fn bearer(&self, text: &str) -> Option<User> {
+        let tokens = self.tokens.as_ref()?;
+        let now = SystemTime::now();
+        let verified = token::verify(text, &tokens.ring(), now, &self.realm, token::Kind::Access);
+        let claims = match verified {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::debug!(error = %e, "Bearer token refused");
+                return None;
+            }
+        };
+        let mut user = self.subject(&claims, now)?;
+        user.scope = Some(token::Scope::of(&claims.access));
+        self.bearer_verified.fetch_add(1, Ordering::Relaxed);
+        Some(user)
+    }
+
+    /// The user a token's claims name, if it still exists unchanged and its access has not
+    /// expired; the anonymous puller for an anonymous token while anonymous pull is on.
+    fn subject(&self, claims: &token::Claims, now: SystemTime) -> Option<User> {
+        if claims.sub.is_empty() {
+            return self.tokens.as_ref().filter(|t| t.settings.anonymous_pull).map(|_| anonymous());
+        }
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let entry = users.entries.get(&claims.sub)?;
+        if entry.grant.expired(now) || entry.generation() != claims.generation {
+            return None;
+        }
+        Some(User::new(claims.sub.clone(), entry.grant.clone()))
+    }
+
+    /// The user `name` with its current grant and the [`Entry::generation`] of its entry,
+    /// if it exists and has not expired.
+    pub fn entry_now(&self, name: &str) -> Option<(User, String)> {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let entry = users.entries.get(name).filter(|e| !e.grant.expired(SystemTime::now()))?;
+        Some((User::new(name, entry.grant.clone()), entry.generation()))
     }
 
     /// A `401` with the realm's challenge; `rejected` when credentials were given and refused.
@@ -446,6 +569,20 @@ impl Htpasswd {
         h.update(password.as_bytes());
         h.finalize().into()
     }
+}
+
+/// What an anonymous puller may do: pull everything (only issued while anonymous pull is on).
+pub fn anonymous() -> User {
+    User::new(
+        "anonymous",
+        Grant { access: access::Access::Pull, repos: vec![access::RepoGlob::everything()], expires: None },
+    )
+}
+
+/// The token of `Bearer <token>`.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Decodes `Basic base64(user:password)`.
@@ -642,6 +779,62 @@ mod tests {
         assert_eq!(auth.cache_stats().1, u64::from(limiter::MAX_FAILURES), "one check per allowed guess");
         let elsewhere = Some(IpAddr::from([127, 0, 0, 15]));
         assert!(auth.check(Some(&basic("ci", "the-secret")), elsewhere).await.is_ok());
+    }
+
+    /// An access token for `sub` of `auth`'s service, pulling `app`, as `/token` issues it.
+    fn access_token(auth: &Htpasswd, sub: &str, generation: &str) -> String {
+        let now = token::epoch_secs(SystemTime::now());
+        let claims = token::Claims {
+            iss: token::ISSUER.into(),
+            sub: sub.into(),
+            aud: auth.service().into(),
+            exp: now + 60,
+            nbf: now,
+            iat: now,
+            jti: token::token_id(),
+            access: vec![token::ResourceActions {
+                kind: "repository".into(),
+                name: "app".into(),
+                actions: vec!["pull".into()],
+            }],
+            kind: token::Kind::Access,
+            generation: generation.into(),
+        };
+        format!("Bearer {}", token::sign(&claims, &auth.tokens().expect("tokens on").ring()))
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_are_narrowed_to_their_scope_and_end_with_their_user() {
+        let file = file_with(&[("alice", "a"), ("bob", "b")]);
+        let state = tempfile::tempdir().expect("temporary directory");
+        let storage = Arc::new(crate::storage::FsStorage::new(state.path()));
+        let settings = token_endpoint::TokenSettings {
+            bearer: true,
+            anonymous_pull: false,
+            lifetime: Duration::from_secs(60),
+        };
+        let tokens = token_endpoint::TokenService::start(storage, settings).await.expect("keys");
+        let auth = Htpasswd::load(file.path(), "svc").expect("load").with_tokens(tokens);
+        let (_, alice_gen) = auth.entry_now("alice").expect("alice");
+        let (_, bob_gen) = auth.entry_now("bob").expect("bob");
+        let alice =
+            auth.check(Some(&access_token(&auth, "alice", &alice_gen)), None).await.expect("verified");
+        assert_eq!(alice.grant, Grant::full(), "the grant is the entry's");
+        assert!(alice.allows("app", access::Access::Pull), "the scope covers pulling app");
+        assert!(!alice.allows("app", access::Access::Push), "but not pushing it, whatever the grant");
+        assert!(!alice.may_pull("other"));
+        assert_eq!(auth.cache_stats(), (0, 0), "no password check, no bcrypt");
+        assert!(auth.check(Some(&access_token(&auth, "", "")), None).await.is_err(), "anonymous is off");
+        assert!(auth.check(Some("Bearer not.a.token"), None).await.is_err());
+
+        // Alice removed, bob's password set again: both their tokens stop at the reload.
+        let hash = bcrypt::hash("new", 4).expect("hash");
+        std::fs::write(file.path(), format!("bob:{hash}\n")).expect("rewrite");
+        auth.reload_if_changed();
+        assert!(auth.check(Some(&access_token(&auth, "alice", &alice_gen)), None).await.is_err());
+        assert!(auth.check(Some(&access_token(&auth, "bob", &bob_gen)), None).await.is_err());
+        let (_, new_gen) = auth.entry_now("bob").expect("bob");
+        assert!(auth.check(Some(&access_token(&auth, "bob", &new_gen)), None).await.is_ok());
     }
 
     #[tokio::test]
