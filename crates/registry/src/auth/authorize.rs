@@ -120,7 +120,7 @@ mod tests {
 
     fn user_with(access: Access, repos: &[&str]) -> User {
         let repos = repos.iter().map(|r| r.parse::<RepoGlob>().expect("glob")).collect();
-        User { name: "u".into(), grant: Grant { access, repos, expires: None } }
+        User::new("u", Grant { access, repos, expires: None })
     }
 
     fn request(method: Method, uri: &str) -> Request {
