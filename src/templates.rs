@@ -96,9 +96,12 @@ mod tests {
             "acme_challenges",
             "tls_cert",
             "tls_key",
+            "anonymous",
+            "immutable",
+            "mutable",
         ];
         let vars: Vec<(&str, Option<String>)> = all.iter().map(|n| (*n, Some("\"v\"".to_string()))).collect();
-        for template in [SERVICE_UNIT, CONFIG, STORAGE_S3, STORAGE_FILESYSTEM, TLS_ACME, TLS_FILES] {
+        for template in [SERVICE_UNIT, CONFIG, STORAGE_S3, STORAGE_FILESYSTEM, TLS_ACME, TLS_FILES, TAGS] {
             let out = render(template, &vars).expect("renders");
             assert!(!out.contains("{{"), "{out}");
         }
