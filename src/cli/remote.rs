@@ -117,7 +117,7 @@ pub struct DeployArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// URL that must answer 401 with a Basic challenge once the registry is up [default:
+    /// URL that must answer 401 with a login challenge once the registry is up [default:
     /// https://DOMAIN/v2/, with the port of --listen when not 443]. http:// URLs are accepted,
     /// e.g. for a registry behind a TLS-terminating proxy.
     #[arg(long, value_name = "URL")]

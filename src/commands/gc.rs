@@ -11,7 +11,7 @@ use crate::cli::{GcArgs, GlobalArgs, OutputFormat};
 /// The configuration: file, then environment, then flags; and the options of this run.
 fn settings(args: &GcArgs) -> anyhow::Result<(Config, GcOptions)> {
     let config = super::storage::config(args.config.as_deref(), args.root.as_ref())?;
-    let mut options = GcOptions::from_config(&config.gc);
+    let mut options = GcOptions::from_config(&config.gc, &config.tags);
     options.dry_run = args.dry_run;
     options.delete_untagged |= args.delete_untagged;
     options.grace = args.grace_period.unwrap_or(options.grace);

@@ -101,7 +101,7 @@ pub async fn serve(
     crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage);
     crate::memory::spawn_idle_trim(ops.metrics.clone());
     if let Some(interval) = config.gc.interval {
-        let options = crate::gc::GcOptions::from_config(&config.gc);
+        let options = crate::gc::GcOptions::from_config(&config.gc, &config.tags);
         crate::gc::spawn_scheduled(state.registry.clone(), options, interval, ops.metrics.clone());
     }
     let tls = crate::tls::TlsSettings::from_config(&config.http.tls)?;

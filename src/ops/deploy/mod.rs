@@ -428,7 +428,7 @@ async fn wait_healthy(opts: &DeployOptions, reporter: &Reporter, remote: &Remote
         Err(e) => format!("(cannot run journalctl: {e:#})"),
     };
     Err(Failure::Remote.mark(anyhow!(
-        "{url} did not answer 401 with a Basic challenge within {seconds:.0}s; last problem: {problem:#}.\n\
+        "{url} did not answer 401 with a login challenge within {seconds:.0}s; last problem: {problem:#}.\n\
          Check that {domain} resolves to the instance (regctl status), that ports 80 and 443 are open, \
          and the service's log. The last 50 lines of `journalctl -u {SERVICE}`:\n{log}",
         url = opts.health_url,
@@ -436,11 +436,24 @@ async fn wait_healthy(opts: &DeployOptions, reporter: &Reporter, remote: &Remote
     )))
 }
 
-/// Accepts a 401 answer with a Basic challenge.
+/// Accepts a 401 answer with a Basic challenge, or with a Bearer challenge that sends the
+/// client to the registry's own `/token` (what a registry with anonymous pull or `--bearer`
+/// answers).
 fn judge(answer: &Answer) -> anyhow::Result<()> {
+    let ours = |challenge: &str| {
+        let lower = challenge.to_ascii_lowercase();
+        lower.starts_with("basic")
+            || (lower.starts_with("bearer ")
+                && lower.split(',').any(|p| {
+                    p.trim_start_matches("bearer ").trim().starts_with("realm=")
+                        && p.trim_end_matches('"').ends_with("/token")
+                }))
+    };
     match (answer.status, &answer.challenge) {
-        (401, Some(c)) if c.to_ascii_lowercase().starts_with("basic") => Ok(()),
-        (401, _) => bail!("401 without a Basic challenge: is this regctl's registry?"),
+        (401, Some(c)) if ours(c) => Ok(()),
+        (401, _) => {
+            bail!("401 without a Basic challenge or a Bearer one to its /token: is this regctl's registry?")
+        }
         (status, _) => bail!("HTTP {status} instead of 401: the registry must ask for a password"),
     }
 }
@@ -459,6 +472,9 @@ mod tests {
         assert!(judge(&answer(401, Some("Basic realm=\"regctl\""))).is_ok());
         assert!(judge(&answer(200, None)).is_err());
         assert!(judge(&answer(401, Some("Bearer x"))).is_err());
+        let bearer = "Bearer realm=\"https://r.example.com/token\",service=\"regctl\"";
+        assert!(judge(&answer(401, Some(bearer))).is_ok(), "anonymous pull challenges with Bearer");
+        assert!(judge(&answer(401, Some("Bearer realm=\"https://auth.example.com/oauth\""))).is_err());
         assert!(judge(&answer(401, None)).is_err());
     }
 }

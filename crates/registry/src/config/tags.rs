@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::oci::Glob;
 
 /// The tag rules.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TagsConfig {
     /// Tags matching one of these cannot be moved or deleted …

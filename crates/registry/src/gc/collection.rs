@@ -46,7 +46,7 @@ pub(super) async fn run(storage: &dyn Storage, options: &GcOptions) -> Result<Gc
         let mut repo = read_repository(storage, &name, &dir, &parts, cutoff, read_tags).await?;
         if let Some(rule) = rule {
             // An expired tag is no root: its manifest is kept only as an untagged one.
-            let gone = expired_tags(rule, &repo.tags, cutoff);
+            let gone = expired_tags(rule, &options.immutable, &repo.tags, cutoff);
             repo.tags.retain(|(tag, _)| !gone.contains(tag));
             expired.extend(gone.into_iter().map(|tag| SweptTag { repository: name.clone(), tag }));
         }

@@ -79,11 +79,13 @@ pub struct GcOptions {
     pub settle: Duration,
     /// Tags and untagged manifests to delete, per repository pattern.
     pub retention: Vec<crate::config::RetentionRule>,
+    /// The immutable-tag rules, which retention never overrides.
+    pub immutable: crate::config::TagsConfig,
 }
 
 impl GcOptions {
-    /// The options of `[gc]` in the configuration (`dry_run` from `dryrun`).
-    pub fn from_config(config: &crate::config::GcConfig) -> GcOptions {
+    /// The options of `[gc]` and `[tags]` in the configuration (`dry_run` from `dryrun`).
+    pub fn from_config(config: &crate::config::GcConfig, tags: &crate::config::TagsConfig) -> GcOptions {
         GcOptions {
             dry_run: config.dryrun,
             delete_untagged: config.deleteuntagged,
@@ -91,6 +93,7 @@ impl GcOptions {
             upload_max_age: config.uploadmaxage,
             settle: config.settle,
             retention: config.retention.clone(),
+            immutable: tags.clone(),
         }
     }
 }

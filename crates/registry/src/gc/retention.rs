@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use crate::config::RetentionRule;
+use crate::config::{RetentionRule, TagsConfig};
 
 /// The rule for repository `name`: the first that matches.
 pub(super) fn rule_for<'a>(rules: &'a [RetentionRule], name: &str) -> Option<&'a RetentionRule> {
@@ -11,9 +11,11 @@ pub(super) fn rule_for<'a>(rules: &'a [RetentionRule], name: &str) -> Option<&'a
 }
 
 /// The tags `rule` deletes among `tags` (name, last push): beyond the `keeplast` most recent,
-/// not matching `keeptags`, and pushed at or before `cutoff` (the grace period's start).
+/// not matching `keeptags`, not immutable by `protected` (an immutable tag is never deleted,
+/// by a user or by retention), and pushed at or before `cutoff` (the grace period's start).
 pub(super) fn expired_tags(
     rule: &RetentionRule,
+    protected: &TagsConfig,
     tags: &[(String, Option<SystemTime>)],
     cutoff: SystemTime,
 ) -> Vec<String> {
@@ -25,6 +27,7 @@ pub(super) fn expired_tags(
         .into_iter()
         .skip(keep)
         .filter(|(tag, _)| !rule.keeptags.as_ref().is_some_and(|r| r.is_match(tag)))
+        .filter(|(tag, _)| protected.immutable_rule(tag).is_none())
         .filter(|(_, pushed)| pushed.is_some_and(|t| t <= cutoff))
         .map(|(tag, _)| tag.clone())
         .collect()
@@ -69,16 +72,21 @@ mod tests {
         .map(|(t, at)| (t.to_string(), at))
         .collect();
         let cutoff = now - Duration::from_secs(3600);
-        let mut gone = expired_tags(&rule, &tags, cutoff);
+        let none = TagsConfig::default();
+        let mut gone = expired_tags(&rule, &none, &tags, cutoff);
         gone.sort();
         // undated and newest are the two most recent; v1 matches; the rest go.
         assert_eq!(gone, ["old", "older", "second", "third"]);
         let recent_grace = now - Duration::from_secs(15 * 3600);
-        let mut gone = expired_tags(&rule, &tags, recent_grace);
+        let mut gone = expired_tags(&rule, &none, &tags, recent_grace);
         gone.sort();
         assert_eq!(gone, ["old", "older", "third"], "a tag pushed within the grace period stays");
         let keep_all: RetentionRule = toml::from_str("repositories = \"*\"\n").expect("a rule");
-        assert!(expired_tags(&keep_all, &tags, cutoff).is_empty(), "without keeplast no tag goes");
+        assert!(expired_tags(&keep_all, &none, &tags, cutoff).is_empty(), "without keeplast no tag goes");
+        let immutable: TagsConfig = toml::from_str("immutable = [\"o*\"]\n").expect("tag rules");
+        let mut gone = expired_tags(&rule, &immutable, &tags, cutoff);
+        gone.sort();
+        assert_eq!(gone, ["second", "third"], "immutable tags are never retention's to delete");
     }
 
     #[test]

@@ -64,6 +64,7 @@ async fn a_blob_confirmed_before_the_collection_is_pinned_and_kept() {
         upload_max_age: Duration::from_secs(3600),
         settle: Duration::ZERO,
         retention: Vec::new(),
+        immutable: Default::default(),
     };
     tokio::time::sleep(Duration::from_millis(1500)).await; // B's content is now past the grace period
 
@@ -114,6 +115,7 @@ fn quick(dry_run: bool, delete_untagged: bool) -> GcOptions {
         upload_max_age: Duration::from_secs(3600),
         settle: Duration::ZERO,
         retention: Vec::new(),
+        immutable: Default::default(),
     }
 }
 
