@@ -393,24 +393,19 @@ fn ctr_push_and_pull_with_hosts_toml() {
     let untrusted = containerd.ctr(&["images", "pull", "--user", &user, &image]);
     assert!(!untrusted.status.success(), "ctr pulled without trusting the registry's CA");
     assert!(text(&untrusted).contains("x509"), "not a certificate error: {}", text(&untrusted));
-    ctr_pull(&containerd, &hosts, &user, &image);
+    ctr_pull(&containerd, &hosts, Some(&user), &image);
     assert_eq!(ctr_digest(&containerd, &image), oci.manifest.digest);
 }
 
-/// `ctr images pull` of `image` as `user` (`USER:PASSWORD`), trusting the registry through the
-/// `hosts.toml` files under `hosts`.
-fn ctr_pull(containerd: &Containerd, hosts: &str, user: &str, image: &str) {
-    containerd.ctr_ok(&[
-        "images",
-        "pull",
-        "--snapshotter",
-        "native",
-        "--hosts-dir",
-        hosts,
-        "--user",
-        user,
-        image,
-    ]);
+/// `ctr images pull` of `image` as `user` (`USER:PASSWORD`; anonymously without one),
+/// trusting the registry through the `hosts.toml` files under `hosts`.
+fn ctr_pull(containerd: &Containerd, hosts: &str, user: Option<&str>, image: &str) {
+    let mut args = vec!["images", "pull", "--snapshotter", "native", "--hosts-dir", hosts];
+    if let Some(user) = user {
+        args.extend(["--user", user]);
+    }
+    args.push(image);
+    containerd.ctr_ok(&args);
 }
 
 /// Writes an OCI image layout (uncompressed tar layers) as an archive and imports it into
@@ -487,7 +482,7 @@ fn images_pushed_by_each_client_are_pulled_by_the_others() {
             );
         }
         if pusher != "ctr" {
-            ctr_pull(&containerd, &hosts, &user, image);
+            ctr_pull(&containerd, &hosts, Some(&user), image);
             assert_eq!(ctr_digest(&containerd, image), digest, "ctr pulled {pusher}'s image");
         }
     }
@@ -540,15 +535,7 @@ fn anonymous_pull_and_logged_in_push_on_one_registry() {
     assert_eq!(docker.image_id(&image), id, "docker pulled anonymously");
 
     let hosts = Containerd::hosts_dir(&rig.dir("hosts"), &rig.host, &rig.ca.path);
-    containerd.ctr_ok(&[
-        "images",
-        "pull",
-        "--snapshotter",
-        "native",
-        "--hosts-dir",
-        path_str(&hosts),
-        &image,
-    ]);
+    ctr_pull(&containerd, path_str(&hosts), None, &image);
     let (_, digest) = rig.manifest("open/app", "v1");
     assert_eq!(ctr_digest(&containerd, &image), digest, "ctr pulled anonymously");
 }

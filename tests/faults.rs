@@ -35,7 +35,7 @@ impl Backend<'_> {
         match self {
             Backend::Fs(root) => Server::start_on(root, &[]),
             Backend::S3 { env, scratch } => {
-                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let env = crate::util::moto::borrowed(env);
                 Server::start_on_env(scratch, &[], &env)
             }
         }

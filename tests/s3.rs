@@ -9,7 +9,7 @@ use crate::util::{self, Server, skopeo};
 /// Starts `regctl serve` on `bucket` of `moto`.
 fn server_on(moto: &Moto, bucket: &str, scratch: &std::path::Path) -> Server {
     let env = moto.registry_env(bucket);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::util::moto::borrowed(&env);
     Server::start_on_env(scratch, &[], &env)
 }
 
@@ -120,7 +120,7 @@ fn blob_pulls_redirect_to_presigned_s3_urls_when_enabled() {
     let mut env = moto.registry_env(&bucket);
     env.push(("REGISTRY_STORAGE_S3_REDIRECT".into(), "true".into()));
     env.push(("REGISTRY_STORAGE_S3_REDIRECTEXPIRY".into(), "5m".into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::util::moto::borrowed(&env);
     let server = Server::start_on_env(tmp.path(), &[], &env);
     let image = ImageBuilder::new(33, &[3000, 6 * MIB + 5]).write(&tmp.path().join("src"), "v1");
     let reference = skopeo::docker_ref(&server.host(), "redirected/app", "v1");
@@ -211,7 +211,7 @@ fn objects_s3_does_not_show_yet_right_after_the_server_wrote_them_are_read_again
             value.clone_from(&shim.endpoint);
         }
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::util::moto::borrowed(&env);
     let server = Server::start_on_env(&tmp.path().join("unused"), &[], &env);
     // A layer of more than one part: an append reads the state (and tail) the one before wrote.
     let image = ImageBuilder::new(47, &[1500, 6 * MIB + 5]).write(&tmp.path().join("src"), "v1");

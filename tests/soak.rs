@@ -126,7 +126,7 @@ fn soak_on_s3_loses_and_corrupts_nothing_and_same_tag_races_end_consistent() {
     let bucket = moto.create_bucket();
     let tmp = tempfile::tempdir().expect("temporary directory");
     let env = moto.registry_env(&bucket);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::util::moto::borrowed(&env);
     let server =
         Server::start_on_env(&tmp.path().join("unused"), &["--htpasswd", &htpasswd(tmp.path())], &env);
     // Layers above the 5 MiB chunk size go to S3 as multipart uploads.

@@ -117,7 +117,7 @@ fn acme_cache_in_the_s3_bucket_serves_a_new_instance_without_an_order() {
     let Some(moto) = Moto::start() else { return };
     let bucket = moto.create_bucket();
     let env = moto.registry_env(&bucket);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::util::moto::borrowed(&env);
     let work = tempfile::tempdir().expect("temporary directory");
     let addr = free_addr();
     let pebble = Pebble::start(&work.path().join("pebble"), free_addr().port(), addr.port(), None);

@@ -12,5 +12,5 @@ fuzz_target!(|text: &str| {
     assert_eq!(toml::from_str::<Config>(text).ok().as_ref(), Some(&config));
     let _ = regctl_registry::tls::TlsSettings::from_config(&config.http.tls);
     let _ = regctl_registry::ops::OpsSettings::from_config(&config);
-    let _ = regctl_registry::gc::GcOptions::from_config(&config.gc);
+    let _ = regctl_registry::gc::GcOptions::from_config(&config.gc, &config.tags);
 });

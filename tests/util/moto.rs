@@ -62,6 +62,11 @@ impl Moto {
     }
 }
 
+/// `env` (as [`Moto::registry_env`] returns it) in the borrowed form a server's start takes.
+pub fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 fn rand_suffix() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

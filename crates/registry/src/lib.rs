@@ -17,7 +17,8 @@
 //!    counted), [`ui`] (the read-only web UI), [`memory`] (freed heap memory given back once
 //!    the server goes quiet).
 //! 4. HTTP: [`routes`] (a request path parsed into a typed [`routes::Endpoint`], then a
-//!    handler), [`auth`] (htpasswd users, verification cache, throttling), [`ops`] (request
+//!    handler), [`auth`] (htpasswd users and tokens, access rules and the decision per request,
+//!    Docker's Bearer token flow, verification cache, throttling), [`ops`] (request
 //!    counting, `/metrics`, `/health`), and [`app`], which puts them together.
 //! 5. Serving: [`connection`] (one connection, plain or TLS, with what a client may hold
 //!    bounded), [`tls`] (HTTPS: certificate files or ACME), [`server`] (state from the
