@@ -219,8 +219,8 @@ pub enum RuleError {
 /// Parses one rule line (with its `#!regctl ` prefix) into the name it is for and its grant.
 pub fn parse_rule(line: &str) -> Result<(String, Grant), RuleError> {
     let rest = line.strip_prefix(RULE_PREFIX).ok_or(RuleError::Shape)?;
-    let mut fields = rest.split_ascii_whitespace();
-    let name = fields.next().filter(|n| !n.contains('=')).ok_or(RuleError::Shape)?;
+    let mut fields = rest.split_whitespace();
+    let name = fields.next().filter(|n| valid_name(n)).ok_or(RuleError::Shape)?;
     let (mut access, mut repos, mut expires) = (None, None, None);
     for field in fields {
         let (key, value) = field.split_once('=').ok_or_else(|| RuleError::Field(field.to_string()))?;
@@ -242,6 +242,12 @@ pub fn parse_rule(line: &str) -> Result<(String, Grant), RuleError> {
     let access = access.ok_or(RuleError::Shape)?;
     let repos = repos.unwrap_or_else(|| vec![RepoGlob::everything()]);
     Ok((name.to_string(), Grant { access, repos, expires }))
+}
+
+/// Whether `name` can be an entry's name: no `:` (the htpasswd separator), `=`, whitespace or
+/// control character, so that it can carry a rule line that reads back the same.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| c == ':' || c == '=' || c.is_whitespace() || c.is_control())
 }
 
 /// Every rule line of an htpasswd file's text, by name, with the 1-based line number of a
@@ -311,6 +317,7 @@ mod tests {
             "#!regctl ci access=pull role=x",
             "#!regctl ci access=pull expires=tomorrow",
             "#!regctl ci access=pull repos=",
+            "#!regctl \u{1}\0\u{b}x access=push",
         ] {
             assert!(parse_rule(bad).is_err(), "{bad:?}");
         }

@@ -150,7 +150,8 @@ pub fn parse_htpasswd(text: &str, path: &Path) -> Result<HashMap<String, Entry>,
             continue;
         }
         let bad = || HtpasswdError::Entry { path: path.to_path_buf(), line: i + 1 };
-        let (name, hash) = line.split_once(':').filter(|(name, _)| !name.is_empty()).ok_or_else(bad)?;
+        let (name, hash) =
+            line.split_once(':').filter(|(name, _)| access::valid_name(name)).ok_or_else(bad)?;
         let (secret, default) = if let Some(hex) = hash.strip_prefix(TOKEN_SCHEME) {
             let digest = hex::decode(hex).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()).ok_or_else(bad)?;
             (Secret::Token(digest), Grant::nothing())
@@ -626,6 +627,8 @@ mod tests {
         assert!(parse_htpasswd("a:{SHA}abc", p).is_err());
         assert!(parse_htpasswd("nocolon", p).is_err());
         assert!(parse_htpasswd(":$2y$05$x", p).is_err());
+        // A name that could not carry a rule line is refused (found by the fuzz target).
+        assert!(parse_htpasswd("a b# c:$2y$05$x", p).is_err());
     }
 
     #[tokio::test]
