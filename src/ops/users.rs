@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
-use regctl_registry::auth::access::{Access, Grant, RULE_PREFIX, RepoGlob};
+use regctl_registry::auth::access::{Access, Grant, RepoGlob, rule_name};
 use regctl_registry::auth::{Entry, Secret, TOKEN_SCHEME, parse_htpasswd, token_digest};
 use serde::Serialize;
 
@@ -244,9 +244,9 @@ fn entry_user(line: &str) -> Option<&str> {
     line.split_once(':').map(|(user, _)| user)
 }
 
-/// The name a rule line is for.
+/// The name a rule line is for (read as the server reads it).
 fn rule_user(line: &str) -> Option<&str> {
-    line.trim().strip_prefix(RULE_PREFIX)?.split_ascii_whitespace().next()
+    rule_name(line.trim())
 }
 
 /// A new token's secret: 256 random bits from the system's CSPRNG (through aws-lc), in hex

@@ -98,19 +98,13 @@ pub fn app(state: AppState) -> Router {
 
 /// Rejects requests without valid credentials when authentication is on, and those their
 /// credentials do not allow ([`auth::authorize`]); with anonymous pull, lets pulls without
-/// credentials through. With the token
-/// flow's Bearer challenge on, a `401` of a `/v2` request (from here or a handler) sends the
-/// client to `/token` for the scope it needs.
+/// credentials through. With the token flow's Bearer challenge on, the `401` of a `/v2`
+/// request sends the client to `/token` for the scope it needs.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(auth) = &state.auth else { return next.run(request).await };
-    let bearer =
-        auth.tokens().is_some_and(|t| t.bearer_challenge()) && request.uri().path().starts_with("/v2");
-    // What the request asks for, known before a handler takes the request: only needed for a
-    // Bearer challenge (the Basic one of this middleware's own 401 computes it below).
-    let challenge = bearer.then(|| (request_host(&request), requested_access(&mut request)));
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let mut response = match auth.check(authorization, client).await {
+    match auth.check(authorization, client).await {
         Ok(user) => match auth::authorize::user(&mut request, &user) {
             Err(denied) => denied.into_response(),
             Ok(()) => {
@@ -128,19 +122,19 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Err(error::Error::Unauthorized { realm, rejected, .. }) => {
             let access = requested_access(&mut request);
-            error::Error::Unauthorized { realm, rejected, access }.into_response()
+            let bearer = auth.tokens().is_some_and(|t| t.bearer_challenge())
+                && request.uri().path().starts_with("/v2");
+            let challenge = bearer.then(|| request_host(&request)).flatten().and_then(|host| {
+                auth::token_endpoint::challenge(state.ops.settings.scheme, &host, auth.service(), &access)
+            });
+            let mut response = error::Error::Unauthorized { realm, rejected, access }.into_response();
+            if let Some(value) = challenge {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
         }
         Err(e) => e.into_response(),
-    };
-    if let Some((Some(host), access)) =
-        challenge.filter(|_| response.status() == axum::http::StatusCode::UNAUTHORIZED)
-    {
-        let scheme = state.ops.settings.scheme;
-        if let Some(value) = auth::token_endpoint::challenge(scheme, &host, auth.service(), &access) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-        }
     }
-    response
 }
 
 /// The name (never the secret) of the user or token a response was for, for the access log.

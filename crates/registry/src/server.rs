@@ -66,8 +66,7 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
                 lifetime: token.lifetime,
             };
             let tokens = auth::token_endpoint::TokenService::start(storage.clone(), settings).await?;
-            let htpasswd = Htpasswd::load(&h.path, &h.realm)?.with_anonymous_pull(anonymous_pull);
-            Some(Arc::new(htpasswd.with_tokens(tokens)))
+            Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?.with_tokens(tokens)))
         }
         None => None,
     };

@@ -218,9 +218,8 @@ pub enum RuleError {
 
 /// Parses one rule line (with its `#!regctl ` prefix) into the name it is for and its grant.
 pub fn parse_rule(line: &str) -> Result<(String, Grant), RuleError> {
-    let rest = line.strip_prefix(RULE_PREFIX).ok_or(RuleError::Shape)?;
-    let mut fields = rest.split_whitespace();
-    let name = fields.next().filter(|n| valid_name(n)).ok_or(RuleError::Shape)?;
+    let name = rule_name(line).ok_or(RuleError::Shape)?;
+    let fields = line[RULE_PREFIX.len()..].split_whitespace().skip(1);
     let (mut access, mut repos, mut expires) = (None, None, None);
     for field in fields {
         let (key, value) = field.split_once('=').ok_or_else(|| RuleError::Field(field.to_string()))?;
@@ -248,6 +247,12 @@ pub fn parse_rule(line: &str) -> Result<(String, Grant), RuleError> {
 /// control character, so that it can carry a rule line that reads back the same.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c == ':' || c == '=' || c.is_whitespace() || c.is_control())
+}
+
+/// The name a rule line (with its `#!regctl ` prefix) is for, if it names a valid one: what
+/// [`parse_rule`] reads, for editors of the file that only need to find a name's rule.
+pub fn rule_name(line: &str) -> Option<&str> {
+    line.strip_prefix(RULE_PREFIX)?.split_whitespace().next().filter(|n| valid_name(n))
 }
 
 /// Every rule line of an htpasswd file's text, by name, with the 1-based line number of a

@@ -252,8 +252,6 @@ pub struct Htpasswd {
     /// Verifications answered from the cache, and those that ran bcrypt (for `/metrics`).
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
-    /// Whether a request without credentials may pull ([`authorize::anonymous_pull`]).
-    anonymous_pull: bool,
     /// Docker's token flow, when on: the signing keys and its settings.
     tokens: Option<token_endpoint::TokenService>,
     /// Requests whose Bearer token verified (for `/metrics`).
@@ -280,21 +278,15 @@ impl Htpasswd {
             limiter: Limiter::default(),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
-            anonymous_pull: false,
             tokens: None,
             bearer_verified: AtomicU64::new(0),
         })
     }
 
-    /// The same, letting requests without credentials pull when `on`.
-    pub fn with_anonymous_pull(mut self, on: bool) -> Htpasswd {
-        self.anonymous_pull = on;
-        self
-    }
-
-    /// Whether requests without credentials may pull.
+    /// Whether requests without credentials may pull: a setting of the token flow, which
+    /// issues the anonymous puller's tokens.
     pub fn anonymous_pull(&self) -> bool {
-        self.anonymous_pull
+        self.tokens.as_ref().is_some_and(|t| t.settings.anonymous_pull)
     }
 
     /// Turns on Docker's token flow: `/token` issues tokens signed by `tokens`' keys, and
@@ -516,21 +508,22 @@ impl Htpasswd {
     /// expired; the anonymous puller for an anonymous token while anonymous pull is on.
     fn subject(&self, claims: &token::Claims, now: SystemTime) -> Option<User> {
         if claims.sub.is_empty() {
-            return self.tokens.as_ref().filter(|t| t.settings.anonymous_pull).map(|_| anonymous());
+            return self.anonymous_pull().then(anonymous);
         }
-        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        let entry = users.entries.get(&claims.sub)?;
-        if entry.grant.expired(now) || entry.generation() != claims.generation {
-            return None;
-        }
-        Some(User::new(claims.sub.clone(), entry.grant.clone()))
+        let (user, generation) = self.entry_at(&claims.sub, now)?;
+        (generation == claims.generation).then_some(user)
     }
 
     /// The user `name` with its current grant and the [`Entry::generation`] of its entry,
     /// if it exists and has not expired.
     pub fn entry_now(&self, name: &str) -> Option<(User, String)> {
+        self.entry_at(name, SystemTime::now())
+    }
+
+    /// [`Htpasswd::entry_now`] at `now`.
+    fn entry_at(&self, name: &str, now: SystemTime) -> Option<(User, String)> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        let entry = users.entries.get(name).filter(|e| !e.grant.expired(SystemTime::now()))?;
+        let entry = users.entries.get(name).filter(|e| !e.grant.expired(now))?;
         Some((User::new(name, entry.grant.clone()), entry.generation()))
     }
 
