@@ -2,6 +2,12 @@
 //!
 //! Hand-written rather than a global recorder: every [`crate::AppState`] has its own
 //! [`Metrics`], so tests that build several apps in one process do not share counters.
+//! `prometheus-client` was measured against it (a scratch program recording one request, two
+//! label sets and a histogram, release build, 2026-12-04): 71–150 ns per request against our
+//! 76–270 ns, the same within the noise of a shared 2-core machine and far below a request's
+//! cost. It would not remove code: several series here are derived at render time (sessions
+//! in progress, storage errors, authentication's own counters), and its encoder writes
+//! OpenMetrics, which would change the content type scrapers see. So the renderer stays.
 //!
 //! What is counted: requests by route, method and status; latency histograms by route and
 //! method; bytes received and sent by route; upload sessions; storage operations and errors

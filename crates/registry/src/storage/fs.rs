@@ -157,6 +157,8 @@ impl Storage for FsStorage {
 
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
         let (root, file) = (self.root.clone(), self.file(path));
+        // Not [`blocking`]: that reads a missing or non-directory parent as "not found", which
+        // a write never is. Every failure of a write is the backend's.
         tokio::task::spawn_blocking(move || put_file(&root, &file, &data))
             .await
             .map_err(io::Error::other)
