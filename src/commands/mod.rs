@@ -30,6 +30,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::RotateTokenKey(args) => tokens::run(args),
-        Command::Login(args) => login::run(args),
+        Command::Login(args) => login::run(&cli.global, args),
     }
 }
