@@ -1,7 +1,7 @@
 //! Issue 19, access control: users and tokens made by `regctl add-user` / `add-token --file`,
 //! enforced by `regctl serve --htpasswd` against skopeo and raw HTTP: a pull-only user, a user
 //! limited to `team/*`, the filtered catalog, cross-repository mounts, expiring tokens, a
-//! removed user, and anonymous pull.
+//! removed user, and anonymous pull; oras (the Python client) with a pull-only user.
 
 use std::io::Write;
 use std::path::Path;
@@ -254,4 +254,145 @@ fn anonymous_pull_lets_anyone_pull_and_nobody_push_without_credentials() {
     let by_env =
         Server::start_on_env(&root, &["--htpasswd", path_arg(&file)], &[("REGISTRY_AUTH_ANONYMOUS", "pull")]);
     assert_eq!(call(&by_env, "GET", "/v2/_catalog", None).0, 200);
+}
+
+/// With anonymous pull on, what anyone may do is added to every caller's grant: a user limited
+/// to pushing `team/*` still pulls the public `app` with Basic, and `/token` grants it pull
+/// there; pushing outside `team/*` stays refused (`403`). A request with the anonymous puller's
+/// token sent no credentials, so a push with it is challenged (`401` and the Bearer challenge
+/// for the push scope), not refused with `403`.
+#[test]
+fn anonymous_pull_adds_to_every_grant_and_challenges_anonymous_pushes() {
+    if !skopeo::available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let file = tmp.path().join("htpasswd");
+    let team = ("teamer", "teamer-pw");
+    add_user(&file, ADMIN, &["--access", "delete"]);
+    add_user(&file, team, &["--access", "push", "--repo", "team/*"]);
+    let server = serve(&file, &["--anonymous-pull"]);
+    let image = ImageBuilder::new(194, &[3000]).write(&tmp.path().join("src"), "v1");
+    assert!(pushed(&skopeo_push(&server, &image, "app", ADMIN)), "the admin pushes");
+
+    assert_eq!(call(&server, "GET", "/v2/app/manifests/v1", Some(team)).0, 200, "the public pull");
+    assert_eq!(call(&server, "POST", "/v2/app/blobs/uploads/", Some(team)), (403, "DENIED".to_string()));
+    assert_eq!(call(&server, "POST", "/v2/team/x/blobs/uploads/", Some(team)).0, 202);
+
+    let token = |creds: Option<(&str, &str)>| {
+        let mut request =
+            util::http().get(server.url("/token?service=regctl&scope=repository:app:pull,push"));
+        if let Some((user, password)) = creds {
+            request = request.basic_auth(user, Some(password));
+        }
+        let body: serde_json::Value = request.send().expect("GET /token").json().expect("JSON");
+        body["token"].as_str().unwrap_or_else(|| panic!("no token in {body}")).to_string()
+    };
+    let bearer = |method: reqwest::Method, path: &str, token: &str| {
+        let request = util::http().request(method, server.url(path)).header("accept", util::MANIFEST_ACCEPT);
+        request.bearer_auth(token).send().expect("a response")
+    };
+    let team_token = token(Some(team));
+    assert_eq!(bearer(reqwest::Method::GET, "/v2/app/manifests/v1", &team_token).status(), 200);
+    assert_eq!(bearer(reqwest::Method::POST, "/v2/app/blobs/uploads/", &team_token).status(), 403);
+
+    let anonymous = token(None);
+    assert_eq!(bearer(reqwest::Method::GET, "/v2/app/manifests/v1", &anonymous).status(), 200);
+    let push = bearer(reqwest::Method::POST, "/v2/app/blobs/uploads/", &anonymous);
+    assert_eq!(push.status(), 401, "an anonymous push is challenged, not refused");
+    let challenge = push.headers()["www-authenticate"].to_str().expect("ASCII").to_string();
+    assert!(
+        challenge.starts_with("Bearer realm=") && challenge.contains("scope=\"repository:app:pull,push\""),
+        "{challenge}"
+    );
+}
+
+/// Runs `tests/oras_access.py` as `who` through oras' `auth` backend (`basic` or `token`):
+/// its pull of `pull`, push of `file` to `push` and delete of the tag `delete`, each
+/// `{"ok": bool, "error": ...}`.
+fn oras_as(
+    python: &Path,
+    server: &Server,
+    (user, password): (&str, &str),
+    auth: &str,
+    [pull, push, delete]: [&str; 3],
+    file: &Path,
+) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oras_access.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(["--registry", &server.host(), "--auth", auth])
+        .args(["--pull", pull, "--push", push, "--delete", delete, "--file"])
+        .arg(file)
+        .env("ORAS_USER", user)
+        .env("ORAS_PASS", password)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "oras_access.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+/// oras with a pull-only user, with Basic on every request and through the Bearer flow
+/// (`--bearer`, oras' `token` backend): it pulls what the admin pushed, and its push and its
+/// delete of the tag are refused by the registry (`DENIED`, not a failed login), as is curl's
+/// `DELETE` of the manifest; the tag is still there and nothing was pushed. The admin's push
+/// and delete through the same script go through (Basic; oras-py's token backend asks
+/// `/token` again only after a `403`, so it cannot widen its token on the spec's `401` for an
+/// insufficient scope), so the refusals are the user's.
+#[test]
+fn oras_with_a_pull_only_user_pulls_and_is_refused_push_and_delete() {
+    if !skopeo::available() {
+        return;
+    }
+    let Some(python) = util::python_with("oras") else { return };
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let file = tmp.path().join("htpasswd");
+    let reader = ("reader", "reader-pw");
+    add_user(&file, ADMIN, &["--access", "delete"]);
+    add_user(&file, reader, &["--access", "pull"]);
+    let payload = tmp.path().join("payload.bin");
+    std::fs::write(&payload, b"an artifact oras must not push").expect("the payload");
+    for (auth, serve_args) in [("basic", &[][..]), ("token", &["--bearer"][..])] {
+        let server = serve(&file, serve_args);
+        let image = ImageBuilder::new(195, &[4000]).write(&tmp.path().join(auth), "v1");
+        assert!(pushed(&skopeo_push(&server, &image, "app", ADMIN)), "the admin pushes");
+
+        let steps = ["app:v1", "app:artifact", "app:v1"];
+        let outcome = oras_as(&python, &server, reader, auth, steps, &payload);
+        assert_eq!(outcome["pull"]["ok"], true, "{auth}: {outcome}");
+        for step in ["push", "delete"] {
+            assert_eq!(outcome[step]["ok"], false, "{auth}: the reader may not {step}: {outcome}");
+            let error = outcome[step]["error"].as_str().unwrap_or_default();
+            assert!(error.contains("DENIED"), "{auth}: {step} refused by the registry: {error}");
+        }
+        if util::require_tool("curl", "apt-get install curl") {
+            let manifest = server.url(&format!("/v2/app/manifests/{}", image.manifest.digest));
+            assert_eq!(curl_delete(&manifest, reader), "403", "{auth}: curl's DELETE as the reader");
+        }
+        assert_eq!(call(&server, "GET", "/v2/app/manifests/v1", Some(ADMIN)).0, 200, "{auth}: v1 stays");
+        assert_eq!(call(&server, "GET", "/v2/app/manifests/artifact", Some(ADMIN)).0, 404, "{auth}");
+    }
+    let server = serve(&file, &[]);
+    let image = ImageBuilder::new(196, &[4000]).write(&tmp.path().join("admin"), "v1");
+    assert!(pushed(&skopeo_push(&server, &image, "app", ADMIN)), "the admin pushes");
+    let outcome = oras_as(&python, &server, ADMIN, "basic", ["app:v1", "app:artifact", "app:v1"], &payload);
+    for step in ["pull", "push", "delete"] {
+        assert_eq!(outcome[step]["ok"], true, "the admin may {step}: {outcome}");
+    }
+    assert_eq!(call(&server, "GET", "/v2/app/manifests/v1", Some(ADMIN)).0, 404, "deleted");
+}
+
+/// `curl -X DELETE url` as `who` (the credentials in a config on stdin, not argv): the status.
+fn curl_delete(url: &str, (user, password): (&str, &str)) -> String {
+    let mut child = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-K", "-", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let config = format!("user = \"{user}:{password}\"\n");
+    child.stdin.take().expect("stdin").write_all(config.as_bytes()).expect("curl's config");
+    let out = child.wait_with_output().expect("wait for curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -9,6 +9,7 @@
 //! about 10 failures a minute, and a test that pushes must not share that budget.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -23,9 +24,13 @@ use crate::util::{self, MANIFEST_ACCEPT, Server};
 
 const USER: &str = "ci-pusher";
 const PASSWORD: &str = "clients: test pa55word";
+/// A second user of every rig, whose rule line grants pull only.
+const READER: &str = "ci-reader";
+const READER_PASSWORD: &str = "clients: reader pa55word";
 
 /// The registry under test in the test's own network namespace, over HTTPS with a certificate
-/// for [`engines::REGISTRY_IP`] from a test CA, with one htpasswd user.
+/// for [`engines::REGISTRY_IP`] from a test CA, with two htpasswd users: [`USER`] (full
+/// access) and [`READER`] (pull only, by a rule line in regctl's format).
 struct Rig {
     _server: Server,
     /// `ip:port`, as the clients name the registry.
@@ -55,6 +60,9 @@ impl Rig {
         ca.issue(&[&engines::REGISTRY_IP.to_string()], &cert, &key);
         let htpasswd = work.path().join("htpasswd");
         htpasswd_set(&htpasswd, USER, PASSWORD, true);
+        htpasswd_set(&htpasswd, READER, READER_PASSWORD, false);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&htpasswd).expect("the htpasswd file");
+        writeln!(file, "#!regctl {READER} access=pull").expect("the reader's rule line");
         let addr = net.free_addr();
         let mut args = vec![
             "--tls-cert",
@@ -538,6 +546,49 @@ fn anonymous_pull_and_logged_in_push_on_one_registry() {
     ctr_pull(&containerd, path_str(&hosts), None, &image);
     let (_, digest) = rig.manifest("open/app", "v1");
     assert_eq!(ctr_digest(&containerd, &image), digest, "ctr pulled anonymously");
+
+    // Logged out, a push is asked to log in (401 and the challenge), not refused as if the
+    // anonymous puller were a user without push (403 "denied").
+    let again = rig.image("open/app", "v2");
+    docker.docker_ok(&["tag", &image, &again]);
+    let push = docker.docker(&["push", &again], None);
+    assert!(!push.status.success(), "docker pushed without credentials");
+    let said = text(&push);
+    assert!(said.contains("unauthorized") && !said.contains("denied"), "not a challenge to log in: {said}");
+}
+
+/// A pull-only user with docker, through Basic and through the Bearer flow: it pulls what
+/// the full user pushed, and a push (to that repository or another) is refused with the
+/// registry's `denied`; nothing of the refused pushes is stored.
+#[test]
+fn docker_pull_only_user_pulls_and_is_refused_push() {
+    for bearer in [false, true] {
+        let serve: &[&str] = if bearer { &["--bearer"] } else { &[] };
+        let Some(rig) = Rig::start_with(&["dockerd", "docker", "containerd"], serve) else { return };
+        let (docker, _containerd) = docker_logged_in(&rig);
+        let image = rig.image("readers/app", "v1");
+        let seed = 30 + u64::from(bearer);
+        let id = docker_build(&docker, &rig.dir("build"), &image, seed);
+        docker.docker_ok(&["push", &image]);
+
+        let login = docker
+            .docker(&["login", "--username", READER, "--password-stdin", &rig.host], Some(READER_PASSWORD));
+        engines::assert_success("docker login as the reader", &login);
+        docker.docker_ok(&["rmi", &image, &format!("clients-base-{seed}:latest")]);
+        docker.docker_ok(&["pull", &image]);
+        assert_eq!(docker.image_id(&image), id, "the reader pulled the image (bearer: {bearer})");
+
+        for target in [rig.image("readers/app", "v2"), rig.image("readers/other", "v1")] {
+            docker.docker_ok(&["tag", &image, &target]);
+            let push = docker.docker(&["push", &target], None);
+            assert!(!push.status.success(), "the pull-only user pushed {target} (bearer: {bearer})");
+            assert!(text(&push).contains("denied"), "not the registry's denied: {}", text(&push));
+        }
+        let catalog = rig.get("/v2/_catalog").json::<Value>().expect("JSON");
+        assert_eq!(catalog["repositories"], serde_json::json!(["readers/app"]), "bearer: {bearer}");
+        let tags = rig.get("/v2/readers/app/tags/list").json::<Value>().expect("JSON");
+        assert_eq!(tags["tags"], serde_json::json!(["v1"]), "bearer: {bearer}");
+    }
 }
 
 /// Standard base64 of `text` (docker's `auth` field).

@@ -634,3 +634,82 @@ fn ssh_commands_wait_for_an_sshd_that_is_still_starting() {
     assert!(text(&out).contains("cannot connect"), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(30), "gave up after {:?}", started.elapsed());
 }
+
+/// The `kid` of the token `/token` issues to `user` of `server`: which key signed it.
+fn token_kid(server: &crate::util::Server, (user, password): (&str, &str)) -> String {
+    use base64::Engine as _;
+    let body: serde_json::Value = crate::util::http()
+        .get(server.url("/token?scope=repository:app:pull"))
+        .basic_auth(user, Some(password))
+        .send()
+        .expect("GET /token")
+        .json()
+        .expect("JSON");
+    let token = body["token"].as_str().unwrap_or_else(|| panic!("no token in {body}"));
+    let header = token.split('.').next().expect("a header");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("base64url");
+    serde_json::from_slice::<serde_json::Value>(&json).expect("JSON")["kid"]
+        .as_str()
+        .expect("a kid")
+        .to_string()
+}
+
+/// `rotate-token-key --instance` over real SSH on an instance with filesystem storage: the
+/// instance's configuration names the storage root, the key ring there is replaced (0600,
+/// the previous key kept for its grace), and a server on that storage signs with the new key
+/// within seconds while a token of the old one still verifies.
+#[test]
+fn rotate_token_key_over_ssh_replaces_the_key_on_the_instances_disk() {
+    if !crate::auth::htpasswd_available() {
+        return;
+    }
+    let Some(instance) = Instance::start(&[]) else { return };
+    let root = instance.root();
+    let data = root.join("var/lib/regctl/data");
+    std::fs::create_dir_all(root.join("etc/regctl")).expect("the config directory");
+    let config = format!("[storage.filesystem]\nrootdirectory = \"{}\"\n", data.display());
+    std::fs::write(root.join("etc/regctl/config.toml"), config).expect("the instance's config");
+    let htpasswd = instance.path("htpasswd");
+    crate::auth::htpasswd_set(&htpasswd, "admin", ADMIN_PASSWORD, true);
+    let server = crate::util::Server::start_on(&data, &["--htpasswd", htpasswd.to_str().expect("UTF-8")]);
+    let admin = ("admin", ADMIN_PASSWORD);
+    let before = token_kid(&server, admin);
+    let old_token: serde_json::Value = crate::util::http()
+        .get(server.url("/token"))
+        .basic_auth(admin.0, Some(admin.1))
+        .send()
+        .expect("GET /token")
+        .json()
+        .expect("JSON");
+    let old_token = old_token["token"].as_str().expect("a token").to_string();
+
+    let mut rotate = strings(&["rotate-token-key", "--instance"]);
+    rotate.extend(instance.ssh_args());
+    let said = ok(&rotate, "");
+    assert!(said.contains("token signing key rotated"), "{said}");
+    let keys = data.join("regctl/token/keys.json");
+    let ring: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keys).expect("keys.json")).expect("JSON");
+    assert_eq!(
+        ring["previous"]["id"],
+        before.as_str(),
+        "the old key is kept for its grace: {}",
+        ring["previous"]["id"]
+    );
+    let new = ring["current"]["id"].as_str().expect("a current key").to_string();
+    assert_ne!(new, before);
+    assert_eq!(std::fs::metadata(&keys).expect("keys.json").permissions().mode() & 0o777, 0o600);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while token_kid(&server, admin) != new {
+        assert!(Instant::now() < deadline, "the server still signs with {before} 15 s after the rotation");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = crate::util::http()
+        .get(server.url("/v2/"))
+        .bearer_auth(&old_token)
+        .send()
+        .expect("GET /v2/")
+        .status();
+    assert_eq!(status, 200, "a token of the previous key still verifies");
+}

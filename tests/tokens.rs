@@ -242,12 +242,12 @@ fn signing_keys_survive_restarts_and_rotate_without_breaking_sessions() {
     assert_eq!(bearer_status(&server, "/v2/", &before), 200, "a token of the previous key still works");
 }
 
-/// Runs `regctl login --registry HOST ARGS` with `secret` on stdin and docker's and
-/// containers' directories under `dir`; returns the output.
+/// Runs `regctl login --password-stdin ARGS` with `secret` on stdin, docker's and containers'
+/// directories under `dir`, and `path` before `PATH`; returns the output, whatever the outcome.
 fn regctl_login(dir: &Path, args: &[&str], secret: &str, path: Option<&Path>) -> std::process::Output {
     use std::io::Write as _;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regctl"));
-    cmd.args(["login", "--registry", "registry.test:5000", "--password-stdin"])
+    cmd.args(["login", "--password-stdin"])
         .args(args)
         .env("DOCKER_CONFIG", dir.join("docker"))
         .env("REGCTL_DOCKER_CERTS_D", dir.join("docker-certs.d"))
@@ -261,34 +261,57 @@ fn regctl_login(dir: &Path, args: &[&str], secret: &str, path: Option<&Path>) ->
     }
     let mut child = cmd.spawn().expect("run regctl login");
     child.stdin.take().expect("stdin").write_all(secret.as_bytes()).expect("write the secret");
-    let out = child.wait_with_output().expect("wait for regctl login");
+    child.wait_with_output().expect("wait for regctl login")
+}
+
+/// [`regctl_login`], which must succeed.
+fn regctl_login_ok(dir: &Path, args: &[&str], secret: &str, path: Option<&Path>) -> std::process::Output {
+    let out = regctl_login(dir, args, secret, path);
     assert!(out.status.success(), "regctl login: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
-/// `regctl login`: the CA goes into docker's and containers' certs.d; without a credential
-/// helper the credentials go into config.json and the command says they are in plain text;
-/// with `credsStore` set they go to `docker-credential-<store> store` on stdin and the file
-/// keeps an empty entry; `--kubernetes-secret` prints a dockerconfigjson Secret. (The helper
-/// here is a script speaking docker's helper protocol: no helper that works headless, without
-/// a desktop keyring or GPG setup, is installed.)
+/// `regctl login` against a server over HTTPS with a private CA: a wrong password is refused
+/// by the registry before anything is written; then the CA goes into docker's and containers'
+/// certs.d; without a credential helper the credentials go into config.json and the command
+/// says they are in plain text; with `credsStore` set they go to `docker-credential-<store>
+/// store` on stdin and the file keeps an empty entry; the host comes from the state file when
+/// `--registry` is not given. (The helper here is a script speaking docker's helper protocol:
+/// no helper that works headless, without a desktop keyring or GPG setup, is installed.)
 #[test]
-fn regctl_login_trusts_the_ca_and_keeps_secrets_in_the_helper() {
+fn regctl_login_checks_the_credentials_trusts_the_ca_and_keeps_secrets_in_the_helper() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let ca = crate::util::tls::TestCa::new(dir.path(), "login-ca");
-    let out =
-        regctl_login(dir.path(), &["--user", "ci", "--ca", ca.path.to_str().expect("UTF-8")], "s3cret", None);
+    let Some((server, ca)) = start_tls(dir.path()) else { return };
+    let host = server.host();
+    let ca_arg = ca.path.to_str().expect("UTF-8");
+    let config = dir.path().join("docker/config.json");
+
+    let wrong = regctl_login(
+        dir.path(),
+        &["--registry", &host, "--user", WRITER.0, "--ca", ca_arg],
+        "n0t-the-pa55",
+        None,
+    );
+    assert!(!wrong.status.success(), "a wrong password was taken");
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("refused the credentials") && !said.contains("n0t-the-pa55"), "{said}");
+    assert!(!config.exists() && !dir.path().join("docker-certs.d").exists(), "nothing is saved");
+
+    let out = regctl_login_ok(
+        dir.path(),
+        &["--registry", &host, "--user", WRITER.0, "--ca", ca_arg],
+        WRITER.1,
+        None,
+    );
     for certs in ["docker-certs.d", "containers-certs.d"] {
-        let file = dir.path().join(certs).join("registry.test:5000/ca.crt");
+        let file = dir.path().join(certs).join(&host).join("ca.crt");
         assert_eq!(std::fs::read_to_string(&file).expect("ca.crt"), ca.pem);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no docker credential helper") && stderr.contains("not encrypted"), "{stderr}");
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("docker/config.json")).expect("config.json"))
-            .expect("JSON");
-    let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cret");
-    assert_eq!(config["auths"]["registry.test:5000"]["auth"], auth.as_str());
+    let written: Value = serde_json::from_slice(&std::fs::read(&config).expect("config.json")).expect("JSON");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", WRITER.0, WRITER.1));
+    assert_eq!(written["auths"][&host]["auth"], auth.as_str());
 
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin");
@@ -297,27 +320,49 @@ fn regctl_login_trusts_the_ca_and_keeps_secrets_in_the_helper() {
     std::fs::write(&helper, format!("#!/bin/sh\n[ \"$1\" = store ] && cat > '{}'\n", received.display()))
         .expect("write the helper");
     std::process::Command::new("chmod").arg("+x").arg(&helper).status().expect("chmod");
-    std::fs::write(
-        dir.path().join("docker/config.json"),
-        r#"{"credsStore": "testvault", "auths": {"registry.test:5000": {"auth": "b2xkOm9sZA=="}}}"#,
-    )
-    .expect("config with a helper");
-    let out = regctl_login(dir.path(), &["--user", "ci"], "n3w-secret", Some(&bin));
+    let with_helper =
+        format!(r#"{{"credsStore": "testvault", "auths": {{"{host}": {{"auth": "b2xkOm9sZA=="}}}}}}"#);
+    std::fs::write(&config, with_helper).expect("config with a helper");
+    // The host from the deployment's recorded settings this time.
+    let state = dir.path().join("regctl.toml");
+    std::fs::write(&state, format!("[deployments.registry]\ndomain = \"{host}\"\n")).expect("the state file");
+    let state_arg = state.to_str().expect("UTF-8");
+    let args = ["--state-file", state_arg, "--user", READER.0, "--ca", ca_arg];
+    let out = regctl_login_ok(dir.path(), &args, READER.1, Some(&bin));
     assert!(String::from_utf8_lossy(&out.stderr).contains("docker-credential-testvault"));
     let stored: Value =
         serde_json::from_slice(&std::fs::read(&received).expect("the helper got it")).expect("JSON");
-    assert_eq!(
-        stored,
-        serde_json::json!({"ServerURL": "registry.test:5000", "Username": "ci", "Secret": "n3w-secret"})
-    );
-    let config = std::fs::read_to_string(dir.path().join("docker/config.json")).expect("config.json");
+    assert_eq!(stored, serde_json::json!({"ServerURL": host, "Username": READER.0, "Secret": READER.1}));
+    let written = std::fs::read_to_string(&config).expect("config.json");
     assert!(
-        !config.contains("n3w") && !config.contains("b2xkOm9sZA=="),
-        "a secret stayed in the file: {config}"
+        !written.contains(READER.1) && !written.contains("b2xkOm9sZA=="),
+        "a secret stayed in the file: {written}"
     );
+}
 
-    let out =
-        regctl_login(dir.path(), &["--user", "puller", "--kubernetes-secret", "regcred"], "pull-only", None);
+/// `regctl login --kubernetes-secret NAME --file F`: after the user's credentials are checked,
+/// a pull-only token NAME is added to the server's file and the printed
+/// `kubernetes.io/dockerconfigjson` Secret holds it, not the user's password; the registry
+/// takes it for pulls and refuses it a push.
+#[test]
+fn regctl_login_prints_a_kubernetes_secret_of_a_new_pull_only_token() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Some((server, ca)) = start_tls(dir.path()) else { return };
+    let host = server.host();
+    let htpasswd = dir.path().join("htpasswd");
+    let args = [
+        "--registry",
+        &host,
+        "--user",
+        WRITER.0,
+        "--ca",
+        ca.path.to_str().expect("UTF-8"),
+        "--kubernetes-secret",
+        "regcred",
+        "--file",
+        htpasswd.to_str().expect("UTF-8"),
+    ];
+    let out = regctl_login_ok(dir.path(), &args, WRITER.1, None);
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(
         yaml.contains("type: kubernetes.io/dockerconfigjson") && yaml.contains("name: regcred"),
@@ -327,5 +372,28 @@ fn regctl_login_trusts_the_ca_and_keeps_secrets_in_the_helper() {
     let decoded: Value =
         serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(data).expect("base64"))
             .expect("JSON");
-    assert_eq!(decoded["auths"]["registry.test:5000"]["username"], "puller");
+    let entry = &decoded["auths"][&host];
+    assert_eq!(entry["username"], "regcred");
+    let secret = entry["password"].as_str().expect("a password").to_string();
+    assert_ne!(secret, WRITER.1, "the Secret holds the user's password");
+    let file = std::fs::read_to_string(&htpasswd).expect("htpasswd");
+    assert!(file.contains("#!regctl regcred access=pull"), "{file}");
+    assert!(!dir.path().join("docker/config.json").exists(), "docker is not configured");
+
+    let client = util::tls::https_client(&ca.pem);
+    let status = |method: reqwest::Method, path: &str| {
+        let url = format!("https://{host}{path}");
+        client.request(method, &url).basic_auth("regcred", Some(&secret)).send().expect("a response").status()
+    };
+    assert_eq!(status(reqwest::Method::GET, "/v2/_catalog"), 200, "the token pulls");
+    assert_eq!(status(reqwest::Method::POST, "/v2/app/blobs/uploads/"), 403, "the token may not push");
+}
+
+/// [`start`] over HTTPS, with a certificate for 127.0.0.1 from a new test CA.
+fn start_tls(dir: &Path) -> Option<(Server, util::tls::TestCa)> {
+    let ca = util::tls::TestCa::new(dir, "login-ca");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    ca.issue(&["127.0.0.1"], &cert, &key);
+    let tls = ["--tls-cert", cert.to_str().expect("UTF-8"), "--tls-key", key.to_str().expect("UTF-8")];
+    Some((start(dir, &tls)?, ca))
 }

@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ListUsers(args) => users::list(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
         Command::Gc(args) => gc::run(&cli.global, args),
-        Command::RotateTokenKey(args) => tokens::run(args),
-        Command::Login(args) => login::run(args),
+        Command::RotateTokenKey(args) => tokens::run(&cli.global, args),
+        Command::Login(args) => login::run(&cli.global, args),
     }
 }

@@ -93,7 +93,18 @@ pub async fn get(
     addr: Option<SocketAddr>,
     roots: Arc<rustls::RootCertStore>,
 ) -> anyhow::Result<Answer> {
-    tokio::time::timeout(TIMEOUT, get_inner(target, addr, roots))
+    get_as(target, addr, roots, None).await
+}
+
+/// [`get`] with `authorization` as the request's `Authorization` header (credentials: never
+/// logged, never in an error).
+pub async fn get_as(
+    target: &Target,
+    addr: Option<SocketAddr>,
+    roots: Arc<rustls::RootCertStore>,
+    authorization: Option<&str>,
+) -> anyhow::Result<Answer> {
+    tokio::time::timeout(TIMEOUT, get_inner(target, addr, roots, authorization))
         .await
         .map_err(|_| anyhow!("no answer within {} s", TIMEOUT.as_secs()))?
 }
@@ -102,6 +113,7 @@ async fn get_inner(
     target: &Target,
     addr: Option<SocketAddr>,
     roots: Arc<rustls::RootCertStore>,
+    authorization: Option<&str>,
 ) -> anyhow::Result<Answer> {
     let Target { tls, host, port, .. } = target;
     let tcp = match addr {
@@ -112,7 +124,7 @@ async fn get_inner(
         format!("cannot connect to {}", addr.map_or(format!("{host}:{port}"), |a| a.to_string()))
     })?;
     if !tls {
-        return exchange(tcp, target, None).await;
+        return exchange(tcp, target, None, authorization).await;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -132,11 +144,16 @@ async fn get_inner(
         .and_then(|c| c.first())
         .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
         .map(|(_, cert)| cert.validity().not_after.timestamp());
-    exchange(stream, target, expires).await
+    exchange(stream, target, expires, authorization).await
 }
 
 /// Sends the request over `stream` and reads the answer's head (the body is not read).
-async fn exchange<S>(stream: S, target: &Target, certificate_expires: Option<i64>) -> anyhow::Result<Answer>
+async fn exchange<S>(
+    stream: S,
+    target: &Target,
+    certificate_expires: Option<i64>,
+    authorization: Option<&str>,
+) -> anyhow::Result<Answer>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -145,10 +162,12 @@ where
         .context("HTTP handshake failed")?;
     // Drives the connection until the answer's head is in; dropped with the answer.
     let driver = tokio::spawn(connection);
-    let request = hyper::Request::get(&target.path)
-        .header(hyper::header::HOST, host_header(&target.host))
-        .body(String::new())
-        .context("cannot build the request")?;
+    let mut request =
+        hyper::Request::get(&target.path).header(hyper::header::HOST, host_header(&target.host));
+    if let Some(value) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let request = request.body(String::new()).context("cannot build the request")?;
     let answer = sender.send_request(request).await.context("no HTTP answer");
     driver.abort();
     let answer = answer?;

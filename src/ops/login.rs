@@ -1,15 +1,19 @@
 //! `regctl login`: the local clients of an operator's or CI machine set up for a registry —
-//! its CA in docker's and containers' `certs.d` when the certificate is private, the
-//! credentials through docker's configured credential helper (plain text in `config.json`
-//! only when none is configured, and then said so), and a Kubernetes pull Secret.
+//! the credentials checked against the registry first ([`verify`]), its CA in docker's and
+//! containers' `certs.d` when the certificate is private, the credentials through docker's
+//! configured credential helper (plain text in `config.json` only when none is configured, and
+//! then said so), and a Kubernetes pull Secret.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use serde_json::{Value, json};
+
+use crate::ops::https::{self, Target};
 
 /// Where the local clients keep their settings; each overridable (tests, unusual setups).
 #[derive(Debug, Clone)]
@@ -131,6 +135,35 @@ fn run_helper(helper: &str, host: &str, user: &str, secret: &str) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// Checks that the registry at `host` (`HOST[:PORT]`) takes `user`'s `secret`: `GET
+/// https://HOST/v2/` with them as Basic credentials, TLS verified against `roots`. `Ok` when it
+/// answers 200; otherwise an error saying what it answered (never the secret).
+pub async fn verify(
+    host: &str,
+    roots: Arc<rustls::RootCertStore>,
+    user: &str,
+    secret: &str,
+) -> anyhow::Result<()> {
+    let target = Target::parse(&format!("https://{host}/v2/"))?;
+    let basic =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")));
+    let answer = https::get_as(&target, None, roots, Some(&basic))
+        .await
+        .with_context(|| format!("cannot check the credentials of {user} at https://{host}/v2/"))?;
+    match answer.status {
+        200 => Ok(()),
+        401 => bail!(
+            "the registry at {host} refused the credentials of {user} (401): wrong name or password, or an expired token"
+        ),
+        429 => bail!(
+            "the registry at {host} is refusing logins from this address for a while after failed ones (429): try again later"
+        ),
+        status => bail!(
+            "https://{host}/v2/ answered {status} to the credentials of {user}, not 200: is {host} the registry?"
+        ),
+    }
 }
 
 /// A `kubernetes.io/dockerconfigjson` Secret named `name` with `user`'s `secret` for `host`.

@@ -1,5 +1,6 @@
 //! The one client that drives both servers: the OCI push and pull flows over plain HTTP/1.1
-//! with keep-alive, Basic auth on every request, and every byte read checked against its digest.
+//! with keep-alive, Basic auth on every request (or a Bearer token, for one cell of ours), and
+//! every byte read checked against its digest.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -76,6 +77,23 @@ impl Registry {
             auth: self.auth.clone(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// The same registry with a Bearer token from its `/token` endpoint (Docker's token flow,
+    /// ours only), asked with this client's Basic credentials for pulling `repos`: every
+    /// request of the returned client sends the token instead of the password.
+    pub async fn with_bearer_token(&self, repos: &[&str]) -> Result<Registry> {
+        let scopes: Vec<String> = repos.iter().map(|repo| format!("scope=repository:{repo}:pull")).collect();
+        let response = self.send(Method::GET, &format!("/token?{}", scopes.join("&")), &[], empty()).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await.context("reading the /token answer")?.to_bytes();
+        ensure!(status == StatusCode::OK, "GET /token: {status}: {}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).context("the /token answer is not JSON")?;
+        let token = answer["token"].as_str().context("no token in the /token answer")?;
+        let auth =
+            HeaderValue::from_str(&format!("Bearer {token}")).context("the token is no header value")?;
+        Ok(Registry { auth, ..self.clone() })
     }
 
     /// HTTP requests sent so far by this client and its clones (redirects followed included).

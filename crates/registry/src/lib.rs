@@ -104,37 +104,63 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let Some(auth) = &state.auth else { return next.run(request).await };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    match auth.check(authorization, client).await {
+    let refused = match auth.check(authorization, client).await {
         Ok(user) => match auth::authorize::user(&mut request, &user) {
-            Err(denied) => denied.into_response(),
             Ok(()) => {
                 let name = LoggedUser(user.name.clone());
                 request.extensions_mut().insert(user);
                 let mut response = next.run(request).await;
                 response.extensions_mut().insert(name);
-                response
+                return response;
             }
+            // A token whose scope does not cover the request (or the anonymous puller's):
+            // challenged for the scope, as a request without credentials is.
+            Err(error::Error::Unauthorized { .. }) => auth.unauthorized(false),
+            // Refused to a Bearer token's user: the challenge too, for clients that ask
+            // `/token` again only after a `403` (oras-py), which then stop at once.
+            Err(denied) if user.scope.is_some() => {
+                let access = requested_access(&mut request);
+                let mut response = denied.into_response();
+                if let Some(value) = bearer_challenge(&state, auth, &request, &access) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                }
+                return response;
+            }
+            Err(denied) => return denied.into_response(),
         },
-        Err(error::Error::Unauthorized { rejected: false, .. })
+        Err(e) => e,
+    };
+    match refused {
+        error::Error::Unauthorized { rejected: false, .. }
             if auth.anonymous_pull() && auth::authorize::anonymous_pull(&mut request) =>
         {
             next.run(request).await
         }
-        Err(error::Error::Unauthorized { realm, rejected, .. }) => {
+        error::Error::Unauthorized { realm, rejected, .. } => {
             let access = requested_access(&mut request);
-            let bearer = auth.tokens().is_some_and(|t| t.bearer_challenge())
-                && request.uri().path().starts_with("/v2");
-            let challenge = bearer.then(|| request_host(&request)).flatten().and_then(|host| {
-                auth::token_endpoint::challenge(state.ops.settings.scheme, &host, auth.service(), &access)
-            });
+            let challenge = bearer_challenge(&state, auth, &request, &access);
             let mut response = error::Error::Unauthorized { realm, rejected, access }.into_response();
             if let Some(value) = challenge {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
             }
             response
         }
-        Err(e) => e.into_response(),
+        e => e.into_response(),
     }
+}
+
+/// The Bearer challenge for `access`, when the token flow challenges with Bearer and
+/// `request` is a `/v2` one whose host can be named in a header.
+fn bearer_challenge(
+    state: &AppState,
+    auth: &auth::Htpasswd,
+    request: &Request,
+    access: &[error::Access],
+) -> Option<HeaderValue> {
+    let bearer =
+        auth.tokens().is_some_and(|t| t.bearer_challenge()) && request.uri().path().starts_with("/v2");
+    let host = bearer.then(|| request_host(request)).flatten()?;
+    auth::token_endpoint::challenge(state.ops.settings.scheme, &host, auth.service(), access)
 }
 
 /// The name (never the secret) of the user or token a response was for, for the access log.

@@ -9,6 +9,10 @@
 //! | `POST …/blobs/uploads/?mount=D&from=OTHER` | `push` here; the mount itself also `pull` on `OTHER` |
 //! | `/v2/`, `/v2/_catalog`, the web UI | valid credentials; the catalog and the UI list only what the caller may pull |
 //!
+//! What the caller's grant does not allow is refused with `403`; what only its Bearer token's
+//! scope does not cover (or what the anonymous puller asks beyond pull) gets `401` and the
+//! challenge for the scope it needs.
+//!
 //! Cancelling an upload session (`DELETE` of `…/blobs/uploads/<id>`) is part of a push and
 //! destroys no stored content, so it needs `push`, as `PATCH` and `PUT` of the session do.
 //!
@@ -19,6 +23,7 @@
 //! Every decision goes through [`User::allows`] and [`User::may_pull`].
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::extract::Request;
 use axum::http::{Method, Uri};
@@ -50,7 +55,12 @@ pub fn need<'e>(endpoint: &'e Endpoint, method: &Method) -> Option<(&'e str, Acc
 /// Whether `user` may do what `request` asks; a refused cross-repository mount is turned
 /// into a plain upload start (its query dropped) and let through. For the web UI, leaves
 /// [`crate::ui::MayView`] in the request so its pages show only what `user` may pull.
-/// `Err(Denied)` otherwise.
+///
+/// Refused: `Err(Denied)` (`403`) when the caller's grant does not allow it. `Err(Unauthorized)`
+/// (a `401`, which the middleware answers with its challenge) when only a Bearer token's scope
+/// is too narrow, as distribution answers `insufficient_scope`, so the client asks `/token`
+/// for the scope it needs (oras does); and for the anonymous puller, which sent no
+/// credentials, so the client logs in (docker, containerd).
 pub fn user(request: &mut Request, user: &User) -> Result<(), Error> {
     if is_ui(request.uri()) {
         let viewer = user.clone();
@@ -64,7 +74,12 @@ pub fn user(request: &mut Request, user: &User) -> Result<(), Error> {
     if let Some((repository, level)) = need(endpoint, request.method())
         && !user.allows(repository, level)
     {
-        return Err(Error::Denied { access: vec![endpoint.access(request.method())] });
+        let access = vec![endpoint.access(request.method())];
+        let granted = user.level_on(repository, SystemTime::now()).is_some_and(|l| l >= level);
+        if user.anonymous || granted {
+            return Err(Error::Unauthorized { realm: String::new(), rejected: false, access });
+        }
+        return Err(Error::Denied { access });
     }
     if matches!(endpoint, Endpoint::UploadStart(_)) && !mount_allowed(request.uri(), user) {
         drop_query(request);
@@ -173,6 +188,28 @@ mod tests {
         let mut expired = user_with(Access::Delete, &["**"]);
         expired.grant.expires = Some(std::time::SystemTime::now());
         assert!(decide(&expired, Method::GET, "/v2/team/app/manifests/v1").is_err());
+    }
+
+    /// What only a token's scope refuses is a `401` (the client asks `/token` for the scope);
+    /// what the grant refuses is a `403`; the anonymous puller is asked to log in for more
+    /// than pull.
+    #[test]
+    fn a_token_too_narrow_is_challenged_and_a_grant_too_narrow_denied() {
+        let mut writer = user_with(Access::Push, &["team/*"]);
+        let pull_app = crate::auth::token::ResourceActions {
+            kind: "repository".into(),
+            name: "team/app".into(),
+            actions: vec!["pull".into()],
+        };
+        writer.scope = Some(crate::auth::token::Scope::of(&[pull_app]));
+        assert!(decide(&writer, Method::GET, "/v2/team/app/manifests/v1").is_ok());
+        let unauthorized = Err("UNAUTHORIZED".to_string());
+        assert_eq!(decide(&writer, Method::POST, "/v2/team/app/blobs/uploads/"), unauthorized);
+        assert_eq!(decide(&writer, Method::DELETE, "/v2/team/app/manifests/v1"), Err("DENIED".into()));
+        assert_eq!(decide(&writer, Method::POST, "/v2/other/blobs/uploads/"), Err("DENIED".into()));
+        let anonymous = crate::auth::anonymous();
+        assert!(decide(&anonymous, Method::GET, "/v2/app/manifests/v1").is_ok());
+        assert_eq!(decide(&anonymous, Method::POST, "/v2/app/blobs/uploads/"), unauthorized);
     }
 
     #[test]

@@ -207,9 +207,27 @@ pub async fn load_or_create(storage: &dyn Storage) -> Result<KeyRing, KeyError> 
 /// Replaces the stored ring with a new current key; the old current key keeps verifying for
 /// `grace` (the access tokens' lifetime). Returns the new ring.
 pub async fn rotate(storage: &dyn Storage, grace: Duration) -> Result<KeyRing, KeyError> {
-    let ring = load_or_create(storage).await?.rotated(SystemTime::now(), grace);
-    storage.put(&keys_path(), Bytes::from(ring.to_json())).await?;
+    let stored = match storage.get(&keys_path()).await {
+        Ok(data) => Some(data),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (ring, data) = rotated(stored.as_deref(), grace)?;
+    storage.put(&keys_path(), Bytes::from(data)).await?;
     Ok(ring)
+}
+
+/// What [`rotate`] stores in place of `stored` (the ring's stored bytes; none yet: a new
+/// ring): the rotated ring and its bytes. For a ring kept where no [`Storage`] reaches, such
+/// as an instance's disk over SSH.
+pub fn rotated(stored: Option<&[u8]>, grace: Duration) -> Result<(KeyRing, Vec<u8>), KeyError> {
+    let ring = match stored {
+        Some(data) => KeyRing::from_json(data)?,
+        None => KeyRing::generate(),
+    };
+    let ring = ring.rotated(SystemTime::now(), grace);
+    let data = ring.to_json();
+    Ok((ring, data))
 }
 
 /// A ring shared by the server's requests, re-read from storage periodically.

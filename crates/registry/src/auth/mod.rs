@@ -38,19 +38,32 @@ pub struct User {
     pub grant: Grant,
     /// When the caller came with a Bearer token: what the token covers, within `grant`.
     pub scope: Option<token::Scope>,
+    /// Anonymous pull is on: anyone may pull every repository, so this caller may too, on top
+    /// of its grant (a user limited to pushing `team/*` still pulls what is public).
+    pub public_pull: bool,
+    /// The caller sent no credentials (the anonymous puller, with or without its token): what
+    /// it is refused is answered with a challenge to log in, not `403`.
+    pub anonymous: bool,
 }
 
 impl User {
-    /// A caller with `grant`, not narrowed by a token.
+    /// A caller with `grant`, not narrowed by a token, without anonymous pull.
     pub fn new(name: impl Into<String>, grant: Grant) -> User {
-        User { name: name.into(), grant, scope: None }
+        User { name: name.into(), grant, scope: None, public_pull: false, anonymous: false }
+    }
+
+    /// The level this caller has on `repository` at `now`, before a token's scope narrows it:
+    /// its grant's, or `pull` when anonymous pull is on and the grant gives less.
+    pub fn level_on(&self, repository: &str, now: SystemTime) -> Option<access::Access> {
+        let public = self.public_pull.then_some(access::Access::Pull);
+        self.grant.on(repository, now).max(public)
     }
 
     /// Whether this caller may do `need` to `repository` now. Every authorization decision
     /// goes through here (or [`User::may_pull`]), so a Bearer token's scope narrows the grant
     /// here: both must allow it.
     pub fn allows(&self, repository: &str, need: access::Access) -> bool {
-        self.grant.allows(repository, need, SystemTime::now())
+        self.level_on(repository, SystemTime::now()).is_some_and(|level| level >= need)
             && self.scope.as_ref().is_none_or(|scope| scope.allows(repository, need))
     }
 
@@ -58,11 +71,15 @@ impl User {
     /// for the catalog (`registry:catalog:*`) lists what the grant may pull.
     pub fn may_pull(&self, repository: &str) -> bool {
         match &self.scope {
-            Some(scope) if scope.catalog => {
-                self.grant.allows(repository, access::Access::Pull, SystemTime::now())
-            }
+            Some(scope) if scope.catalog => self.level_on(repository, SystemTime::now()).is_some(),
             _ => self.allows(repository, access::Access::Pull),
         }
+    }
+
+    /// Whether this caller may list some repository at `now` (a catalog scope is worth
+    /// granting).
+    pub fn may_list(&self, now: SystemTime) -> bool {
+        self.public_pull || (!self.grant.repos.is_empty() && !self.grant.expired(now))
     }
 }
 
@@ -133,6 +150,10 @@ pub struct Entry {
     /// What it may do: its rule line's grant; without one, [`Grant::full`] for a user (as in a
     /// `registry:2` file) and [`Grant::nothing`] for a token.
     pub grant: Grant,
+    /// A fingerprint of the stored hash ([`token::fingerprint`]): what a Bearer or refresh
+    /// token records of its subject, so setting a password or token again ends them. Computed
+    /// once, when the file is read, not per request.
+    pub generation: String,
 }
 
 /// Parses htpasswd text into name → entry. Blank lines and `#` comments are skipped, except
@@ -161,20 +182,13 @@ pub fn parse_htpasswd(text: &str, path: &Path) -> Result<HashMap<String, Entry>,
             return Err(bad());
         };
         let grant = rules.remove(name).unwrap_or(default);
-        entries.insert(name.to_string(), Entry { secret, grant });
-    }
-    Ok(entries)
-}
-
-impl Entry {
-    /// A fingerprint of the stored hash ([`token::fingerprint`]): what a Bearer or refresh
-    /// token records of its subject, so setting a password or token again ends them.
-    pub fn generation(&self) -> String {
-        match &self.secret {
+        let generation = match &secret {
             Secret::Bcrypt(hash) => token::fingerprint(hash.as_bytes()),
             Secret::Token(digest) => token::fingerprint(digest),
-        }
+        };
+        entries.insert(name.to_string(), Entry { secret, grant, generation });
     }
+    Ok(entries)
 }
 
 /// The SHA-256 of a token's secret, as its entry stores it.
@@ -372,16 +386,12 @@ impl Htpasswd {
     /// `Bearer` credentials are a token of [`token`]: checked without bcrypt, and against the
     /// current entries ([`Htpasswd::bearer`]).
     pub async fn check(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Result<User, Error> {
-        if let Some(token) = authorization.and_then(bearer_token) {
-            return self.bearer(token).ok_or_else(|| self.unauthorized(true));
+        match Credentials::of(authorization) {
+            Credentials::Bearer(token) => self.bearer(token).ok_or_else(|| self.unauthorized(true)),
+            Credentials::Basic(name, password) => self.check_password(name, password, client).await,
+            // A scheme that is not ours is no credentials, as before the token flow.
+            Credentials::Absent | Credentials::Unreadable => Err(self.unauthorized(false)),
         }
-        // An empty user name is no credentials: clients without any (skopeo) answer a Basic
-        // challenge with `Basic Og==`, and no entry can have that name.
-        let credentials = authorization.and_then(basic_credentials).filter(|(name, _)| !name.is_empty());
-        let Some((name, password)) = credentials else {
-            return Err(self.unauthorized(false));
-        };
-        self.check_password(name, password, client).await
     }
 
     /// Checks a user name and password (or token secret) from `client`, as [`Htpasswd::check`]
@@ -450,7 +460,7 @@ impl Htpasswd {
                     cache.clear();
                 }
                 cache.insert(name.clone(), Cached { key, at: Instant::now() });
-                Ok(User::new(name, entry.grant))
+                Ok(self.caller(name, entry.grant))
             }
             (verified, _) => {
                 // Debug-formatted: a user name is the client's text and must not start a log line of its own.
@@ -480,7 +490,7 @@ impl Htpasswd {
             return None;
         }
         self.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(User::new(name, grant))
+        Some(self.caller(name, grant))
     }
 
     /// The caller an access token names, narrowed to its scope: `None` when the token does not
@@ -524,11 +534,16 @@ impl Htpasswd {
     fn entry_at(&self, name: &str, now: SystemTime) -> Option<(User, String)> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         let entry = users.entries.get(name).filter(|e| !e.grant.expired(now))?;
-        Some((User::new(name, entry.grant.clone()), entry.generation()))
+        Some((self.caller(name, entry.grant.clone()), entry.generation.clone()))
+    }
+
+    /// The verified caller `name` with `grant`, and what anyone may do when anonymous pull is on.
+    fn caller(&self, name: impl Into<String>, grant: Grant) -> User {
+        User { public_pull: self.anonymous_pull(), ..User::new(name, grant) }
     }
 
     /// A `401` with the realm's challenge; `rejected` when credentials were given and refused.
-    fn unauthorized(&self, rejected: bool) -> Error {
+    pub fn unauthorized(&self, rejected: bool) -> Error {
         Error::Unauthorized { realm: self.realm.clone(), rejected, access: Vec::new() }
     }
 
@@ -565,30 +580,46 @@ impl Htpasswd {
     }
 }
 
-/// What an anonymous puller may do: pull everything (only issued while anonymous pull is on).
+/// The anonymous puller: no grant of its own, only what anyone may do while anonymous pull is
+/// on (only issued then).
 pub fn anonymous() -> User {
-    User::new(
-        "anonymous",
-        Grant { access: access::Access::Pull, repos: vec![access::RepoGlob::everything()], expires: None },
-    )
+    User { public_pull: true, anonymous: true, ..User::new("anonymous", Grant::nothing()) }
 }
 
-/// The token of `Bearer <token>`.
-fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// What an `Authorization` header carries: read here alone, for `/v2` ([`Htpasswd::check`])
+/// and for `/token`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'h> {
+    /// None: no header, or Basic with an empty user name (clients without credentials, such as
+    /// skopeo, answer a Basic challenge with `Basic Og==`, and no entry can have that name).
+    Absent,
+    /// `Bearer <token>`.
+    Bearer(&'h str),
+    /// `Basic base64(user:password)`.
+    Basic(String, String),
+    /// Another scheme, or Basic that does not decode to `user:password`.
+    Unreadable,
 }
 
-/// Decodes `Basic base64(user:password)`.
-fn basic_credentials(header: &str) -> Option<(String, String)> {
-    let (scheme, encoded) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+impl<'h> Credentials<'h> {
+    /// Reads `header`, the value of `Authorization` if the request has one.
+    pub fn of(header: Option<&'h str>) -> Credentials<'h> {
+        let Some(header) = header else { return Credentials::Absent };
+        let Some((scheme, value)) = header.trim().split_once(' ') else { return Credentials::Unreadable };
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Credentials::Bearer(value.trim());
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Credentials::Unreadable;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok();
+        let text = decoded.and_then(|d| String::from_utf8(d).ok());
+        match text.as_deref().and_then(|t| t.split_once(':')) {
+            Some(("", _)) => Credentials::Absent,
+            Some((user, password)) => Credentials::Basic(user.to_string(), password.to_string()),
+            None => Credentials::Unreadable,
+        }
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
 }
 
 #[cfg(test)]
@@ -622,6 +653,18 @@ mod tests {
         assert!(parse_htpasswd(":$2y$05$x", p).is_err());
         // A name that could not carry a rule line is refused (found by the fuzz target).
         assert!(parse_htpasswd("a b# c:$2y$05$x", p).is_err());
+    }
+
+    /// One reader of `Authorization` for `/v2` and `/token`: what each kind of header is.
+    #[test]
+    fn credentials_are_read_in_one_place() {
+        assert_eq!(Credentials::of(None), Credentials::Absent);
+        assert_eq!(Credentials::of(Some(&basic("", ""))), Credentials::Absent, "skopeo's Basic Og==");
+        assert_eq!(Credentials::of(Some(&basic("a", "b:c"))), Credentials::Basic("a".into(), "b:c".into()));
+        assert_eq!(Credentials::of(Some(" bearer  t.k.n ")), Credentials::Bearer("t.k.n"));
+        for unreadable in ["Basic !!!", "Basic YQ==", "Negotiate abc", "Bearer", ""] {
+            assert_eq!(Credentials::of(Some(unreadable)), Credentials::Unreadable, "{unreadable:?}");
+        }
     }
 
     #[tokio::test]

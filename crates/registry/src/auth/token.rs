@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::access::{Access, Grant};
+use super::access::Access;
 use super::keys::KeyRing;
 use crate::oci::RepoName;
 
@@ -234,18 +234,19 @@ fn actions_of(level: Access) -> Vec<String> {
     all.iter().filter(|a| **a <= level).map(|a| a.as_str().to_string()).collect()
 }
 
-/// The part of `requested` that `grant` allows at `now`: each repository at the lower of the
-/// level asked and the level granted, dropped when nothing is granted; the catalog when the
-/// grant covers anything (it then lists what the grant may pull). At most [`MAX_SCOPES`].
-pub fn granted(requested: &[Requested], grant: &Grant, now: SystemTime) -> Vec<ResourceActions> {
+/// The part of `requested` that `user` may do at `now` ([`super::User::level_on`]: its grant,
+/// and pull everywhere while anonymous pull is on): each repository at the lower of the level
+/// asked and the level it has, dropped when it has none; the catalog when it may list anything
+/// (it then lists what it may pull). At most [`MAX_SCOPES`].
+pub fn granted(requested: &[Requested], user: &super::User, now: SystemTime) -> Vec<ResourceActions> {
     let mut out: Vec<ResourceActions> = Vec::new();
     for request in requested {
         let entry = match request {
             Requested::Repository(name, asked) => {
-                let Some(level) = grant.on(name, now).map(|g| g.min(*asked)) else { continue };
+                let Some(level) = user.level_on(name, now).map(|g| g.min(*asked)) else { continue };
                 ResourceActions { kind: "repository".into(), name: name.clone(), actions: actions_of(level) }
             }
-            Requested::Catalog if !grant.repos.is_empty() && !grant.expired(now) => {
+            Requested::Catalog if user.may_list(now) => {
                 ResourceActions { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] }
             }
             Requested::Catalog => continue,
@@ -303,7 +304,8 @@ pub fn token_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::access::RepoGlob;
+    use crate::auth::User;
+    use crate::auth::access::{Grant, RepoGlob};
 
     fn claims(now: SystemTime, kind: Kind) -> Claims {
         Claims {
@@ -369,7 +371,7 @@ mod tests {
             repos: vec!["team/*".parse::<RepoGlob>().expect("glob")],
             expires: None,
         };
-        let granted = granted(&requested, &pull_only, now);
+        let granted = granted(&requested, &User::new("r", pull_only.clone()), now);
         assert_eq!(granted[0].actions, ["pull"], "push is dropped, pull kept");
         assert_eq!(granted[1].name, "catalog");
         let scope = Scope::of(&granted);
@@ -377,9 +379,16 @@ mod tests {
         assert!(!scope.allows("other", Access::Pull) && scope.catalog);
         assert!(granted_is_empty(&parse_scopes("repository:elsewhere:pull"), &pull_only, now));
         assert!(granted_is_empty(&parse_scopes("repository:team/app:pull"), &Grant::nothing(), now));
+        // With anonymous pull on, every caller may pull everything on top of its grant.
+        let public = User { public_pull: true, ..User::new("r", pull_only) };
+        let public = super::granted(&parse_scopes("repository:elsewhere:pull,push"), &public, now);
+        assert_eq!(
+            (public[0].name.as_str(), &public[0].actions[..]),
+            ("elsewhere", &["pull".to_string()][..])
+        );
     }
 
     fn granted_is_empty(requested: &[Requested], grant: &Grant, now: SystemTime) -> bool {
-        granted(requested, grant, now).is_empty()
+        granted(requested, &User::new("r", grant.clone()), now).is_empty()
     }
 }

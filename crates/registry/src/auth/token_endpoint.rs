@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::keys::{KeyError, KeyRing, SharedRing};
 use super::token::{self, Claims, Kind, ResourceActions};
-use super::{Htpasswd, User};
+use super::{Credentials, Htpasswd, User};
 use crate::AppState;
 use crate::error::{Access, Error};
 use crate::storage::Storage;
@@ -183,19 +183,14 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
             _ => return bad_request("unsupported_grant_type", "grant_type is password or refresh_token"),
         }
     } else {
-        match authorization.as_deref() {
+        match Credentials::of(authorization.as_deref()) {
+            Credentials::Basic(user, password) => password_subject(&auth, &user, &password, client).await,
             // A token is not traded for another: its scope would widen to the whole grant.
-            Some(value) if value.trim_start().to_ascii_lowercase().starts_with("bearer") => {
-                Err(auth.unauthorized(true))
-            }
-            Some(value) => match super::basic_credentials(value) {
-                Some((user, password)) => password_subject(&auth, &user, &password, client).await,
-                None => Err(auth.unauthorized(true)),
-            },
-            None if tokens.settings.anonymous_pull => {
+            Credentials::Bearer(_) | Credentials::Unreadable => Err(auth.unauthorized(true)),
+            Credentials::Absent if tokens.settings.anonymous_pull => {
                 Ok(Subject { name: String::new(), generation: String::new(), user: super::anonymous() })
             }
-            None => Err(auth.unauthorized(false)),
+            Credentials::Absent => Err(auth.unauthorized(false)),
         }
     };
     let subject = match subject {
@@ -203,7 +198,7 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         Err(e) => return e.into_response(),
     };
     let now = SystemTime::now();
-    let access = token::granted(&requested, &subject.user.grant, now);
+    let access = token::granted(&requested, &subject.user, now);
     let granted_scopes: Vec<String> =
         access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect();
     let (access_token, lifetime) = tokens.issue(&subject, &service, access, Kind::Access);
