@@ -556,6 +556,20 @@ impl Storage for InstrumentedStorage {
         self.record("list", self.inner.list_page(dir, after, limit).await)
     }
 
+    async fn list_many(&self, dirs: &[StoragePath]) -> Result<Vec<Vec<String>>, StorageError> {
+        if dirs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed = self.inner.list_many(dirs).await;
+        // Counted per directory, as `list` would be: the count is the work, whatever the batching.
+        if listed.is_ok() {
+            for _ in 1..dirs.len() {
+                self.metrics.storage_op("list", "ok");
+            }
+        }
+        self.record("list", listed)
+    }
+
     async fn append(&self, path: &StoragePath, offset: u64, data: ByteStream) -> Result<u64, StorageError> {
         self.record("append", self.inner.append(path, offset, data).await)
     }

@@ -44,10 +44,18 @@ impl Registry {
     ///
     /// A directory with a `_manifests` child is a repository, and any other child (not
     /// starting with `_`) may hold more. Directories wait in a queue ordered by their name
-    /// prefix; a prefix sorts before every name beneath it, so taking the smallest each time
-    /// meets repositories in name order (`a`, `a-b`, `a/c`: a name's subtree and its siblings'
+    /// prefix, and so do the repositories found, until nothing queued can sort before them; a
+    /// prefix sorts before every name beneath it, so taking the smallest each time meets
+    /// repositories in name order (`a`, `a-b`, `a/c`: a name's subtree and its siblings'
     /// interleave, which a depth-first walk would get wrong). Subtrees that hold only names up to
     /// `after` are never listed, and the walk stops when the page is full.
+    ///
+    /// The directories at the head of the queue are listed together ([`Storage::list_many`]:
+    /// one blocking task on the filesystem, requests in flight together on S3), in batches that
+    /// double from one up to what the page still lacks: at most twice the listings the page
+    /// needs, in a handful of round trips.
+    ///
+    /// [`Storage::list_many`]: crate::storage::Storage::list_many
     pub async fn catalog_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         use std::cmp::Reverse;
         // Whether the subtree of the name prefix `prefix` may hold a name after `after`: the
@@ -58,22 +66,46 @@ impl Registry {
             prefix > after || below.as_str() > after || after.starts_with(&below)
         };
         let mut found = Vec::new();
+        // (name prefix, its directory to list, or `None` for a repository found by that name).
         let mut pending = std::collections::BinaryHeap::new();
-        pending.push(Reverse((String::new(), layout::repositories())));
-        while let Some(Reverse((prefix, dir))) = pending.pop() {
-            if found.len() >= limit {
-                break;
+        pending.push(Reverse((String::new(), Some(layout::repositories()))));
+        let (mut queued, mut batch_size) = (0, 1);
+        while found.len() < limit {
+            // Each repository still to find takes at least one listing; those already queued none.
+            let lacking = (limit - found.len()).saturating_sub(queued);
+            let wanted = batch_size.min(lacking).max(1);
+            let mut batch = Vec::new();
+            while batch.len() < wanted && matches!(pending.peek(), Some(Reverse((_, Some(_))))) {
+                if let Some(Reverse((prefix, Some(dir)))) = pending.pop() {
+                    batch.push((prefix, dir));
+                }
             }
-            for child in self.storage.list(&dir).await? {
-                if child == "_manifests" {
-                    // Every name still queued sorts after this one (they are not its prefix).
-                    if !prefix.is_empty() && after.is_none_or(|a| prefix.as_str() > a) {
-                        found.push(prefix.clone());
+            if batch.is_empty() {
+                // A repository at the head: nothing still to list can sort before it.
+                match pending.pop() {
+                    Some(Reverse((name, _))) => {
+                        found.push(name);
+                        queued -= 1;
+                        continue;
                     }
-                } else if !child.starts_with('_') {
-                    let name = if prefix.is_empty() { child.clone() } else { format!("{prefix}/{child}") };
-                    if RepoName::parse(&name).is_some() && worth_listing(&name) {
-                        pending.push(Reverse((name, dir.join(&child))));
+                    None => break,
+                }
+            }
+            batch_size = batch_size.saturating_mul(2);
+            let dirs: Vec<_> = batch.iter().map(|(_, dir)| dir.clone()).collect();
+            for ((prefix, dir), children) in batch.into_iter().zip(self.storage.list_many(&dirs).await?) {
+                for child in children {
+                    if child == "_manifests" {
+                        if !prefix.is_empty() && after.is_none_or(|a| prefix.as_str() > a) {
+                            pending.push(Reverse((prefix.clone(), None)));
+                            queued += 1;
+                        }
+                    } else if !child.starts_with('_') {
+                        let name =
+                            if prefix.is_empty() { child.clone() } else { format!("{prefix}/{child}") };
+                        if RepoName::parse(&name).is_some() && worth_listing(&name) {
+                            pending.push(Reverse((name, Some(dir.join(&child)))));
+                        }
                     }
                 }
             }

@@ -182,6 +182,23 @@ impl Storage for FsStorage {
         blocking(dir, move || list_children_page(&path, after.as_deref(), limit)).await
     }
 
+    async fn list_many(&self, dirs: &[StoragePath]) -> Result<Vec<Vec<String>>, StorageError> {
+        let Some(first) = dirs.first() else { return Ok(Vec::new()) };
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| self.file(d)).collect();
+        // One blocking task for all of them: the directories of a catalog page are small, and
+        // handing each to a thread of its own cost more than reading it. An error names the
+        // directory that failed.
+        let listed = blocking(first, move || {
+            Ok(paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| list_children_page(p, None, usize::MAX).map_err(|e| (i, e)))
+                .collect::<Result<Vec<_>, _>>())
+        })
+        .await?;
+        listed.map_err(|(i, source)| map_err(&dirs[i])(source))
+    }
+
     async fn append(
         &self,
         path: &StoragePath,

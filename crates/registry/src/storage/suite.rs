@@ -77,6 +77,22 @@ async fn list_children(storage: &dyn Storage) {
     let mut names = storage.list(&path("l/x")).await.expect("list");
     names.sort();
     assert_eq!(names, ["1", "2"]);
+    // Many directories at once, each as `list` gives it, in the order asked, a missing one empty;
+    // more of them than are listed together.
+    let mut dirs = vec![path("l/x"), path("l"), path("l/missing")];
+    dirs.extend((0..20).map(|_| path("l/x")));
+    let listed = storage.list_many(&dirs).await.expect("list_many");
+    assert_eq!(listed.len(), dirs.len());
+    for (i, mut names) in listed.into_iter().enumerate() {
+        names.sort();
+        let expected: &[&str] = match i {
+            1 => &["x", "y"],
+            2 => &[],
+            _ => &["1", "2"],
+        };
+        assert_eq!(names, expected, "directory {i}");
+    }
+    assert!(storage.list_many(&[]).await.expect("list_many").is_empty());
 }
 
 /// Pages of children in name order, whatever order the backend keeps keys in: on S3 `a-b/`
