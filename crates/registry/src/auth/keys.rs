@@ -184,8 +184,13 @@ fn keys_path() -> StoragePath {
 
 /// The stored ring, if there is one.
 pub async fn read(storage: &dyn Storage) -> Result<Option<KeyRing>, KeyError> {
+    stored(storage).await?.map(|data| KeyRing::from_json(&data)).transpose()
+}
+
+/// The stored ring's bytes, as they are; `None` when there is none yet.
+async fn stored(storage: &dyn Storage) -> Result<Option<Bytes>, KeyError> {
     match storage.get(&keys_path()).await {
-        Ok(data) => KeyRing::from_json(&data).map(Some),
+        Ok(data) => Ok(Some(data)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -207,12 +212,7 @@ pub async fn load_or_create(storage: &dyn Storage) -> Result<KeyRing, KeyError> 
 /// Replaces the stored ring with a new current key; the old current key keeps verifying for
 /// `grace` (the access tokens' lifetime). Returns the new ring.
 pub async fn rotate(storage: &dyn Storage, grace: Duration) -> Result<KeyRing, KeyError> {
-    let stored = match storage.get(&keys_path()).await {
-        Ok(data) => Some(data),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
-    };
-    let (ring, data) = rotated(stored.as_deref(), grace)?;
+    let (ring, data) = rotated(stored(storage).await?.as_deref(), grace)?;
     storage.put(&keys_path(), Bytes::from(data)).await?;
     Ok(ring)
 }
