@@ -7,6 +7,7 @@ mod gc;
 mod login;
 mod remote;
 mod tokens;
+mod undo;
 
 pub use deployment::{
     GlobalArgs, OutputFormat, ProvisionArgs, StateArgs, StatusArgs, TargetArgs, TeardownArgs,
@@ -19,6 +20,7 @@ pub use remote::{
     UsersFileArgs,
 };
 pub use tokens::RotateTokenKeyArgs;
+pub use undo::{BucketArgs, HistoryArgs};
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
@@ -72,6 +74,9 @@ pub enum Command {
     /// Set up this machine's container clients for the registry: its CA in certs.d, the
     /// credentials through docker's credential helper; or print a Kubernetes pull Secret.
     Login(LoginArgs),
+    /// What each tag of a repository pointed at over time (pushes and deletions, deleted tags
+    /// and repositories too), from the object versions of the registry's S3 bucket.
+    History(HistoryArgs),
 }
 
 #[cfg(test)]

@@ -56,8 +56,8 @@ mod tests {
         statement["Action"].as_array().expect("Action is a list").iter().filter_map(Value::as_str).collect()
     }
 
-    /// The least-privilege policy an operator needs to run `provision`, `deploy`, `status` and
-    /// `teardown`: shipped for users to attach, never applied by regctl itself.
+    /// The least-privilege policy an operator needs to run `provision`, `deploy`, `status`,
+    /// `teardown`, `history` and `restore`: shipped for users to attach, never applied by regctl itself.
     const OPERATOR: &str = include_str!("../policies/operator.json");
 
     /// Every `service:Action` label an AWS call reports its errors under, in the code outside
@@ -164,6 +164,8 @@ mod tests {
             ]
         );
         let text = doc.to_string();
+        // The server can never destroy history: `regctl restore` relies on the versions it leaves.
+        assert!(!text.contains("DeleteObjectVersion") && !text.contains("PutLifecycle"), "{text}");
         assert!(!text.contains('*') || text.matches('*').count() == 1, "no wildcard but bucket/*: {text}");
         assert!(!text.contains("{{"), "unrendered variable: {text}");
     }

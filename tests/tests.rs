@@ -16,6 +16,7 @@ mod hostile;
 mod images;
 mod ops;
 mod provision;
+mod restore;
 mod s3;
 mod soak;
 mod tls;

@@ -3,6 +3,7 @@
 mod deploy;
 mod deployment;
 mod gc;
+mod history;
 mod login;
 mod logs;
 mod provision;
@@ -12,6 +13,7 @@ mod storage;
 mod teardown;
 mod tokens;
 mod users;
+mod versioned;
 
 use crate::cli::{Cli, Command};
 
@@ -31,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc(args) => gc::run(&cli.global, args),
         Command::RotateTokenKey(args) => tokens::run(&cli.global, args),
         Command::Login(args) => login::run(&cli.global, args),
+        Command::History(args) => history::run(&cli.global, args),
     }
 }

@@ -3,6 +3,7 @@
 //! serialisable summary.
 
 pub mod deploy;
+pub mod history;
 pub mod https;
 pub mod login;
 pub mod probe;
@@ -13,3 +14,4 @@ pub mod state;
 pub mod status;
 pub mod teardown;
 pub mod users;
+pub mod versions;

@@ -41,6 +41,14 @@ impl Moto {
         bucket
     }
 
+    /// Turns on versioning of `bucket`, as `regctl provision` does (path-style, unsigned).
+    pub fn enable_versioning(&self, bucket: &str) {
+        let body = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>"#;
+        let url = format!("{}/{bucket}?versioning", self.endpoint);
+        let resp = super::http().put(url).body(body).send().expect("PutBucketVersioning");
+        assert!(resp.status().is_success(), "enable versioning: {}", resp.status());
+    }
+
     /// The environment that points `regctl serve` at `bucket` on this moto, the way a
     /// `registry:2` user configures S3 (distribution's variables, credentials from the chain).
     pub fn registry_env(&self, bucket: &str) -> Vec<(String, String)> {

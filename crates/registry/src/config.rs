@@ -246,6 +246,13 @@ impl S3Config {
             redirectexpiry: default_redirect_expiry(),
         }
     }
+
+    /// The prefix of every key the registry stores: `rootdirectory` without its outer slashes,
+    /// followed by `/` (empty without a root directory).
+    pub fn key_prefix(&self) -> String {
+        let root = self.rootdirectory.trim_matches('/');
+        if root.is_empty() { String::new() } else { format!("{root}/") }
+    }
 }
 
 /// A secret value: never printed by `Debug` or `Display`.

@@ -19,7 +19,7 @@ use futures_util::Stream;
 
 pub use fs::FsStorage;
 #[cfg(feature = "s3")]
-pub use s3::S3Storage;
+pub use s3::{S3Storage, connect as connect_s3};
 
 /// A stream of bytes read from or written to storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;

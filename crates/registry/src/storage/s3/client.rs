@@ -40,50 +40,56 @@ pub(super) fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse
         || matches!(e.code(), Some("NoSuchKey" | "NotFound" | "NoSuchUpload"))
 }
 
+/// An S3 client for the bucket described by `config`: its region and endpoint, with
+/// credentials from the configuration or else the standard chain (environment, profile, EC2
+/// instance profile via IMDSv2). [`S3Storage::new`] connects with it, and so do the operator's
+/// commands that read the bucket's object versions (`regctl history`, `restore`).
+pub async fn connect(config: &S3Config) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(300))
+                .build(),
+        );
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let (Some(access), Some(secret)) = (&config.accesskey, &config.secretkey) {
+        loader = loader.credentials_provider(Credentials::new(
+            access.clone(),
+            secret.expose().to_string(),
+            None,
+            None,
+            "regctl-config",
+        ));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.forcepathstyle);
+    if let Some(endpoint) = &config.regionendpoint {
+        let endpoint = if endpoint.contains("://") {
+            endpoint.clone()
+        } else {
+            format!("{}://{endpoint}", if config.secure { "https" } else { "http" })
+        };
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
+}
+
 impl S3Storage {
-    /// Connects to the bucket described by `config`, with credentials from the configuration
-    /// or else the standard chain (environment, profile, EC2 instance profile via IMDSv2).
+    /// Connects to the bucket described by `config` (see [`connect`]).
     pub async fn new(config: &S3Config) -> S3Storage {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(300))
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let (Some(access), Some(secret)) = (&config.accesskey, &config.secretkey) {
-            loader = loader.credentials_provider(Credentials::new(
-                access.clone(),
-                secret.expose().to_string(),
-                None,
-                None,
-                "regctl-config",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.forcepathstyle);
-        if let Some(endpoint) = &config.regionendpoint {
-            let endpoint = if endpoint.contains("://") {
-                endpoint.clone()
-            } else {
-                format!("{}://{endpoint}", if config.secure { "https" } else { "http" })
-            };
-            builder = builder.endpoint_url(endpoint);
-        }
-        let prefix = config.rootdirectory.trim_matches('/');
         let encryption = match (&config.keyid, config.encrypt) {
             (Some(key), _) => Some((ServerSideEncryption::AwsKms, Some(key.clone()))),
             (None, true) => Some((ServerSideEncryption::Aes256, None)),
             (None, false) => None,
         };
         S3Storage {
-            client: Client::from_conf(builder.build()),
+            client: connect(config).await,
             bucket: config.bucket.clone(),
-            prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+            prefix: config.key_prefix(),
             part_size: usize::try_from(config.chunksize.max(MIN_PART_SIZE)).unwrap_or(usize::MAX),
             encryption,
             redirect: config.redirect.then_some(config.redirectexpiry),

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
 use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
+pub use client::connect;
 use commit::{Forward, PENDING_MIN_AGE};
 use multipart::UploadState;
 
