@@ -20,7 +20,7 @@ pub use remote::{
     UsersFileArgs,
 };
 pub use tokens::RotateTokenKeyArgs;
-pub use undo::{BucketArgs, HistoryArgs};
+pub use undo::{BucketArgs, HistoryArgs, RestoreArgs};
 
 /// Stand up a private, HTTPS, password-protected container registry, and run it.
 #[derive(Debug, Parser)]
@@ -77,6 +77,10 @@ pub enum Command {
     /// What each tag of a repository pointed at over time (pushes and deletions, deleted tags
     /// and repositories too), from the object versions of the registry's S3 bucket.
     History(HistoryArgs),
+    /// Put a tag back as it was (--to DIGEST, --at TIME, or its last push), or a deleted
+    /// repository's tags: restores every blob and link it needs from the bucket's earlier
+    /// versions, then the tag; shows the plan and asks first. Safe while servers keep serving.
+    Restore(RestoreArgs),
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! Options of `regctl history`, which reads the versions of the
+//! Options of `regctl history` and `regctl restore`, which read the versions of the
 //! registry's S3 bucket.
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use regctl_registry::oci::{RepoName, Tag};
+use regctl_registry::oci::{Digest, RepoName, Tag};
 
 use super::StateArgs;
 
@@ -57,6 +58,29 @@ pub struct HistoryArgs {
     pub bucket: BucketArgs,
 }
 
+/// Options of `regctl restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The tag to put back (REPO:TAG), or a repository (REPO) to put back each of its deleted
+    /// tags as it was last pushed.
+    #[arg(value_name = "REPO[:TAG]", value_parser = parse_repo_tag)]
+    pub target: RepoTag,
+    /// Put the tag back to this digest (one it pointed at, as `regctl history` lists them)
+    /// [default: the last digest pushed to it].
+    #[arg(long, value_name = "DIGEST", value_parser = parse_digest, conflicts_with = "at")]
+    pub to: Option<Digest>,
+    /// Put the tag back as it was at this time: RFC 3339 (2026-12-04T09:30:00Z, UTC) or a
+    /// duration ago (e.g. 2h, 3days).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<SystemTime>,
+    /// Show what would be restored, and restore nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub bucket: BucketArgs,
+}
+
 fn parse_repo_tag(s: &str) -> Result<RepoTag, String> {
     let (repo, tag) = match s.rsplit_once(':') {
         Some((repo, tag)) => (repo, Some(tag)),
@@ -72,6 +96,20 @@ fn parse_repo_tag(s: &str) -> Result<RepoTag, String> {
     Ok(RepoTag { repository, tag })
 }
 
+fn parse_digest(s: &str) -> Result<Digest, String> {
+    s.parse().map_err(|e| format!("{e} (e.g. sha256:<64 hex digits>)"))
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    let ago: Duration = humantime::parse_duration(s).map_err(|_| {
+        format!("{s:?} is neither an RFC 3339 time (2026-12-04T09:30:00Z) nor a duration ago (2h)")
+    })?;
+    SystemTime::now().checked_sub(ago).ok_or_else(|| format!("{s} ago is before the epoch"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +121,15 @@ mod tests {
         assert_eq!(parse_repo_tag("team/app").expect("parses").tag, None);
         assert!(parse_repo_tag("Team/App").is_err());
         assert!(parse_repo_tag("team/app:").is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_ago() {
+        let at = parse_time("2026-12-04T09:30:00Z").expect("RFC 3339");
+        assert_eq!(humantime::format_rfc3339_seconds(at).to_string(), "2026-12-04T09:30:00Z");
+        let ago = parse_time("2h").expect("a duration ago");
+        let elapsed = SystemTime::now().duration_since(ago).expect("in the past");
+        assert!(elapsed >= Duration::from_secs(7200) && elapsed < Duration::from_secs(7300));
+        assert!(parse_time("yesterday-ish").is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! What the AWS commands (`provision`, `status`, `teardown`) share: the deployment name, the
 //! recorded settings, the AWS connection, the runtime and JSON output.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use serde::Serialize;
 
@@ -56,4 +58,16 @@ pub fn json(global: &GlobalArgs) -> bool {
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value).context("cannot serialise the summary")?);
     Ok(())
+}
+
+/// Asks `question` on the terminal (default no); `yes` (`--yes`) answers it. Without a terminal
+/// to ask on, fails saying that `what` needs `--yes`.
+pub fn confirm(question: &str, what: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        anyhow::bail!("{what}: confirm with --yes (no terminal to ask on)");
+    }
+    Ok(dialoguer::Confirm::new().with_prompt(question).default(false).interact()?)
 }

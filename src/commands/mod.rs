@@ -7,6 +7,7 @@ mod history;
 mod login;
 mod logs;
 mod provision;
+mod restore;
 mod serve;
 mod status;
 mod storage;
@@ -34,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RotateTokenKey(args) => tokens::run(&cli.global, args),
         Command::Login(args) => login::run(&cli.global, args),
         Command::History(args) => history::run(&cli.global, args),
+        Command::Restore(args) => restore::run(&cli.global, args),
     }
 }

@@ -1,7 +1,6 @@
 //! `regctl teardown`: flags and recorded settings in, confirmation asked (dialoguer) unless
 //! `--yes`, [`ops::teardown`](crate::ops::teardown) out.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::deployment::{block_on, connect, json, load, print_json, target_settings};
@@ -64,17 +63,10 @@ pub fn run(global: &GlobalArgs, args: TeardownArgs) -> anyhow::Result<()> {
 }
 
 fn confirm(items: &[Item], yes: bool) -> anyhow::Result<bool> {
-    if yes {
-        return Ok(true);
-    }
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        anyhow::bail!(
-            "teardown removes {} resources: confirm with --yes (no terminal to ask on)",
-            items.len()
-        );
-    }
-    Ok(dialoguer::Confirm::new()
-        .with_prompt(format!("Remove these {} resources?", items.len()))
-        .default(false)
-        .interact()?)
+    let count = items.len();
+    super::deployment::confirm(
+        &format!("Remove these {count} resources?"),
+        &format!("teardown removes {count} resources"),
+        yes,
+    )
 }

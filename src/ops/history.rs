@@ -2,6 +2,8 @@
 //! versions of its link (`_manifests/tags/<tag>/current/link`): every version is a push that
 //! moved it, every delete marker a deletion (of the tag, or of the whole repository).
 
+use std::time::SystemTime;
+
 use regctl_registry::layout;
 use regctl_registry::oci::{RepoName, Tag};
 use serde::Serialize;
@@ -30,6 +32,16 @@ impl TagVersions {
     /// The digest the tag points at now (`None` when it is deleted).
     pub fn current(&self) -> Option<&str> {
         self.versions.first().filter(|v| v.version.latest).and_then(|v| v.digest.as_deref())
+    }
+
+    /// The newest version that is not a deletion.
+    pub fn last_pushed(&self) -> Option<&TagVersion> {
+        self.versions.iter().find(|v| v.digest.is_some())
+    }
+
+    /// The version that was current at `at` (the newest written at or before it).
+    pub fn at(&self, at: SystemTime) -> Option<&TagVersion> {
+        self.versions.iter().find(|v| v.version.modified <= at)
     }
 }
 

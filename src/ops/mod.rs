@@ -10,6 +10,7 @@ pub mod probe;
 pub mod progress;
 pub mod provision;
 pub mod remote;
+pub mod restore;
 pub mod state;
 pub mod status;
 pub mod teardown;

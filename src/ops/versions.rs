@@ -1,14 +1,24 @@
 //! A registry's versioned S3 bucket, as `history` and `restore` read it: every version and
-//! delete marker of a key, and a version's bytes.
+//! delete marker of a key, a version's bytes, and a noncurrent version made current again.
 //! These calls run with the operator's credentials (the instance role may not read versions).
 
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::BucketVersioningStatus;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketVersioningStatus, CompletedMultipartUpload, CompletedPart};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use regctl_registry::storage::StoragePath;
 
 use crate::aws::{AwsError, AwsResultExt};
+
+/// The largest object one `CopyObject` copies (S3's limit); larger ones are copied in parts.
+const COPY_MAX: u64 = 5 << 30;
+/// Part size of a copy in parts.
+const COPY_PART: u64 = 512 << 20;
+/// What stays unescaped in an `x-amz-copy-source` key: S3's unreserved characters and `/`.
+const COPY_SOURCE_KEEP: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
 /// A bucket in distribution's layout under a key prefix.
 #[derive(Debug, Clone)]
@@ -125,6 +135,13 @@ impl VersionedBucket {
         Ok(found)
     }
 
+    /// The versions of exactly `key`, newest first.
+    pub async fn versions_of(&self, key: &str) -> Result<Vec<Version>, AwsError> {
+        let mut versions = self.versions(key).await?;
+        versions.retain(|v| v.key == key);
+        Ok(versions)
+    }
+
     /// The bytes of one version of a key.
     pub async fn read(&self, version: &Version) -> Result<Vec<u8>, AwsError> {
         let resource = format!("{} (s3://{}/{})", self.resource(), self.name, version.key);
@@ -141,6 +158,93 @@ impl VersionedBucket {
             AwsError::local("s3:GetObjectVersion", resource.clone(), format!("reading the body: {e}"))
         })?;
         Ok(body.into_bytes().to_vec())
+    }
+
+    /// Copies `version` to the key `to`, server-side (in parts when larger than one copy takes):
+    /// onto its own key, this makes a noncurrent version current again.
+    pub async fn copy(&self, version: &Version, to: &str) -> Result<(), AwsError> {
+        let source = format!(
+            "{}/{}?versionId={}",
+            self.name,
+            utf8_percent_encode(&version.key, COPY_SOURCE_KEEP),
+            utf8_percent_encode(&version.id, NON_ALPHANUMERIC)
+        );
+        let resource = format!("{} (s3://{}/{to})", self.resource(), self.name);
+        if version.size <= COPY_MAX {
+            self.client
+                .copy_object()
+                .bucket(&self.name)
+                .key(to)
+                .copy_source(&source)
+                .send()
+                .await
+                .aws("s3:GetObjectVersion", &resource)?;
+            return Ok(());
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.name)
+            .key(to)
+            .send()
+            .await
+            .aws("s3:PutObject", &resource)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| AwsError::local("s3:PutObject", resource.clone(), "no upload id in the answer"))?;
+        let mut parts = Vec::new();
+        for (index, start) in
+            (0..version.size).step_by(usize::try_from(COPY_PART).unwrap_or(usize::MAX)).enumerate()
+        {
+            let end = (start + COPY_PART).min(version.size) - 1;
+            let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            let copied = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.name)
+                .key(to)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .aws("s3:GetObjectVersion", &resource);
+            let copied = match copied {
+                Ok(c) => c,
+                Err(e) => {
+                    let abort = self.client.abort_multipart_upload().bucket(&self.name).key(to);
+                    let _ = abort.upload_id(upload_id).send().await;
+                    return Err(e);
+                }
+            };
+            let etag = copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.name)
+            .key(to)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .aws("s3:PutObject", &resource)?;
+        Ok(())
+    }
+
+    /// Writes `data` at `key` (a link, whose content is its digest).
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), AwsError> {
+        let resource = format!("{} (s3://{}/{key})", self.resource(), self.name);
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .aws("s3:PutObject", &resource)?;
+        Ok(())
     }
 }
 
