@@ -97,7 +97,7 @@ pub async fn serve(
     let state = state(&config).await?;
     let ops = state.ops.clone();
     crate::registry::spawn_watch(state.registry.clone());
-    crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage);
+    crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage, config.gc.leasettl);
     crate::memory::spawn_idle_trim(ops.metrics.clone());
     if let Some(interval) = config.gc.interval {
         let options = crate::gc::GcOptions::from_config(&config.gc, &config.tags);

@@ -217,7 +217,9 @@ mod tests {
     use super::*;
     use crate::oci::Tag;
     use crate::registry::Caller;
-    use crate::storage::{ByteStream, FsStorage, ObjectMeta, Storage, StorageError, StoragePath};
+    use crate::storage::{
+        ByteStream, Condition, ETag, FsStorage, ObjectMeta, Storage, StorageError, StoragePath,
+    };
 
     /// Filesystem storage whose writes of a tag's `current` link fail, as a crash between a
     /// manifest's writes would leave them.
@@ -245,6 +247,17 @@ mod tests {
                 return Err(StorageError::Backend { path: path.clone(), source });
             }
             self.0.put(path, data).await
+        }
+        async fn get_tagged(&self, path: &StoragePath) -> Result<(Bytes, ETag), StorageError> {
+            self.0.get_tagged(path).await
+        }
+        async fn put_if(
+            &self,
+            path: &StoragePath,
+            data: Bytes,
+            condition: Condition<'_>,
+        ) -> Result<ETag, StorageError> {
+            self.0.put_if(path, data, condition).await
         }
         async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
             self.0.list(dir).await

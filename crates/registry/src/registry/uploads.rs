@@ -483,19 +483,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// How often a running server lets its storage backend tidy up (see [`crate::storage::Storage::tidy`]).
 const TIDY_INTERVAL: Duration = Duration::from_secs(600);
 
+/// The job name of the storage tidy-up's lease.
+const TIDY_LEASE: &str = "tidy";
+
 /// Lets the storage backend tidy up every [`TIDY_INTERVAL`], with `upload_max_age` as the age
 /// past which incomplete writes are abandoned, whether or not collections are scheduled; upload
-/// sessions idle for that long are forgotten from memory at the same time.
-pub fn spawn_tidy(registry: Arc<Registry>, upload_max_age: Duration) {
+/// sessions idle for that long are forgotten from memory at the same time. Of the servers
+/// sharing a storage, one at a time tidies it: the one holding the `tidy` lease (of
+/// `lease_ttl`, see [`crate::lease`]); the others skip their turn.
+pub fn spawn_tidy(registry: Arc<Registry>, upload_max_age: Duration, lease_ttl: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
         loop {
             ticks.tick().await;
             let cutoff = SystemTime::now().checked_sub(upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
-            match registry.storage().tidy(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
-                Err(e) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
+            let storage = registry.storage();
+            match crate::lease::exclusive(storage, TIDY_LEASE, lease_ttl, storage.tidy(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
+                Err(crate::lease::LeaseError::Held { holder, .. }) => {
+                    tracing::debug!(%holder, "storage housekeeping skipped: another process holds its lease");
+                }
+                Err(e) => tracing::warn!(error = %e, "storage housekeeping stopped; retrying later"),
             }
             let forgotten = registry.expire_upload_sessions(upload_max_age);
             if forgotten > 0 {
