@@ -38,6 +38,9 @@ pub enum ServeError {
          default features (cargo build --release -p regctl-registry), or store on a filesystem"
     )]
     NoS3,
+    /// `[auth.htpasswd]` names no users: neither a file nor the storage.
+    #[error("[auth.htpasswd] needs `path = \"FILE\"` or `instorage = true`")]
+    NoUsers,
     /// HTTPS could not be set up (settings, certificate files, ACME cache, port 80).
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -66,7 +69,12 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
                 lifetime: token.lifetime,
             };
             let tokens = auth::token_endpoint::TokenService::start(storage.clone(), settings).await?;
-            Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?.with_tokens(tokens)))
+            let users = match &h.path {
+                _ if h.instorage => Htpasswd::load_from_storage(storage.clone(), &h.realm).await?,
+                Some(path) => Htpasswd::load(path, &h.realm)?,
+                None => return Err(ServeError::NoUsers),
+            };
+            Some(Arc::new(users.with_tokens(tokens)))
         }
         None => None,
     };
@@ -124,10 +132,10 @@ pub async fn serve(
             let auth = Arc::clone(auth);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(auth::RELOAD_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let auth = Arc::clone(&auth);
-                    let _ = tokio::task::spawn_blocking(move || auth.reload_if_changed()).await;
+                    auth.reload().await;
                 }
             });
         }
