@@ -310,3 +310,65 @@ fn a_collection_killed_holding_its_lease_is_taken_over_once_the_lease_expires() 
         "the dead one's announcement is gone"
     );
 }
+
+/// `GET /v2/<name>/manifests/<reference>` on `server`: the status and `Docker-Content-Digest`.
+fn manifest_digest(server: &Server, name: &str, reference: &str) -> (u16, String) {
+    let resp = util::http()
+        .get(server.url(&format!("/v2/{name}/manifests/{reference}")))
+        .header("Accept", util::MANIFEST_ACCEPT)
+        .send()
+        .expect("GET manifest");
+    let digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or("");
+    (resp.status().as_u16(), digest.to_string())
+}
+
+/// Storage reads a server made (`get` and `stat`, every outcome), from its `/metrics`.
+fn storage_reads(server: &Server) -> f64 {
+    let (_, samples) = util::scrape(&server.url("/metrics"), None);
+    ["get", "stat"]
+        .iter()
+        .map(|op| util::sum(&samples, "regctl_storage_operations_total", &[&format!("operation=\"{op}\"")]))
+        .sum()
+}
+
+/// On S3 a manifest read again within a second costs no S3 request (bodies by digest are kept;
+/// tags and revisions for 1 s), and a tag moved through another server shows within that
+/// second (plus a poll).
+#[test]
+fn manifest_reads_are_cached_and_a_moved_tag_shows_on_another_server_within_a_second() {
+    if !skopeo::available() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let servers = three_servers(&moto, &bucket, &tmp.path().join("unused"), &[]);
+    let (a, b) = (&servers[0], &servers[1]);
+    let first = ImageBuilder::new(51, &[1000]).write(&tmp.path().join("first"), "t");
+    skopeo::copy_exact(&first.oci_ref(), &skopeo::docker_ref(&a.host(), "cached/app", "t"), &[]);
+    let (status, digest) = manifest_digest(b, "cached/app", "t");
+    assert_eq!(status, 200);
+    let before = storage_reads(b);
+    for reference in ["t", digest.as_str()] {
+        assert_eq!(manifest_digest(b, "cached/app", reference), (200, digest.clone()));
+    }
+    assert_eq!(storage_reads(b) - before, 0.0, "manifest reads within the second went to S3");
+    let (_, samples) = util::scrape(&b.url("/metrics"), None);
+    let hits = util::sum(&samples, "regctl_manifest_cache_lookups_total", &["outcome=\"hit\""]);
+    assert!(hits >= 4.0, "{hits} cache hits");
+
+    // The tag moves through A; B serves the new digest within the TTL (1 s) and a poll.
+    let second = ImageBuilder::new(52, &[1000]).write(&tmp.path().join("second"), "t");
+    skopeo::copy_exact(&second.oci_ref(), &skopeo::docker_ref(&a.host(), "cached/app", "t"), &[]);
+    let moved = Instant::now();
+    loop {
+        let (status, now) = manifest_digest(b, "cached/app", "t");
+        assert_eq!(status, 200);
+        if now != digest {
+            break;
+        }
+        assert!(moved.elapsed() < Duration::from_millis(1500), "B still served the old digest after 1.5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("the moved tag showed on another server {:?} after the push", moved.elapsed());
+}

@@ -11,7 +11,8 @@
 //! 2. [`registry`]: the OCI logic over storage (uploads, manifests, tags, catalog,
 //!    referrers); the pin protocol that garbage collection and pushes share
 //!    ([`registry::pins`]); the events it publishes ([`registry::events`]): pushed, pulled,
-//!    mounted, deleted, with the caller.
+//!    mounted, deleted, with the caller; on S3, a cache of manifest reads with a one-second
+//!    staleness bound across servers.
 //! 3. Beside each other, fed by the registry: [`gc`] (garbage collection that is safe while
 //!    pushes continue), [`notify`] (webhooks in distribution's envelope, an event
 //!    subscriber), [`metrics`] (counters and histograms, an event subscriber; storage calls

@@ -500,6 +500,14 @@ fn line(w: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
     let _ = writeln!(w, "{name}{} {value}", labels_text(labels));
 }
 
+/// Appends the manifest cache's counters (see `registry::cache`) to a rendering.
+pub fn render_manifest_cache(w: &mut String, hits: u64, misses: u64) {
+    let name = "regctl_manifest_cache_lookups_total";
+    header(w, name, "counter", "Manifest lookups (tag, revision, body) by outcome: hit or miss.");
+    line(w, name, &[("outcome", "hit")], hits);
+    line(w, name, &[("outcome", "miss")], misses);
+}
+
 /// A [`Storage`] that counts every operation of the one it wraps, by outcome.
 #[derive(Debug)]
 pub struct InstrumentedStorage {

@@ -11,6 +11,10 @@ use crate::connection::{self, ConnLimits};
 use crate::storage::{FsStorage, Storage};
 use crate::{AppState, Registry, app};
 
+/// How long a server on S3 trusts a tag's digest, or a manifest's presence, it read: the
+/// longest another server's push or delete of it takes to show on this one.
+pub const MANIFEST_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -92,6 +96,10 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
         .with_subscriber(metrics.clone());
     if let Some(notifier) = &notifier {
         registry = registry.with_subscriber(notifier.clone());
+    }
+    if config.storage.s3.is_some() {
+        // Each manifest read is three S3 round trips otherwise; see registry::cache.
+        registry = registry.with_manifest_cache(MANIFEST_CACHE_TTL);
     }
     let ops = crate::ops::Ops { metrics, notifier, settings };
     Ok(AppState { registry: Arc::new(registry), auth, ops: Arc::new(ops) })
