@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::layout;
 use crate::storage::{Condition, ETag, Storage, StorageError, StoragePath};
 
+/// The shortest TTL a configuration may set (`[gc] leasettl`): a shorter lease would expire
+/// between its renewals, and one of zero would keep nobody out.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
 /// How many times taking a lease reads it again after losing a race to another taker.
 const ACQUIRE_ATTEMPTS: usize = 5;
 

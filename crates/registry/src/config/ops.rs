@@ -245,7 +245,7 @@ pub struct GcConfig {
     pub settle: Duration,
     /// How long the lease of a collection or a storage tidy-up lasts unless renewed (every
     /// third of it, while the job runs): how long a server that died while holding it keeps
-    /// the others from the job. See [`crate::lease`].
+    /// the others from the job; at least 1 s. See [`crate::lease`].
     #[serde(deserialize_with = "duration")]
     pub leasettl: Duration,
     /// Scheduled runs only report what they would delete.

@@ -98,7 +98,8 @@ impl GcOptions {
             grace: config.graceperiod,
             upload_max_age: config.uploadmaxage,
             settle: config.settle,
-            lease_ttl: config.leasettl,
+            // Shorter would expire between renewals (and zero would exclude nobody).
+            lease_ttl: config.leasettl.max(crate::lease::MIN_TTL),
             retention: config.retention.clone(),
             immutable: tags.clone(),
         }

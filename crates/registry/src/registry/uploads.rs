@@ -550,6 +550,7 @@ const TIDY_LEASE: &str = "tidy";
 /// sharing a storage, one at a time tidies it: the one holding the `tidy` lease (of
 /// `lease_ttl`, see [`crate::lease`]); the others skip their turn.
 pub fn spawn_tidy(registry: Arc<Registry>, upload_max_age: Duration, lease_ttl: Duration) {
+    let lease_ttl = lease_ttl.max(crate::lease::MIN_TTL);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
         loop {
