@@ -653,6 +653,33 @@ mod tests {
         assert!(error.to_string().contains("72 bytes"), "{error}");
     }
 
+    /// An edit of the users in a bucket that another edit overtakes (between its read and its
+    /// write) is read and made again on top of it: neither edit is lost.
+    #[tokio::test]
+    async fn an_edit_of_stored_users_overtaken_by_another_is_made_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(regctl_registry::storage::FsStorage::new(dir.path()));
+        let file = File::Stored { storage, name: "bucket".into() };
+        let mut calls = 0;
+        let outcome = file
+            .edit(|text| {
+                calls += 1;
+                if calls == 1 {
+                    // Another admin's edit lands between this one's read and its write.
+                    let other = dir.path().join(USERS_PATH.join("/"));
+                    std::fs::create_dir_all(other.parent().expect("a parent")).expect("mkdir");
+                    std::fs::write(&other, format!("bob:{H2}\n")).expect("the other edit");
+                }
+                Ok((Some(set_entry(text, "alice", H1, None)), calls))
+            })
+            .await
+            .expect("edit");
+        assert_eq!(outcome, 2, "made again once");
+        let (text, version) = file.read().await.expect("read");
+        assert!(version.is_some());
+        assert_eq!(user_names(&text, Path::new("h")).expect("valid"), ["alice", "bob"]);
+    }
+
     #[test]
     fn local_writes_are_atomic_and_private() {
         use std::os::unix::fs::PermissionsExt;
