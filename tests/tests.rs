@@ -1,6 +1,7 @@
 //! The integration tests: one binary that drives the real `regctl` executable and real clients
-//! (skopeo, oras, Apache htpasswd, Debian's docker-registry, docker, podman, containerd's ctr)
-//! on loopback; the container engines in network namespaces of their own (tests/clients.rs).
+//! (skopeo, oras, Apache htpasswd, Debian's docker-registry, HAProxy, docker, podman,
+//! containerd's ctr) on loopback; the container engines in network namespaces of their own
+//! (tests/clients.rs).
 
 mod util;
 
@@ -18,6 +19,7 @@ mod ops;
 mod provision;
 mod restore;
 mod s3;
+mod scale;
 mod soak;
 mod tls;
 mod tokens;

@@ -227,13 +227,22 @@ pub struct ListUsersArgs {
     pub file: UsersFileArgs,
 }
 
-/// Which htpasswd file the user commands edit: a local one, or the instance's over SSH.
+/// Which htpasswd file the user commands edit: a local one, the users kept in a bucket, or the
+/// instance's over SSH.
 #[derive(Debug, Clone, Args)]
 pub struct UsersFileArgs {
     /// Edit this local htpasswd file (e.g. for `regctl serve --htpasswd FILE`) instead of the
     /// instance's.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "bucket")]
     pub file: Option<PathBuf>,
+    /// Edit the users kept in this S3 bucket, which every server on it with
+    /// `--users-in-storage` (config `auth.htpasswd.instorage`) reads within a second or two.
+    /// AWS credentials from the standard chain; --region and --endpoint-url apply.
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// The servers' key prefix in --bucket (their `rootdirectory`) [default: none].
+    #[arg(long, value_name = "PREFIX", requires = "bucket")]
+    pub root_directory: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub ssh: SshArgs,

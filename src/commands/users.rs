@@ -1,6 +1,8 @@
 //! `regctl add-user`, `add-token`, `remove-user`, `list-users`: flags in,
 //! [`ops::users`](crate::ops::users) out.
 
+use regctl_registry::config::S3Config;
+
 use super::deploy::remote_options;
 use super::deployment::{block_on, json, print_json};
 use crate::cli::{AddTokenArgs, AddUserArgs, GlobalArgs, ListUsersArgs, RemoveUserArgs, UsersFileArgs};
@@ -9,6 +11,19 @@ use crate::ops::users::{
 };
 
 fn target(global: &GlobalArgs, args: &UsersFileArgs) -> anyhow::Result<Target> {
+    if let Some(bucket) = &args.bucket {
+        let mut config = S3Config::for_bucket(bucket.clone());
+        config.region.clone_from(&global.region);
+        if let Some(endpoint) = &global.endpoint_url {
+            // Emulators and most S3-compatible stores want the bucket in the path.
+            config.regionendpoint = Some(endpoint.clone());
+            config.forcepathstyle = true;
+        }
+        if let Some(prefix) = &args.root_directory {
+            config.rootdirectory.clone_from(prefix);
+        }
+        return Ok(Target::Bucket(config));
+    }
     Ok(match &args.file {
         Some(path) => Target::Local(path.clone()),
         None => Target::Remote(remote_options(global, &args.ssh, None)?.0),

@@ -1,6 +1,8 @@
 //! The registry's users and tokens: bcrypt and token entries in an htpasswd file, each with
-//! the rule line of its access ([`regctl_registry::auth::access`]), on the instance (over SSH)
-//! or in a local file (for `regctl serve`).
+//! the rule line of its access ([`regctl_registry::auth::access`]), on the instance (over SSH),
+//! in a local file (for `regctl serve`), or in an S3 bucket that several servers share
+//! (`regctl serve --users-in-storage`), where each edit is a conditional write (`If-Match`)
+//! read and made again when another edit got in first, so that concurrent edits are not lost.
 //!
 //! Passwords come from a hidden prompt (asked twice) or from stdin, never from the command
 //! line; a token's secret is made here, printed once and never stored: only its SHA-256 is.
@@ -11,12 +13,16 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use regctl_registry::auth::access::{Access, Grant, RepoGlob, rule_name};
-use regctl_registry::auth::{Entry, Secret, TOKEN_SCHEME, parse_htpasswd, token_digest};
+use regctl_registry::auth::{
+    Entry, Secret, TOKEN_SCHEME, USERS_PATH, parse_htpasswd, token_digest, users_path,
+};
+use regctl_registry::config::S3Config;
+use regctl_registry::storage::{Condition, ETag, S3Storage, Storage};
 use serde::Serialize;
 
 use crate::ops::remote::{Remote, RemoteOptions};
@@ -42,7 +48,13 @@ pub enum Target {
     Local(PathBuf),
     /// The file of the deployed registry.
     Remote(RemoteOptions),
+    /// The users kept in a bucket, for servers with `instorage = true`.
+    Bucket(S3Config),
 }
+
+/// How many times an edit of the users in a bucket is read and made again when another edit
+/// changed them meanwhile.
+const EDIT_ATTEMPTS: usize = 10;
 
 /// Options of `add-user`.
 #[derive(Debug, Clone)]
@@ -316,6 +328,7 @@ pub fn user_names(text: &str, path: &Path) -> anyhow::Result<Vec<String>> {
 enum File {
     Local(PathBuf),
     Remote(Box<Remote>),
+    Stored { storage: Arc<dyn Storage>, name: String },
 }
 
 impl File {
@@ -323,6 +336,16 @@ impl File {
         Ok(match target {
             Target::Local(path) => File::Local(path.clone()),
             Target::Remote(opts) => File::Remote(Box::new(Remote::connect(opts).await?)),
+            Target::Bucket(config) => {
+                let prefix = config.rootdirectory.trim_matches('/');
+                let key = USERS_PATH.join("/");
+                let name = if prefix.is_empty() {
+                    format!("s3://{}/{key}", config.bucket)
+                } else {
+                    format!("s3://{}/{prefix}/{key}", config.bucket)
+                };
+                File::Stored { storage: Arc::new(S3Storage::new(config).await), name }
+            }
         })
     }
 
@@ -330,6 +353,7 @@ impl File {
         match self {
             File::Local(path) => path.display().to_string(),
             File::Remote(remote) => format!("{}:{}", remote.session().target(), remote.layout.htpasswd()),
+            File::Stored { name, .. } => name.clone(),
         }
     }
 
@@ -337,31 +361,68 @@ impl File {
         match self {
             File::Local(path) => path.clone(),
             File::Remote(remote) => PathBuf::from(remote.layout.htpasswd()),
+            File::Stored { name, .. } => PathBuf::from(name),
         }
     }
 
-    /// The current text; empty when the file does not exist yet.
-    async fn read(&self) -> anyhow::Result<String> {
-        let bytes = match self {
+    /// The current text (empty when the file does not exist yet) and, in a bucket, its
+    /// version (`None` when absent).
+    async fn read(&self) -> anyhow::Result<(String, Option<ETag>)> {
+        let (bytes, version) = match self {
             File::Local(path) => match std::fs::read(path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Ok(bytes) => (bytes, None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
             },
-            File::Remote(remote) => remote.read_file(&remote.layout.htpasswd()).await?.unwrap_or_default(),
+            File::Remote(remote) => {
+                (remote.read_file(&remote.layout.htpasswd()).await?.unwrap_or_default(), None)
+            }
+            File::Stored { storage, name } => match storage.get_tagged(&users_path()).await {
+                Ok((bytes, tag)) => (bytes.to_vec(), Some(tag)),
+                Err(e) if e.is_not_found() => (Vec::new(), None),
+                Err(e) => return Err(e).with_context(|| format!("cannot read {name}")),
+            },
         };
         let text = String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", self.name()))?;
         // Refuse to edit a file the server would not load: the edit would hide the problem.
         parse_htpasswd(&text, &self.path()).with_context(|| format!("fix {} first", self.name()))?;
-        Ok(text)
+        Ok((text, version))
     }
 
-    /// Replaces the file atomically with `text` (mode 0600).
-    async fn write(&self, text: &str) -> anyhow::Result<()> {
+    /// Replaces the file atomically with `text` (mode 0600); in a bucket only if it is still
+    /// of `version` (absent for `None`): false when another edit changed it since.
+    async fn write(&self, text: &str, version: Option<&ETag>) -> anyhow::Result<bool> {
         match self {
-            File::Local(path) => write_local(path, text.as_bytes()),
-            File::Remote(remote) => write_remote(remote, text).await,
+            File::Local(path) => write_local(path, text.as_bytes())?,
+            File::Remote(remote) => write_remote(remote, text).await?,
+            File::Stored { storage, name } => {
+                let condition = version.map_or(Condition::Absent, Condition::Unchanged);
+                match storage.put_if(&users_path(), text.as_bytes().to_vec().into(), condition).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_precondition() => return Ok(false),
+                    Err(e) => return Err(e).with_context(|| format!("cannot write {name}")),
+                }
+            }
         }
+        Ok(true)
+    }
+
+    /// Reads the file, lets `change` make the new text from it (`None`: nothing to write) with
+    /// its outcome, and writes it. In a bucket, when another edit got in between, reads and
+    /// changes it again, so that neither edit is lost.
+    async fn edit<R>(
+        &self,
+        mut change: impl FnMut(&str) -> anyhow::Result<(Option<String>, R)>,
+    ) -> anyhow::Result<R> {
+        for _ in 0..EDIT_ATTEMPTS {
+            let (text, version) = self.read().await?;
+            let (new, outcome) = change(&text)?;
+            let Some(new) = new else { return Ok(outcome) };
+            if self.write(&new, version.as_ref()).await? {
+                return Ok(outcome);
+            }
+        }
+        bail!("{} kept changing while being edited ({EDIT_ATTEMPTS} attempts): try again", self.name())
     }
 
     async fn close(self) {
@@ -413,27 +474,27 @@ pub async fn add_user(opts: &AddUserOptions) -> anyhow::Result<UserChange> {
         .await
         .context("the password hashing task failed")??;
     let file = File::open(&opts.target).await?;
-    let result = async {
-        let text = file.read().await?;
-        let existing = parse_htpasswd(&text, &file.path())?.remove(&opts.user);
-        if let Some(Entry { secret: Secret::Token(_), .. }) = existing {
-            bail!(
-                "{} is a token: remove it first (regctl remove-user {0}) to make a user of that name",
-                opts.user
-            );
-        }
-        // An existing user keeps its access unless new access is given: setting a password
-        // must not take the admin's `delete` away.
-        let grant = match (&opts.grant, &existing) {
-            (Some(grant), _) => Some(grant.clone()),
-            (None, Some(_)) => None,
-            (None, None) => Some(default_user_grant()),
-        };
-        file.write(&set_entry(&text, &opts.user, &hash, grant.as_ref())).await?;
-        let outcome = if existing.is_some() { UserOutcome::Updated } else { UserOutcome::Created };
-        Ok(UserChange { user: opts.user.clone(), outcome, file: file.name() })
-    }
-    .await;
+    let result = file
+        .edit(|text| {
+            let existing = parse_htpasswd(text, &file.path())?.remove(&opts.user);
+            if let Some(Entry { secret: Secret::Token(_), .. }) = existing {
+                bail!(
+                    "{} is a token: remove it first (regctl remove-user {0}) to make a user of that name",
+                    opts.user
+                );
+            }
+            // An existing user keeps its access unless new access is given: setting a password
+            // must not take the admin's `delete` away.
+            let grant = match (&opts.grant, &existing) {
+                (Some(grant), _) => Some(grant.clone()),
+                (None, Some(_)) => None,
+                (None, None) => Some(default_user_grant()),
+            };
+            let outcome = if existing.is_some() { UserOutcome::Updated } else { UserOutcome::Created };
+            Ok((Some(set_entry(text, &opts.user, &hash, grant.as_ref())), outcome))
+        })
+        .await
+        .map(|outcome| UserChange { user: opts.user.clone(), outcome, file: file.name() });
     file.close().await;
     result
 }
@@ -453,17 +514,17 @@ pub async fn add_token(opts: &AddTokenOptions) -> anyhow::Result<(UserChange, St
     let secret = new_token_secret()?;
     let hash = format!("{TOKEN_SCHEME}{}", hex::encode(token_digest(&secret)));
     let file = File::open(&opts.target).await?;
-    let result = async {
-        let text = file.read().await?;
-        let existing = parse_htpasswd(&text, &file.path())?.remove(&opts.name);
-        if let Some(Entry { secret: Secret::Bcrypt(_), .. }) = existing {
-            bail!("{} is a user with a password: give the token another name", opts.name);
-        }
-        file.write(&set_entry(&text, &opts.name, &hash, Some(&grant))).await?;
-        let outcome = if existing.is_some() { UserOutcome::Updated } else { UserOutcome::Created };
-        Ok(UserChange { user: opts.name.clone(), outcome, file: file.name() })
-    }
-    .await;
+    let result = file
+        .edit(|text| {
+            let existing = parse_htpasswd(text, &file.path())?.remove(&opts.name);
+            if let Some(Entry { secret: Secret::Bcrypt(_), .. }) = existing {
+                bail!("{} is a user with a password: give the token another name", opts.name);
+            }
+            let outcome = if existing.is_some() { UserOutcome::Updated } else { UserOutcome::Created };
+            Ok((Some(set_entry(text, &opts.name, &hash, Some(&grant))), outcome))
+        })
+        .await
+        .map(|outcome| UserChange { user: opts.name.clone(), outcome, file: file.name() });
     file.close().await;
     Ok((result?, secret))
 }
@@ -473,21 +534,21 @@ pub async fn add_token(opts: &AddTokenOptions) -> anyhow::Result<(UserChange, St
 pub async fn remove_user(target: &Target, user: &str) -> anyhow::Result<UserChange> {
     validate_user_name(user)?;
     let file = File::open(target).await?;
-    let result = async {
-        let text = file.read().await?;
-        let outcome = match remove_entry(&text, user) {
+    let result = file
+        .edit(|text| match remove_entry(text, user) {
             Some(rest) => {
-                if user_names(&rest, &file.path())?.is_empty() {
-                    eprintln!("Note: {} has no users left: every request will be refused.", file.name());
-                }
-                file.write(&rest).await?;
-                UserOutcome::Removed
+                let empty = user_names(&rest, &file.path())?.is_empty();
+                Ok((Some(rest), (UserOutcome::Removed, empty)))
             }
-            None => UserOutcome::Absent,
-        };
-        Ok(UserChange { user: user.to_string(), outcome, file: file.name() })
-    }
-    .await;
+            None => Ok((None, (UserOutcome::Absent, false))),
+        })
+        .await
+        .map(|(outcome, empty)| {
+            if empty {
+                eprintln!("Note: {} has no users left: every request will be refused.", file.name());
+            }
+            UserChange { user: user.to_string(), outcome, file: file.name() }
+        });
     file.close().await;
     result
 }
@@ -495,7 +556,7 @@ pub async fn remove_user(target: &Target, user: &str) -> anyhow::Result<UserChan
 /// The users and tokens, sorted by name.
 pub async fn list_users(target: &Target) -> anyhow::Result<Vec<UserInfo>> {
     let file = File::open(target).await?;
-    let result = async { user_infos(&file.read().await?, &file.path()) }.await;
+    let result = async { user_infos(&file.read().await?.0, &file.path()) }.await;
     file.close().await;
     result
 }
@@ -590,6 +651,33 @@ mod tests {
         assert!(!bcrypt::verify(&other, &hash).expect("verify"), "the 72nd byte counts");
         let error = hash_password(&format!("{longest}p"), MIN_COST).expect_err("73 bytes refused");
         assert!(error.to_string().contains("72 bytes"), "{error}");
+    }
+
+    /// An edit of the users in a bucket that another edit overtakes (between its read and its
+    /// write) is read and made again on top of it: neither edit is lost.
+    #[tokio::test]
+    async fn an_edit_of_stored_users_overtaken_by_another_is_made_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(regctl_registry::storage::FsStorage::new(dir.path()));
+        let file = File::Stored { storage, name: "bucket".into() };
+        let mut calls = 0;
+        let outcome = file
+            .edit(|text| {
+                calls += 1;
+                if calls == 1 {
+                    // Another admin's edit lands between this one's read and its write.
+                    let other = dir.path().join(USERS_PATH.join("/"));
+                    std::fs::create_dir_all(other.parent().expect("a parent")).expect("mkdir");
+                    std::fs::write(&other, format!("bob:{H2}\n")).expect("the other edit");
+                }
+                Ok((Some(set_entry(text, "alice", H1, None)), calls))
+            })
+            .await
+            .expect("edit");
+        assert_eq!(outcome, 2, "made again once");
+        let (text, version) = file.read().await.expect("read");
+        assert!(version.is_some());
+        assert_eq!(user_names(&text, Path::new("h")).expect("valid"), ["alice", "bob"]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::server;
 /// Options of `serve`. Precedence: flags, then `REGISTRY_*` variables, then the config
 /// file, then the defaults.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("users").args(["htpasswd", "users_in_storage"])))]
 pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -35,9 +36,13 @@ pub struct ServeArgs {
     /// REGISTRY_AUTH_HTPASSWD_PATH].
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
+    /// Users in the storage instead of a file (`regctl add-user --bucket` edits them), re-read
+    /// when they change: for several servers on one bucket [config auth.htpasswd.instorage].
+    #[arg(long, conflicts_with = "htpasswd")]
+    pub users_in_storage: bool,
     /// Realm of the Basic authentication challenge [default: regctl; env
     /// REGISTRY_AUTH_HTPASSWD_REALM].
-    #[arg(long, value_name = "REALM", requires = "htpasswd")]
+    #[arg(long, value_name = "REALM", requires = "users")]
     pub realm: Option<String>,
     /// Let anyone pull without credentials; pushing and deleting still need a user with that
     /// access. Clients are challenged with Bearer so they can pull anonymously and push logged
@@ -46,7 +51,7 @@ pub struct ServeArgs {
     pub anonymous_pull: bool,
     /// Challenge clients with Docker's Bearer token flow (`/token`) instead of Basic; Basic
     /// credentials are accepted either way [config auth.token.bearer].
-    #[arg(long, requires = "htpasswd")]
+    #[arg(long, requires = "users")]
     pub bearer: bool,
     /// How long a Bearer access token lasts, e.g. 5m [default: 5m; config auth.token.lifetime].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -186,7 +191,11 @@ fn config(args: ServeArgs) -> Result<Config, CliError> {
     }
     if let Some(path) = args.htpasswd {
         let realm = config.auth.htpasswd.take().map_or_else(default_realm, |h| h.realm);
-        config.auth.htpasswd = Some(HtpasswdConfig { realm, path });
+        config.auth.htpasswd = Some(HtpasswdConfig::file(realm, path));
+    }
+    if args.users_in_storage {
+        let realm = config.auth.htpasswd.take().map_or_else(default_realm, |h| h.realm);
+        config.auth.htpasswd = Some(HtpasswdConfig { realm, path: None, instorage: true });
     }
     if let (Some(realm), Some(htpasswd)) = (args.realm, config.auth.htpasswd.as_mut()) {
         htpasswd.realm = realm;

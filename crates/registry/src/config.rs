@@ -30,6 +30,7 @@
 //! [auth.htpasswd]         # users, tokens and their access rules: see auth::access
 //! realm = "regctl"
 //! path = "/etc/regctl/htpasswd"
+//! # instorage = true      # instead of path: users in the storage, shared by every server
 //!
 //! [log]
 //! format = "text"   # or "json"
@@ -342,7 +343,7 @@ impl Default for TokenConfig {
     }
 }
 
-/// htpasswd authentication.
+/// htpasswd authentication: the users in a file (`path`), or in the storage (`instorage`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HtpasswdConfig {
@@ -350,7 +351,20 @@ pub struct HtpasswdConfig {
     #[serde(default = "default_realm")]
     pub realm: String,
     /// The htpasswd file.
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Read the users from the storage (the object `regctl/auth/htpasswd` below its root)
+    /// rather than `path`, and re-read them when they change: every server sharing a bucket
+    /// sees a user `regctl add-user --bucket` adds within a second or two.
+    #[serde(default)]
+    pub instorage: bool,
+}
+
+impl HtpasswdConfig {
+    /// Users in the file at `path`.
+    pub fn file(realm: String, path: PathBuf) -> HtpasswdConfig {
+        HtpasswdConfig { realm, path: Some(path), instorage: false }
+    }
 }
 
 /// The realm used when none is configured.
@@ -438,7 +452,7 @@ impl Config {
                 }
                 "REGISTRY_AUTH_HTPASSWD_PATH" => {
                     let realm = self.auth.htpasswd.take().map_or_else(default_realm, |h| h.realm);
-                    self.auth.htpasswd = Some(HtpasswdConfig { realm, path: PathBuf::from(value) });
+                    self.auth.htpasswd = Some(HtpasswdConfig::file(realm, PathBuf::from(value)));
                 }
                 "REGISTRY_AUTH_HTPASSWD_REALM" => realm = Some(value),
                 // Empty or `none` turns it off, so a variable can undo a file's setting.
@@ -556,8 +570,8 @@ mod tests {
         assert_eq!(config.http.hsts, Some(true));
         let htpasswd = config.auth.htpasswd.expect("htpasswd");
         assert_eq!(
-            (htpasswd.realm.as_str(), htpasswd.path.as_path()),
-            ("Registry Realm", Path::new("/auth/htpasswd"))
+            (htpasswd.realm.as_str(), htpasswd.path.as_deref(), htpasswd.instorage),
+            ("Registry Realm", Some(Path::new("/auth/htpasswd")), false)
         );
         assert_eq!(config.storage.filesystem.rootdirectory, Path::new("/data"));
     }

@@ -141,6 +141,7 @@ impl Error {
             Error::Storage(
                 StorageError::NotFound(_)
                 | StorageError::OffsetMismatch { .. }
+                | StorageError::Precondition(_)
                 | StorageError::Backend { .. },
             ) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BlobUploadInvalid(_)

@@ -5,12 +5,14 @@
 //!
 //! 1. Foundations: [`oci`] (validated digests, names, tags, references, manifests),
 //!    [`storage`] (the backend trait; filesystem and S3), [`layout`] (where blobs, links and
-//!    uploads live, in CNCF distribution's layout), [`config`] (the TOML file and `REGISTRY_*`
-//!    variables), [`error`] (the spec's error codes and statuses), [`units`].
+//!    uploads live, in CNCF distribution's layout), [`lease`] (one process at a time, among all
+//!    sharing a storage, for a job such as garbage collection), [`config`] (the TOML file and
+//!    `REGISTRY_*` variables), [`error`] (the spec's error codes and statuses), [`units`].
 //! 2. [`registry`]: the OCI logic over storage (uploads, manifests, tags, catalog,
 //!    referrers); the pin protocol that garbage collection and pushes share
 //!    ([`registry::pins`]); the events it publishes ([`registry::events`]): pushed, pulled,
-//!    mounted, deleted, with the caller.
+//!    mounted, deleted, with the caller; on S3, a cache of manifest reads with a one-second
+//!    staleness bound across servers.
 //! 3. Beside each other, fed by the registry: [`gc`] (garbage collection that is safe while
 //!    pushes continue), [`notify`] (webhooks in distribution's envelope, an event
 //!    subscriber), [`metrics`] (counters and histograms, an event subscriber; storage calls
@@ -34,6 +36,7 @@ pub mod connection;
 pub mod error;
 pub mod gc;
 pub mod layout;
+pub mod lease;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
@@ -277,7 +280,7 @@ mod layering {
     /// The layer of each top-level module (and of the crate root's own items).
     fn layer(module: &str) -> Option<u8> {
         Some(match module {
-            "oci" | "storage" | "layout" | "config" | "error" | "units" | "Config" => 1,
+            "oci" | "storage" | "layout" | "lease" | "config" | "error" | "units" | "Config" => 1,
             "registry" | "Registry" => 2,
             "gc" | "notify" | "metrics" | "ui" | "memory" => 3,
             "routes" | "auth" | "ops" | "AppState" | "app" | "lib" => 4,

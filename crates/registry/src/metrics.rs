@@ -27,7 +27,7 @@ use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 
 use crate::registry::{Event, Happened, Subscriber};
-use crate::storage::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
+use crate::storage::{ByteStream, Condition, ETag, ObjectMeta, Storage, StorageError, StoragePath};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 13] =
@@ -195,6 +195,8 @@ struct Notifications {
 struct Gc {
     runs_ok: u64,
     runs_failed: u64,
+    /// Turns skipped because another server held the collection's lease.
+    runs_skipped: u64,
     last_run: Option<SystemTime>,
     last: GcRun,
     total: GcRun,
@@ -275,7 +277,7 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a storage operation by its outcome (`ok`, `not_found` or `error`).
+    /// Counts a storage operation by its outcome (`ok`, `not_found`, `precondition`, `client_error` or `error`).
     fn storage_op(&self, op: &'static str, outcome: &'static str) {
         *lock(&self.storage).entry((op, outcome)).or_default() += 1;
     }
@@ -310,6 +312,11 @@ impl Metrics {
             }
             None => gc.runs_failed += 1,
         }
+    }
+
+    /// Counts a scheduled collection skipped because another server held its lease.
+    pub fn gc_skipped(&self) {
+        lock(&self.gc).runs_skipped += 1;
     }
 
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
@@ -448,6 +455,7 @@ impl Metrics {
         header(w, name, "counter", "Garbage collections by outcome.");
         line(w, name, &[("outcome", "ok")], gc.runs_ok);
         line(w, name, &[("outcome", "failed")], gc.runs_failed);
+        line(w, name, &[("outcome", "skipped")], gc.runs_skipped);
         if let Some(at) = gc.last_run {
             let name = "regctl_gc_last_run_timestamp_seconds";
             header(w, name, "gauge", "When the last garbage collection ended (Unix time).");
@@ -492,6 +500,14 @@ fn line(w: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
     let _ = writeln!(w, "{name}{} {value}", labels_text(labels));
 }
 
+/// Appends the manifest cache's counters (see `registry::cache`) to a rendering.
+pub fn render_manifest_cache(w: &mut String, hits: u64, misses: u64) {
+    let name = "regctl_manifest_cache_lookups_total";
+    header(w, name, "counter", "Manifest lookups (tag, revision, body) by outcome: hit or miss.");
+    line(w, name, &[("outcome", "hit")], hits);
+    line(w, name, &[("outcome", "miss")], misses);
+}
+
 /// A [`Storage`] that counts every operation of the one it wraps, by outcome.
 #[derive(Debug)]
 pub struct InstrumentedStorage {
@@ -509,6 +525,8 @@ impl InstrumentedStorage {
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) if e.is_not_found() => "not_found",
+            // A conditional write that lost its race: coordination working as meant.
+            Err(e) if e.is_precondition() => "precondition",
             // The client's body failing is not the storage's fault.
             Err(StorageError::Body(_)) => "client_error",
             Err(e) => {
@@ -541,6 +559,19 @@ impl Storage for InstrumentedStorage {
 
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
         self.record("put", self.inner.put(path, data).await)
+    }
+
+    async fn get_tagged(&self, path: &StoragePath) -> Result<(Bytes, ETag), StorageError> {
+        self.record("get", self.inner.get_tagged(path).await)
+    }
+
+    async fn put_if(
+        &self,
+        path: &StoragePath,
+        data: Bytes,
+        condition: Condition<'_>,
+    ) -> Result<ETag, StorageError> {
+        self.record("put", self.inner.put_if(path, data, condition).await)
     }
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {

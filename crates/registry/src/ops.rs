@@ -95,7 +95,10 @@ pub fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
 /// `GET /metrics`: Prometheus text.
 async fn metrics(State(state): State<AppState>) -> Response {
     let counts = state.auth.as_ref().map(|a| a.counts());
-    let text = state.ops.metrics.render(counts);
+    let mut text = state.ops.metrics.render(counts);
+    if let Some((hits, misses)) = state.registry.manifest_cache_stats() {
+        crate::metrics::render_manifest_cache(&mut text, hits, misses);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

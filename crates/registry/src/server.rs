@@ -11,6 +11,10 @@ use crate::connection::{self, ConnLimits};
 use crate::storage::{FsStorage, Storage};
 use crate::{AppState, Registry, app};
 
+/// How long a server on S3 trusts a tag's digest, or a manifest's presence, it read: the
+/// longest another server's push or delete of it takes to show on this one.
+pub const MANIFEST_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -38,6 +42,9 @@ pub enum ServeError {
          default features (cargo build --release -p regctl-registry), or store on a filesystem"
     )]
     NoS3,
+    /// `[auth.htpasswd]` names no users: neither a file nor the storage.
+    #[error("[auth.htpasswd] needs `path = \"FILE\"` or `instorage = true`")]
+    NoUsers,
     /// HTTPS could not be set up (settings, certificate files, ACME cache, port 80).
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -66,7 +73,12 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
                 lifetime: token.lifetime,
             };
             let tokens = auth::token_endpoint::TokenService::start(storage.clone(), settings).await?;
-            Some(Arc::new(Htpasswd::load(&h.path, &h.realm)?.with_tokens(tokens)))
+            let users = match &h.path {
+                _ if h.instorage => Htpasswd::load_from_storage(storage.clone(), &h.realm).await?,
+                Some(path) => Htpasswd::load(path, &h.realm)?,
+                None => return Err(ServeError::NoUsers),
+            };
+            Some(Arc::new(users.with_tokens(tokens)))
         }
         None => None,
     };
@@ -85,6 +97,10 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     if let Some(notifier) = &notifier {
         registry = registry.with_subscriber(notifier.clone());
     }
+    if config.storage.s3.is_some() {
+        // Each manifest read is three S3 round trips otherwise; see registry::cache.
+        registry = registry.with_manifest_cache(MANIFEST_CACHE_TTL);
+    }
     let ops = crate::ops::Ops { metrics, notifier, settings };
     Ok(AppState { registry: Arc::new(registry), auth, ops: Arc::new(ops) })
 }
@@ -97,7 +113,7 @@ pub async fn serve(
     let state = state(&config).await?;
     let ops = state.ops.clone();
     crate::registry::spawn_watch(state.registry.clone());
-    crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage);
+    crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage, config.gc.leasettl);
     crate::memory::spawn_idle_trim(ops.metrics.clone());
     if let Some(interval) = config.gc.interval {
         let options = crate::gc::GcOptions::from_config(&config.gc, &config.tags);
@@ -124,10 +140,10 @@ pub async fn serve(
             let auth = Arc::clone(auth);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(auth::RELOAD_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let auth = Arc::clone(&auth);
-                    let _ = tokio::task::spawn_blocking(move || auth.reload_if_changed()).await;
+                    auth.reload().await;
                 }
             });
         }

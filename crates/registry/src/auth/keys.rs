@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::token::epoch_secs;
-use crate::storage::{Storage, StorageError, StoragePath};
+use crate::storage::{Condition, Storage, StorageError, StoragePath};
 
 /// Where the ring is stored, below the storage root.
 pub const KEYS_PATH: [&str; 3] = ["regctl", "token", "keys.json"];
@@ -196,17 +196,23 @@ async fn stored(storage: &dyn Storage) -> Result<Option<Bytes>, KeyError> {
     }
 }
 
-/// The stored ring, generated and stored first when there is none. Two servers starting at
-/// once on one bucket may both generate: each reads the ring back after writing, so both end
-/// up with whichever write landed last.
+/// The stored ring, generated and stored first when there is none. Of servers starting at
+/// once on one bucket, the first to store its ring wins (a create-only write): the others read
+/// and use that one, so no token is ever signed with a key the others will not know.
 pub async fn load_or_create(storage: &dyn Storage) -> Result<KeyRing, KeyError> {
     if let Some(ring) = read(storage).await? {
         return Ok(ring);
     }
     let ring = KeyRing::generate();
-    storage.put(&keys_path(), Bytes::from(ring.to_json())).await?;
-    tracing::info!(key = ring.current.id(), "generated a token signing key");
-    Ok(read(storage).await?.unwrap_or(ring))
+    match storage.put_if(&keys_path(), Bytes::from(ring.to_json()), Condition::Absent).await {
+        Ok(_) => {
+            tracing::info!(key = ring.current.id(), "generated a token signing key");
+            Ok(ring)
+        }
+        // Another server stored its ring first (or it was removed since: then ours will do).
+        Err(e) if e.is_precondition() => Ok(read(storage).await?.unwrap_or(ring)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Replaces the stored ring with a new current key; the old current key keeps verifying for
@@ -284,6 +290,19 @@ impl SharedRing {
 mod tests {
     use super::*;
     use crate::storage::FsStorage;
+
+    /// Servers starting at once on an empty bucket agree on one ring: the first stored wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn servers_starting_at_once_share_one_ring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = crate::storage::FsStorage::new(dir.path());
+        let rings = futures_util::future::join_all((0..8).map(|_| load_or_create(&storage))).await;
+        let ids: std::collections::HashSet<String> =
+            rings.into_iter().map(|r| r.expect("a ring").current().id().to_string()).collect();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let stored = read(&storage).await.expect("read").expect("a ring");
+        assert!(ids.contains(stored.current().id()));
+    }
 
     #[tokio::test]
     async fn the_ring_is_created_once_kept_in_storage_and_rotated_with_a_grace() {

@@ -4,6 +4,10 @@
 //! cache of successful verifications (so a pull is not one bcrypt per request), and
 //! [`limiter`]'s bounds on password guessing; and Docker's Bearer token flow ([`token`],
 //! [`keys`], [`token_endpoint`]), whose tokens are checked here against the same entries.
+//!
+//! The file is a local one, or the object [`USERS_PATH`] in the storage (`[auth.htpasswd]
+//! instorage = true`), which every server sharing a bucket reads and re-reads when its ETag
+//! changes, so that `regctl add-user --bucket` reaches them all within a reload interval.
 
 pub mod access;
 pub mod authorize;
@@ -16,7 +20,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use access::Grant;
@@ -27,6 +31,7 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
+use crate::storage::{ETag, Storage, StorageError, StoragePath};
 
 /// A user or token whose credentials were verified; the authentication middleware leaves it
 /// in the request's extensions for the handlers.
@@ -94,6 +99,14 @@ const CACHE_MAX: usize = 10_000;
 const MAX_USER_LEN: usize = 256;
 /// How often the file is checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Where the users live in the storage, below its root (beside the token keys, outside the
+/// `docker/registry/v2` tree), for servers with `[auth.htpasswd] instorage = true`.
+pub const USERS_PATH: [&str; 3] = ["regctl", "auth", "htpasswd"];
+
+/// [`USERS_PATH`] as a storage path.
+pub fn users_path() -> StoragePath {
+    StoragePath::new(USERS_PATH)
+}
 /// A valid bcrypt hash of a random password, verified against when the user is unknown so that
 /// an unknown user costs as much time as a wrong password.
 const DUMMY_HASH: &str = "$2y$10$id9uOh0KY5BfSNS91ACQzeoTDpuRoG88jXHPfcEDqrL0IePQg0tN6";
@@ -101,6 +114,9 @@ const DUMMY_HASH: &str = "$2y$10$id9uOh0KY5BfSNS91ACQzeoTDpuRoG88jXHPfcEDqrL0IeP
 /// Why an htpasswd file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum HtpasswdError {
+    /// The users kept in the storage could not be read.
+    #[error("cannot read the users kept in the storage: {0}")]
+    Storage(#[from] StorageError),
     /// The file could not be read.
     #[error("cannot read htpasswd file {path}: {source}")]
     Read {
@@ -196,18 +212,28 @@ pub fn token_digest(secret: &str) -> [u8; 32] {
     sha2::Sha256::digest(secret.as_bytes()).into()
 }
 
-/// What identifies a version of the file on disk.
+/// What identifies a version of the users.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
+enum Stamp {
+    /// A file on disk: its time, size and inode.
+    File { modified: Option<SystemTime>, len: u64, inode: u64 },
+    /// The object in the storage: its version.
+    Object(ETag),
 }
 
-fn stamp(path: &Path) -> std::io::Result<FileStamp> {
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
-    Ok(FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() })
+    Ok(Stamp::File { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() })
+}
+
+/// The version and text of the users kept in `storage`; `None` while there is no object yet.
+async fn read_stored(storage: &dyn Storage) -> Result<Option<(Stamp, String)>, StorageError> {
+    match storage.get_tagged(&users_path()).await {
+        Ok((data, tag)) => Ok(Some((Stamp::Object(tag), String::from_utf8_lossy(&data).into_owned()))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Debug)]
@@ -216,11 +242,11 @@ struct Users {
     /// Every bcrypt hash, in a fixed order: an unknown user, or a wrong token secret, is
     /// checked against one of them.
     decoys: Vec<String>,
-    stamp: Option<FileStamp>,
+    stamp: Option<Stamp>,
 }
 
 impl Users {
-    fn new(entries: HashMap<String, Entry>, stamp: Option<FileStamp>, path: &Path) -> Users {
+    fn new(entries: HashMap<String, Entry>, stamp: Option<Stamp>, path: &Path) -> Users {
         let mut decoys: Vec<String> = entries
             .values()
             .filter_map(|entry| match &entry.secret {
@@ -254,7 +280,10 @@ struct Cached {
 /// htpasswd authentication state, shared by all requests.
 #[derive(Debug)]
 pub struct Htpasswd {
+    /// The file, or the name of the users in storage (for messages).
     path: PathBuf,
+    /// The storage holding the users, when they are kept there rather than in `path`.
+    store: Option<Arc<dyn Storage>>,
     realm: String,
     users: RwLock<Users>,
     /// Per user, the SHA-256 of a per-process secret, the user and the password last verified,
@@ -283,10 +312,33 @@ impl Htpasswd {
         let file_stamp = stamp(path).map_err(read_err)?;
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         let entries = parse_htpasswd(&text, path)?;
-        Ok(Htpasswd {
-            path: path.to_path_buf(),
+        Ok(Htpasswd::with_users(path.to_path_buf(), None, Users::new(entries, Some(file_stamp), path), realm))
+    }
+
+    /// Loads the users kept in `storage` ([`USERS_PATH`]), challenging clients with `realm`.
+    /// Before the first `regctl add-user --bucket` there are none: every request is refused.
+    pub async fn load_from_storage(
+        storage: Arc<dyn Storage>,
+        realm: &str,
+    ) -> Result<Htpasswd, HtpasswdError> {
+        let name = PathBuf::from(format!("storage:{}", users_path()));
+        let (entries, stamp) = match read_stored(storage.as_ref()).await? {
+            Some((stamp, text)) => (parse_htpasswd(&text, &name)?, Some(stamp)),
+            None => {
+                tracing::warn!(path = %name.display(), "no users in the storage yet: add one with regctl add-user --bucket");
+                (HashMap::new(), None)
+            }
+        };
+        let users = Users::new(entries, stamp, &name);
+        Ok(Htpasswd::with_users(name, Some(storage), users, realm))
+    }
+
+    fn with_users(path: PathBuf, store: Option<Arc<dyn Storage>>, users: Users, realm: &str) -> Htpasswd {
+        Htpasswd {
+            path,
+            store,
             realm: realm.to_string(),
-            users: RwLock::new(Users::new(entries, Some(file_stamp), path)),
+            users: RwLock::new(users),
             cache: Mutex::new(HashMap::new()),
             secret: *uuid::Uuid::new_v4().as_bytes(),
             limiter: Limiter::default(),
@@ -294,7 +346,7 @@ impl Htpasswd {
             cache_misses: AtomicU64::new(0),
             tokens: None,
             bearer_verified: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Whether requests without credentials may pull: a setting of the token flow, which
@@ -346,30 +398,69 @@ impl Htpasswd {
         self.users.read().unwrap_or_else(|p| p.into_inner()).entries.len()
     }
 
+    /// Re-reads the users if they changed since the last load: the file (on a blocking
+    /// thread), or the object in the storage (one GET, compared by ETag: a few kilobytes a
+    /// second per server).
+    pub async fn reload(self: &Arc<Self>) {
+        match &self.store {
+            Some(storage) => match read_stored(storage.as_ref()).await {
+                Ok(Some((stamp, text))) => {
+                    let stamp = Some(stamp);
+                    if self.users.read().unwrap_or_else(|p| p.into_inner()).stamp != stamp {
+                        self.replace_if_changed(parse_htpasswd(&text, &self.path), stamp);
+                    }
+                }
+                // Removed: a half-done edit cannot remove it (edits replace it whole), so an
+                // operator did; keeping the users is the safe side, as for a bad file.
+                Ok(None) => self.replace_if_changed(
+                    Err(HtpasswdError::Storage(StorageError::NotFound(users_path()))),
+                    None,
+                ),
+                // Storage failing is no change: the users stay, the next poll tries again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the users kept in the storage; keeping the current ones");
+                }
+            },
+            None => {
+                let auth = Arc::clone(self);
+                let _ = tokio::task::spawn_blocking(move || auth.reload_if_changed()).await;
+            }
+        }
+    }
+
     /// Re-reads the file if it changed since the last load. A file that cannot be read or
     /// parsed leaves the current users in place (and is logged), so a half-edited file never
     /// locks everyone out or lets anyone in.
     pub fn reload_if_changed(&self) {
         let current = stamp(&self.path).ok();
-        {
-            let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-            if users.stamp == current {
-                return;
-            }
+        if self.users.read().unwrap_or_else(|p| p.into_inner()).stamp == current {
+            return;
         }
         let loaded = std::fs::read_to_string(&self.path)
             .map_err(|source| HtpasswdError::Read { path: self.path.clone(), source })
             .and_then(|text| parse_htpasswd(&text, &self.path));
+        self.replace_if_changed(loaded, current);
+    }
+
+    /// Puts `loaded` in place of the users, unless they are already of version `stamp`.
+    fn replace_if_changed(
+        &self,
+        loaded: Result<HashMap<String, Entry>, HtpasswdError>,
+        stamp: Option<Stamp>,
+    ) {
+        if self.users.read().unwrap_or_else(|p| p.into_inner()).stamp == stamp {
+            return;
+        }
         match loaded {
             Ok(entries) => {
                 tracing::info!(path = %self.path.display(), users = entries.len(), "htpasswd file reloaded");
                 let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-                *users = Users::new(entries, current, &self.path);
+                *users = Users::new(entries, stamp, &self.path);
                 lock(&self.cache).clear();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "htpasswd file changed but could not be loaded; keeping the previous users");
-                self.users.write().unwrap_or_else(|p| p.into_inner()).stamp = current;
+                self.users.write().unwrap_or_else(|p| p.into_inner()).stamp = stamp;
             }
         }
     }
@@ -874,6 +965,33 @@ mod tests {
         assert!(auth.check(Some(&access_token(&auth, "bob", &bob_gen)), None).await.is_err());
         let (_, new_gen) = auth.entry_now("bob").expect("bob");
         assert!(auth.check(Some(&access_token(&auth, "bob", &new_gen)), None).await.is_ok());
+    }
+
+    /// Users kept in the storage: none before the first edit, then each version as it is
+    /// written, compared by version; a bad edit or a removal keeps the users.
+    #[tokio::test]
+    async fn users_in_storage_are_reloaded_when_their_version_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::FsStorage::new(dir.path()));
+        let auth = Arc::new(Htpasswd::load_from_storage(storage.clone(), "test").await.expect("load"));
+        assert_eq!(auth.user_count(), 0);
+        let put = |text: String| {
+            let storage = storage.clone();
+            async move { storage.put(&users_path(), bytes::Bytes::from(text)).await.expect("put") }
+        };
+        put(format!("alice:{}\n", bcrypt::hash("a", 4).expect("hash"))).await;
+        auth.reload().await;
+        assert!(auth.check(Some(&basic("alice", "a")), None).await.is_ok());
+        put(format!("bob:{}\n", bcrypt::hash("b", 4).expect("hash"))).await;
+        auth.reload().await;
+        assert!(auth.check(Some(&basic("bob", "b")), None).await.is_ok());
+        assert!(auth.check(Some(&basic("alice", "a")), None).await.is_err(), "alice removed");
+        put("garbage line without a hash\n".into()).await;
+        auth.reload().await;
+        assert!(auth.check(Some(&basic("bob", "b")), None).await.is_ok(), "a bad edit keeps the users");
+        storage.delete(&users_path()).await.expect("delete");
+        auth.reload().await;
+        assert_eq!(auth.user_count(), 1, "a removal keeps the users");
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@
 //! deleteuntagged = false
 //! uploadmaxage = "168h"  # abandoned uploads older than this are purged
 //! settle = "10s"         # wait after announcing a collection before marking
+//! leasettl = "60s"       # a collection's lease: one server at a time (crate::lease)
 //!
 //! [[gc.retention]]       # tags and untagged manifests to delete: see config::retention
 //! repositories = "team/*"
@@ -242,6 +243,11 @@ pub struct GcConfig {
     /// push takes to notice the announcement and finish writing a manifest.
     #[serde(deserialize_with = "duration")]
     pub settle: Duration,
+    /// How long the lease of a collection or a storage tidy-up lasts unless renewed (every
+    /// third of it, while the job runs): how long a server that died while holding it keeps
+    /// the others from the job; at least 1 s. See [`crate::lease`].
+    #[serde(deserialize_with = "duration")]
+    pub leasettl: Duration,
     /// Scheduled runs only report what they would delete.
     pub dryrun: bool,
     /// Tags and untagged manifests to delete, per repository pattern.
@@ -256,6 +262,7 @@ impl Default for GcConfig {
             deleteuntagged: false,
             uploadmaxage: Duration::from_secs(168 * 3600),
             settle: Duration::from_secs(10),
+            leasettl: Duration::from_secs(60),
             dryrun: false,
             retention: Vec::new(),
         }

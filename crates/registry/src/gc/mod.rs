@@ -44,6 +44,9 @@
 //! One file per job: [`repositories`] finds the repositories and reads their links, [`mark`]
 //! keeps what is in use, [`collection`] runs the mark and the sweep, [`pins`] is the
 //! collection's side of the pin protocol, [`schedule`] runs collections in the server.
+//!
+//! One collection at a time runs on a storage, however many servers share it: a real run holds
+//! the `gc` lease of [`crate::lease`] (taken, renewed and released with conditional writes).
 
 mod collection;
 mod mark;
@@ -58,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::lease::{Lease, LeaseError};
 use crate::registry::pins::{active_path, doomed_path};
 use crate::storage::{Storage, StorageError, StoragePath};
 use collection::run;
@@ -77,6 +81,8 @@ pub struct GcOptions {
     pub upload_max_age: Duration,
     /// Wait this long after announcing the collection, before marking.
     pub settle: Duration,
+    /// The TTL of the collection's lease (see [`crate::lease`]).
+    pub lease_ttl: Duration,
     /// Tags and untagged manifests to delete, per repository pattern.
     pub retention: Vec<crate::config::RetentionRule>,
     /// The immutable-tag rules, which retention never overrides.
@@ -92,6 +98,8 @@ impl GcOptions {
             grace: config.graceperiod,
             upload_max_age: config.uploadmaxage,
             settle: config.settle,
+            // Shorter would expire between renewals (and zero would exclude nobody).
+            lease_ttl: config.leasettl.max(crate::lease::MIN_TTL),
             retention: config.retention.clone(),
             immutable: tags.clone(),
         }
@@ -174,17 +182,20 @@ pub struct GcReport {
 /// Why a collection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
-    /// Another collection is running on the same storage.
+    /// Another collection holds the lease on the same storage.
     #[error(
-        "another garbage collection has been running since {since} (storage object {path}); wait for it to \
-         finish, or delete that object if its process is gone"
+        "another garbage collection ({holder}) holds the lease until {until}; wait for it to finish (the lease \
+         of a process that died expires on its own)"
     )]
     Busy {
-        /// When it started (RFC 3339).
-        since: String,
-        /// The announcement's storage path.
-        path: String,
+        /// Who holds the lease.
+        holder: String,
+        /// When it expires unless renewed (RFC 3339).
+        until: String,
     },
+    /// The collection stopped part-way, as it could not keep its lease (see [`crate::lease`]).
+    #[error("the collection stopped part-way: {0}")]
+    Lease(LeaseError),
     /// Something the mark could not read, so what it keeps in use is unknown: nothing was
     /// deleted.
     #[error(
@@ -200,6 +211,19 @@ pub enum GcError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
+
+impl From<LeaseError> for GcError {
+    fn from(e: LeaseError) -> GcError {
+        match e {
+            LeaseError::Held { holder, until, .. } => GcError::Busy { holder, until },
+            LeaseError::Storage(e) => GcError::Storage(e),
+            lost => GcError::Lease(lost),
+        }
+    }
+}
+
+/// The job name of the collection's lease.
+const GC_LEASE: &str = "gc";
 
 /// A manifest (or link) a collection could not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,8 +252,9 @@ pub(super) async fn remove(storage: &dyn Storage, path: &StoragePath) -> Result<
 
 /// Runs a garbage collection over `storage`.
 ///
-/// Returns [`GcError::Busy`] when another collection announced itself less than six hours ago.
-/// A dry run writes nothing and does not wait, so its report is exact only while no push runs.
+/// A real run holds the lease of garbage collection while it runs (see [`crate::lease`]):
+/// [`GcError::Busy`] when another process holds it. A dry run takes no lease, writes nothing
+/// and does not wait, so its report is exact only while no push runs.
 pub async fn collect(storage: &dyn Storage, options: &GcOptions) -> Result<GcReport, GcError> {
     let started = Instant::now();
     if options.dry_run {
@@ -237,16 +262,39 @@ pub async fn collect(storage: &dyn Storage, options: &GcOptions) -> Result<GcRep
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    announce(storage, options.grace).await?;
-    let result = run(storage, options).await;
-    // Always withdraw, so pushes stop pinning and waiting.
-    let withdrawn = async {
-        remove(storage, &doomed_path()).await?;
-        remove(storage, &active_path()).await
-    }
-    .await;
-    let mut report = result?;
-    withdrawn?;
+    let mut lease = Lease::acquire(storage, GC_LEASE, options.lease_ttl).await?;
+    let collected = lease
+        .hold(storage, async {
+            announce(storage, options.grace).await?;
+            let result = run(storage, options).await;
+            // Always withdraw, so pushes stop pinning and waiting.
+            let withdrawn = withdraw(storage).await;
+            let report = result?;
+            withdrawn?;
+            Ok::<_, GcError>(report)
+        })
+        .await;
+    let mut report = match collected {
+        Ok(done) => {
+            if let Err(e) = lease.release(storage).await {
+                tracing::warn!(error = %e, "could not release the collection's lease; it expires on its own");
+            }
+            done?
+        }
+        // Stopped before the lease expired, still the holder: withdraw, if storage lets us.
+        // A lease taken over belongs to another collection, and so does the announcement.
+        Err(e @ LeaseError::Storage(_)) => {
+            let _ = withdraw(storage).await;
+            return Err(GcError::Lease(e));
+        }
+        Err(e) => return Err(GcError::Lease(e)),
+    };
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Removes the announcement of a collection and its doomed list.
+async fn withdraw(storage: &dyn Storage) -> Result<(), StorageError> {
+    remove(storage, &doomed_path()).await?;
+    remove(storage, &active_path()).await
 }

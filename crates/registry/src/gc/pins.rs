@@ -11,20 +11,13 @@ use super::mark::{Mark, key};
 use super::repositories::read_named;
 use super::{GcError, remove};
 use crate::oci::Digest;
-use crate::registry::pins::{LEASE, active_path, digest_lines, doomed_path, pins_dir, read_pins};
+use crate::registry::pins::{active_path, digest_lines, doomed_path, pins_dir, read_pins};
 use crate::storage::Storage;
 
-/// Writes the announcement, unless a live collection already did.
+/// Writes the announcement. Only the holder of the collection's lease calls it, so an
+/// announcement already there was left by a collection that died.
 pub(super) async fn announce(storage: &dyn Storage, grace: Duration) -> Result<(), GcError> {
     match storage.stat(&active_path()).await {
-        Ok(meta) if meta.modified.is_none_or(|m| m.elapsed().map_or(true, |age| age < LEASE)) => {
-            let text = storage.get(&active_path()).await.unwrap_or_default();
-            let since = serde_json::from_slice::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["started"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "an unknown time".into());
-            return Err(GcError::Busy { since, path: active_path().to_string() });
-        }
         Ok(_) => tracing::warn!("replacing the announcement of a garbage collection that never finished"),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),

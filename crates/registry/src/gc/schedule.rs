@@ -6,8 +6,8 @@ use super::{GcError, GcOptions, collect};
 use crate::units::human_bytes;
 
 /// Runs a collection every `interval` in the background (the first one `interval` after
-/// start), logging each report and counting it into `metrics`. A collection found running
-/// elsewhere is skipped until the next turn.
+/// start), logging each report and counting it into `metrics`. A turn is skipped (and counted
+/// as such) while another process holds the collection's lease.
 pub fn spawn_scheduled(
     registry: std::sync::Arc<crate::Registry>,
     options: GcOptions,
@@ -41,8 +41,9 @@ pub fn spawn_scheduled(
                         }));
                     }
                 }
-                Err(GcError::Busy { since, .. }) => {
-                    tracing::info!(since, "garbage collection skipped: another one is running");
+                Err(GcError::Busy { holder, until }) => {
+                    tracing::info!(%holder, %until, "garbage collection skipped: another process holds its lease");
+                    metrics.gc_skipped();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "garbage collection failed");

@@ -63,6 +63,7 @@ async fn a_blob_confirmed_before_the_collection_is_pinned_and_kept() {
         grace: Duration::from_secs(1),
         upload_max_age: Duration::from_secs(3600),
         settle: Duration::ZERO,
+        lease_ttl: Duration::from_secs(60),
         retention: Vec::new(),
         immutable: Default::default(),
     };
@@ -114,6 +115,7 @@ fn quick(dry_run: bool, delete_untagged: bool) -> GcOptions {
         grace: Duration::ZERO,
         upload_max_age: Duration::from_secs(3600),
         settle: Duration::ZERO,
+        lease_ttl: Duration::from_secs(60),
         retention: Vec::new(),
         immutable: Default::default(),
     }
@@ -347,11 +349,38 @@ async fn objects_whose_names_cannot_be_paths_are_skipped() {
     assert!(walked.iter().any(|(name, _)| name.contains('\\')), "the walk reports them: {walked:?}");
 }
 
-/// A second collection is refused while one is announced.
-#[tokio::test]
-async fn one_collection_at_a_time() {
+/// Of two collections started at once on one storage (two servers' schedules), one runs and
+/// the other is refused at once, naming the holder of the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_racing_collections_exactly_one_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = FsStorage::new(dir.path());
-    announce(&storage, Duration::from_secs(1)).await.expect("first");
-    assert!(matches!(announce(&storage, Duration::from_secs(1)).await, Err(GcError::Busy { .. })));
+    let options = quick(false, false);
+    let (a, b) = tokio::join!(collect(&storage, &options), collect(&storage, &options));
+    let busy = |r: &Result<GcReport, GcError>| matches!(r, Err(GcError::Busy { holder, .. }) if holder.contains("pid"));
+    assert!(
+        (a.is_ok() && busy(&b)) || (busy(&a) && b.is_ok()),
+        "one must run, the other be refused: {a:?} / {b:?}"
+    );
+    // The lease is released at the end: the next one runs.
+    collect(&storage, &options).await.expect("the next collection");
+}
+
+/// A collection whose process died mid-run (its lease never released, its announcement left
+/// behind) keeps others out only until its lease expires; the next one then runs and cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_that_died_is_taken_over_once_its_lease_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = FsStorage::new(dir.path());
+    let ttl = Duration::from_millis(500);
+    let dead = crate::lease::Lease::acquire(&storage, GC_LEASE, ttl).await.expect("lease");
+    announce(&storage, Duration::from_secs(1)).await.expect("announce");
+    drop(dead); // killed: nothing released
+    let options = GcOptions { lease_ttl: ttl, ..quick(false, false) };
+    assert!(matches!(collect(&storage, &options).await, Err(GcError::Busy { .. })));
+    tokio::time::sleep(ttl).await;
+    collect(&storage, &options).await.expect("taken over");
+    for path in [active_path(), doomed_path()] {
+        assert!(storage.stat(&path).await.is_err_and(|e| e.is_not_found()), "{path} left behind");
+    }
 }

@@ -33,14 +33,28 @@ pub struct PutManifest {
 impl Registry {
     /// Resolves a reference to the digest of a manifest in `name`.
     async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Digest> {
+        let cache = self.manifests.as_ref();
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
-            Reference::Tag(tag) => {
-                self.read_link(&layout::tag_current_link(name, tag)).await?.ok_or(Error::ManifestUnknown)?
-            }
+            Reference::Tag(tag) => match cache.and_then(|c| c.tag(name, tag)) {
+                Some(digest) => digest,
+                None => {
+                    let link = layout::tag_current_link(name, tag);
+                    let digest = self.read_link(&link).await?.ok_or(Error::ManifestUnknown)?;
+                    if let Some(cache) = cache {
+                        cache.set_tag(name, tag, &digest);
+                    }
+                    digest
+                }
+            },
         };
-        if !self.exists(&layout::revision_link(name, &digest)).await? {
-            return Err(Error::ManifestUnknown);
+        if !cache.is_some_and(|c| c.has_revision(name, &digest)) {
+            if !self.exists(&layout::revision_link(name, &digest)).await? {
+                return Err(Error::ManifestUnknown);
+            }
+            if let Some(cache) = cache {
+                cache.set_revision(name, &digest);
+            }
         }
         Ok(digest)
     }
@@ -48,8 +62,21 @@ impl Registry {
     /// Reads a manifest by tag or digest.
     pub async fn get_manifest(&self, name: &RepoName, reference: &Reference) -> Result<StoredManifest> {
         let digest = self.resolve(name, reference).await?;
-        let body = self.storage.get(&layout::blob_data(&digest)).await;
-        let body = body.map_err(not_found_as(Error::ManifestUnknown))?;
+        let cache = self.manifests.as_ref();
+        let body = match cache.and_then(|c| c.body(&digest)) {
+            Some(body) => body,
+            None => {
+                let body = self.storage.get(&layout::blob_data(&digest)).await;
+                let body = body.map_err(not_found_as(Error::ManifestUnknown))?;
+                // Only bytes that have the digest are kept (a corrupt blob is read again).
+                if let Some(cache) = cache
+                    && Digest::of(digest.algorithm(), &body) == digest
+                {
+                    cache.set_body(&digest, &body);
+                }
+                body
+            }
+        };
         let media_type = manifest::stored_media_type(&body);
         Ok(StoredManifest { digest, body, media_type })
     }
@@ -117,11 +144,17 @@ impl Registry {
             self.write_link(&layout::referrer_link(name, subject, &digest), &digest).await?;
         }
         self.write_link(&layout::revision_link(name, &digest), &digest).await?;
+        if let Some(cache) = &self.manifests {
+            cache.set_revision(name, &digest);
+        }
         if let Reference::Tag(tag) = reference {
             // `current` first: a tag is listed as soon as its directory exists, so a crash
             // between the two writes must leave a tag that resolves, not a listed tag that
             // answers 404 (the index entry is only the tag's history).
             self.write_link(&layout::tag_current_link(name, tag), &digest).await?;
+            if let Some(cache) = &self.manifests {
+                cache.set_tag(name, tag, &digest);
+            }
             self.write_link(&layout::tag_index_link(name, tag, &digest), &digest).await?;
         }
         self.publish(name, caller, Happened::ManifestPushed(facts));
@@ -163,6 +196,9 @@ impl Registry {
         let happened = match reference {
             Reference::Tag(tag) => {
                 self.check_tag_change(name, tag, TagChange::Delete).await?;
+                if let Some(cache) = &self.manifests {
+                    cache.forget(name, Some(tag), None);
+                }
                 let deleted = self.storage.delete(&layout::tag(name, tag)).await;
                 deleted.map_err(not_found_as(Error::ManifestUnknown))?;
                 Happened::TagDeleted(tag.clone())
@@ -189,6 +225,9 @@ impl Registry {
                         Err(e) if !e.is_not_found() => return Err(e.into()),
                         _ => {}
                     }
+                }
+                if let Some(cache) = &self.manifests {
+                    cache.forget(name, None, Some(digest));
                 }
                 let deleted = self.storage.delete(&layout::revision_link(name, digest)).await;
                 deleted.map_err(not_found_as(Error::ManifestUnknown))?;
@@ -217,7 +256,9 @@ mod tests {
     use super::*;
     use crate::oci::Tag;
     use crate::registry::Caller;
-    use crate::storage::{ByteStream, FsStorage, ObjectMeta, Storage, StorageError, StoragePath};
+    use crate::storage::{
+        ByteStream, Condition, ETag, FsStorage, ObjectMeta, Storage, StorageError, StoragePath,
+    };
 
     /// Filesystem storage whose writes of a tag's `current` link fail, as a crash between a
     /// manifest's writes would leave them.
@@ -245,6 +286,17 @@ mod tests {
                 return Err(StorageError::Backend { path: path.clone(), source });
             }
             self.0.put(path, data).await
+        }
+        async fn get_tagged(&self, path: &StoragePath) -> Result<(Bytes, ETag), StorageError> {
+            self.0.get_tagged(path).await
+        }
+        async fn put_if(
+            &self,
+            path: &StoragePath,
+            data: Bytes,
+            condition: Condition<'_>,
+        ) -> Result<ETag, StorageError> {
+            self.0.put_if(path, data, condition).await
         }
         async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
             self.0.list(dir).await

@@ -3,6 +3,7 @@
 
 mod blobs;
 mod blocks;
+mod cache;
 pub mod events;
 mod immutable;
 mod listing;
@@ -12,6 +13,7 @@ mod referrers;
 mod uploads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -40,6 +42,8 @@ pub struct Registry {
     subscribers: events::Subscribers,
     /// Which tags may not be moved or deleted.
     tag_rules: TagsConfig,
+    /// Manifest reads remembered, when storage is remote (see [`cache`]).
+    manifests: Option<cache::ManifestCache>,
 }
 
 impl Registry {
@@ -52,7 +56,20 @@ impl Registry {
             max_blob_size: None,
             subscribers: events::Subscribers::default(),
             tag_rules: TagsConfig::default(),
+            manifests: None,
         }
+    }
+
+    /// Remembers manifest reads: bodies by digest for good, tags and revisions for `ttl`, the
+    /// longest another server's push or delete then takes to show here (see `registry::cache`).
+    pub fn with_manifest_cache(self, ttl: Duration) -> Registry {
+        Registry { manifests: Some(cache::ManifestCache::new(ttl)), ..self }
+    }
+
+    /// Manifest lookups answered from the cache and those that went to storage, since start;
+    /// `None` without a cache.
+    pub fn manifest_cache_stats(&self) -> Option<(u64, u64)> {
+        self.manifests.as_ref().map(cache::ManifestCache::stats)
     }
 
     /// Makes the tags that `rules` name immutable (see [`immutable`]).

@@ -167,6 +167,19 @@ fn limited(data: ByteStream, size: u64, max: u64) -> ByteStream {
     .boxed()
 }
 
+/// `data` unless it ends without a byte (a `PUT` that only names the digest): waits for its
+/// first bytes, and gives them back in front of the rest.
+async fn non_empty(data: Option<ByteStream>) -> Result<Option<ByteStream>> {
+    let Some(mut data) = data else { return Ok(None) };
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(StorageError::Body)?;
+        if !chunk.is_empty() {
+            return Ok(Some(futures_util::stream::once(async { Ok(chunk) }).chain(data).boxed()));
+        }
+    }
+    Ok(None)
+}
+
 /// Chunks waiting for the hashing thread; bounded, so a slow hash slows the client down
 /// instead of buffering its upload in memory.
 const HASH_QUEUE: usize = 8;
@@ -224,7 +237,14 @@ impl Registry {
         if let Some(session) = self.uploads.get(name, id) {
             return Ok(session);
         }
+        let loaded = self.load_session(name, id).await?;
+        self.uploads.insert(name, id, loaded)
+    }
+
+    /// A session as storage has it: its size, and the running hash saved at that size.
+    async fn load_session(&self, name: &RepoName, id: &UploadId) -> Result<Session> {
         if !self.exists(&layout::upload_started_at(name, id.as_str())).await? {
+            self.uploads.remove(name, id);
             return Err(Error::BlobUploadUnknown);
         }
         let size = match self.storage.stat(&layout::upload_data(name, id.as_str())).await {
@@ -242,12 +262,25 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.uploads.insert(name, id, Session { size, hasher })
+        Ok(Session { size, hasher })
     }
 
-    /// Bytes received so far by a session.
+    /// Reloads a session this process holds from storage: behind a load balancer, other
+    /// servers may have appended to it since this one last saw it, and then its size and
+    /// running hash here are stale. Called when a request does not fit what this process
+    /// knows (an offset, a digest), so the common path costs no storage request.
+    async fn refresh(&self, name: &RepoName, id: &UploadId, session: &mut Session) -> Result<()> {
+        *session = self.load_session(name, id).await?;
+        Ok(())
+    }
+
+    /// Bytes received so far by a session, as storage has them (the client asks to resume,
+    /// maybe after sending chunks through other servers).
     pub async fn upload_size(&self, name: &RepoName, id: &UploadId) -> Result<u64> {
-        Ok(self.session(name, id).await?.lock().await.size)
+        let session = self.session(name, id).await?;
+        let mut session = session.lock().await;
+        self.refresh(name, id, &mut session).await?;
+        Ok(session.size)
     }
 
     /// Appends a chunk; `start`, from `Content-Range`, must equal the bytes received so far.
@@ -261,10 +294,27 @@ impl Registry {
     ) -> Result<u64> {
         let session = self.session(name, id).await?;
         let mut session = session.lock().await;
-        if start.is_some_and(|start| start != session.size) {
-            return Err(Error::ChunkOutOfOrder { size: session.size });
-        }
+        self.check_start(name, id, &mut session, start).await?;
         self.append_locked(name, id, &mut session, data).await
+    }
+
+    /// Checks a chunk's `start` against the session's size, reloading the session once when
+    /// they differ (another server may have received the chunks before it).
+    async fn check_start(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        session: &mut Session,
+        start: Option<u64>,
+    ) -> Result<()> {
+        let Some(start) = start else { return Ok(()) };
+        if start != session.size {
+            self.refresh(name, id, session).await?;
+            if start != session.size {
+                return Err(Error::ChunkOutOfOrder { size: session.size });
+            }
+        }
+        Ok(())
     }
 
     async fn append_locked(
@@ -303,9 +353,8 @@ impl Registry {
                 Ok(size)
             }
             Err(StorageError::OffsetMismatch { actual, .. }) => {
-                // Another server appended to this session: our hash no longer covers the bytes.
-                session.size = actual;
-                session.hasher = None;
+                // Another server appended to this session: take its size and running hash.
+                self.refresh(name, id, session).await?;
                 Err(Error::ChunkOutOfOrder { size: actual })
             }
             Err(StorageError::Body(e)) if e.get_ref().is_some_and(|inner| inner.is::<OverLimit>()) => {
@@ -352,11 +401,20 @@ impl Registry {
     ) -> Result<()> {
         let session = self.session(name, id).await?;
         let mut session = session.lock().await;
-        if start.is_some_and(|start| start != session.size) {
-            return Err(Error::ChunkOutOfOrder { size: session.size });
-        }
-        if let Some(data) = last_chunk {
+        self.check_start(name, id, &mut session, start).await?;
+        // An empty body is no chunk: appending it at a size this server may not know to be
+        // stale would refuse a finished upload.
+        if let Some(data) = non_empty(last_chunk).await? {
             self.append_locked(name, id, &mut session, data).await?;
+        }
+        // A running hash that does not give the digest may be stale rather than wrong: chunks
+        // may have gone through other servers since this one last saw the session.
+        if session
+            .hasher
+            .as_ref()
+            .is_some_and(|h| h.algorithm() == digest.algorithm() && h.clone().finish() != *digest)
+        {
+            self.refresh(name, id, &mut session).await?;
         }
         let mut data_path = layout::upload_data(name, id.as_str());
         let actual = match session.hasher.take() {
@@ -483,19 +541,30 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// How often a running server lets its storage backend tidy up (see [`crate::storage::Storage::tidy`]).
 const TIDY_INTERVAL: Duration = Duration::from_secs(600);
 
+/// The job name of the storage tidy-up's lease.
+const TIDY_LEASE: &str = "tidy";
+
 /// Lets the storage backend tidy up every [`TIDY_INTERVAL`], with `upload_max_age` as the age
 /// past which incomplete writes are abandoned, whether or not collections are scheduled; upload
-/// sessions idle for that long are forgotten from memory at the same time.
-pub fn spawn_tidy(registry: Arc<Registry>, upload_max_age: Duration) {
+/// sessions idle for that long are forgotten from memory at the same time. Of the servers
+/// sharing a storage, one at a time tidies it: the one holding the `tidy` lease (of
+/// `lease_ttl`, see [`crate::lease`]); the others skip their turn.
+pub fn spawn_tidy(registry: Arc<Registry>, upload_max_age: Duration, lease_ttl: Duration) {
+    let lease_ttl = lease_ttl.max(crate::lease::MIN_TTL);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TIDY_INTERVAL, TIDY_INTERVAL);
         loop {
             ticks.tick().await;
             let cutoff = SystemTime::now().checked_sub(upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
-            match registry.storage().tidy(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
-                Err(e) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
+            let storage = registry.storage();
+            match crate::lease::exclusive(storage, TIDY_LEASE, lease_ttl, storage.tidy(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(removed = n, "removed incomplete writes of abandoned uploads"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "storage housekeeping failed; retrying later"),
+                Err(crate::lease::LeaseError::Held { holder, .. }) => {
+                    tracing::debug!(%holder, "storage housekeeping skipped: another process holds its lease");
+                }
+                Err(e) => tracing::warn!(error = %e, "storage housekeeping stopped; retrying later"),
             }
             let forgotten = registry.expire_upload_sessions(upload_max_age);
             if forgotten > 0 {
@@ -557,6 +626,43 @@ mod tests {
             .finish_upload(&Caller::default(), &name, &abandoned, &digest, None, None)
             .await
             .expect("finish");
+    }
+
+    /// Behind a round-robin load balancer a session's requests go to different servers: the
+    /// one that started a session (and holds it in memory at size 0) finishes it after another
+    /// server received its bytes, or gets its next chunk. Neither may take its stale memory
+    /// for the truth (a stale running hash refused the digest and discarded the upload).
+    #[tokio::test]
+    async fn a_session_continues_on_a_server_that_saw_an_older_state_of_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (registry(&dir, MAX_SESSIONS), registry(&dir, MAX_SESSIONS));
+        let name = RepoName::parse("balanced/uploads").expect("a name");
+        let caller = Caller::default();
+
+        // POST on A, PATCH on B, PUT on A.
+        let id = a.start_upload(&caller, &name).await.expect("start");
+        b.append_upload(&name, &id, None, chunk(b"through b")).await.expect("append on b");
+        let digest = Digest::of(Algorithm::Sha256, b"through b");
+        // The PUT's body is empty, not absent, as clients send it.
+        a.finish_upload(&caller, &name, &id, &digest, None, Some(chunk(b""))).await.expect("finish on a");
+        assert!(a.storage.stat(&layout::blob_data(&digest)).await.is_ok());
+
+        // Chunks alternating between A and B, with their offsets, then a wrong digest: refused.
+        let id = a.start_upload(&caller, &name).await.expect("start");
+        a.append_upload(&name, &id, Some(0), chunk(b"one ")).await.expect("on a");
+        b.append_upload(&name, &id, Some(4), chunk(b"two ")).await.expect("on b");
+        a.append_upload(&name, &id, Some(8), chunk(b"three")).await.expect("on a again");
+        assert_eq!(b.upload_size(&name, &id).await.expect("size on b"), 13);
+        // An offset that is stale for every server is still refused, with the size now.
+        let stale = b.append_upload(&name, &id, Some(4), chunk(b"again")).await.err();
+        assert!(matches!(stale, Some(Error::ChunkOutOfOrder { size: 13 })), "{stale:?}");
+        let digest = Digest::of(Algorithm::Sha256, b"one two three");
+        b.finish_upload(&caller, &name, &id, &digest, None, Some(chunk(b""))).await.expect("finish on b");
+        let wrong = Digest::of(Algorithm::Sha256, b"not it");
+        let id = a.start_upload(&caller, &name).await.expect("start");
+        b.append_upload(&name, &id, None, chunk(b"data")).await.expect("append on b");
+        let refused = a.finish_upload(&caller, &name, &id, &wrong, None, None).await.err().map(|e| e.code());
+        assert_eq!(refused, Some("DIGEST_INVALID"));
     }
 
     /// Issue 23, item 9: the map of sessions is bounded; at the bound the idlest is forgotten,

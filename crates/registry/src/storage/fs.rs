@@ -12,7 +12,7 @@ use tokio::fs;
 use tokio::io::AsyncSeekExt;
 use tokio_util::io::ReaderStream;
 
-use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
+use super::{ByteStream, Condition, ETag, ObjectMeta, Storage, StorageError, StoragePath};
 
 /// Prefix of temporary files; no path component the registry writes can start with a dot.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -164,6 +164,32 @@ impl Storage for FsStorage {
             .map_err(io::Error::other)
             .and_then(|written| written)
             .map_err(|source| StorageError::Backend { path: path.clone(), source })
+    }
+
+    async fn get_tagged(&self, path: &StoragePath) -> Result<(Bytes, ETag), StorageError> {
+        let data = self.get(path).await?;
+        let tag = content_tag(&data);
+        Ok((data, tag))
+    }
+
+    async fn put_if(
+        &self,
+        path: &StoragePath,
+        data: Bytes,
+        condition: Condition<'_>,
+    ) -> Result<ETag, StorageError> {
+        let (root, file) = (self.root.clone(), self.file(path));
+        let expected = match condition {
+            Condition::Absent => None,
+            Condition::Unchanged(tag) => Some(tag.clone()),
+        };
+        let written =
+            tokio::task::spawn_blocking(move || put_file_if(&root, &file, &data, expected.as_ref()))
+                .await
+                .map_err(io::Error::other)
+                .and_then(|written| written)
+                .map_err(|source| StorageError::Backend { path: path.clone(), source })?;
+        written.ok_or_else(|| StorageError::Precondition(path.clone()))
     }
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {
@@ -478,6 +504,99 @@ fn put_file(root: &Path, file: &Path, data: &[u8]) -> io::Result<()> {
         }
     }
     Err(io::Error::other(format!("{} kept being removed while written", parent.display())))
+}
+
+/// The version of a file: the SHA-256 of its content (a file has no version counter, and the
+/// small objects written conditionally are cheap to hash).
+fn content_tag(data: &[u8]) -> ETag {
+    use sha2::Digest as _;
+    ETag::new(hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// [`Storage::put_if`] on a file: creates it only while absent (`expected` `None`), or replaces
+/// it only while its content has the version `expected`. `None` when the condition does not
+/// hold, unless the file already holds exactly `data` (a retried write that took effect).
+///
+/// A create publishes a complete temporary file with a hard link, which fails when the name is
+/// taken. A replace holds an exclusive `flock` on the file's directory while it compares and
+/// renames, so that two replaces from one version cannot both land.
+fn put_file_if(root: &Path, file: &Path, data: &[u8], expected: Option<&ETag>) -> io::Result<Option<ETag>> {
+    let tag = content_tag(data);
+    let held = match expected {
+        None => create_file(root, file, data)?,
+        Some(expected) => replace_file_if(file, data, expected)?,
+    };
+    if held {
+        return Ok(Some(tag));
+    }
+    match std::fs::read(file) {
+        Ok(current) if current == data => Ok(Some(tag)),
+        Ok(_) => Ok(None),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `file` with `data` unless a file is there; false when one is.
+fn create_file(root: &Path, file: &Path, data: &[u8]) -> io::Result<bool> {
+    let parent = file.parent().ok_or_else(|| io::Error::other("an object path has a directory"))?;
+    for _ in 0..PUT_ATTEMPTS {
+        let tmp = match write_temp(parent, data) {
+            Ok(tmp) => tmp,
+            // No directory, so no object: it comes into being with the object inside.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if put_with_directories(root, file, data)? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let linked = std::fs::hard_link(&tmp, file);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            // The directory was deleted whole, the temporary file with it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!("{} kept being removed while written", parent.display())))
+}
+
+/// Replaces `file` with `data` if its content is still of version `expected`, under its
+/// directory's lock; false when it is not (or is gone).
+fn replace_file_if(file: &Path, data: &[u8], expected: &ETag) -> io::Result<bool> {
+    let parent = file.parent().ok_or_else(|| io::Error::other("an object path has a directory"))?;
+    let dir = match std::fs::File::open(parent) {
+        Ok(dir) => dir,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    dir.lock()?;
+    // A directory removed (its last object deleted) between the open and the lock is not
+    // where the object is any more.
+    if !names(parent, &dir)? {
+        return Ok(false);
+    }
+    let current = match std::fs::read(file) {
+        Ok(current) => current,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if content_tag(&current) != *expected {
+        return Ok(false);
+    }
+    let tmp = write_temp(parent, data)?;
+    if let Err(e) = std::fs::rename(&tmp, file) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // The lock goes with `dir`, after the rename.
+    Ok(true)
 }
 
 /// Writes `data`, durably, to a fresh temporary file in `dir`.

@@ -40,6 +40,10 @@ pub enum StorageError {
         /// Its size now.
         actual: u64,
     },
+    /// A conditional write ([`Storage::put_if`]) found the object not as its condition
+    /// required: present for a create, absent or of another version for a replace.
+    #[error("precondition failed at {0}: the object changed")]
+    Precondition(StoragePath),
     /// The bytes being written failed to arrive (the client went away or sent a bad body).
     #[error("reading the incoming body failed: {0}")]
     Body(#[source] io::Error),
@@ -59,6 +63,38 @@ impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound(_))
     }
+
+    /// True for [`StorageError::Precondition`].
+    pub fn is_precondition(&self) -> bool {
+        matches!(self, StorageError::Precondition(_))
+    }
+}
+
+/// The version of an object as its backend names it, for a conditional write
+/// ([`Storage::put_if`]): opaque, and equal only for the same stored version (S3: the ETag;
+/// filesystem: the SHA-256 of the content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ETag(String);
+
+impl ETag {
+    /// A version from the backend's own token.
+    pub fn new(token: impl Into<String>) -> ETag {
+        ETag(token.into())
+    }
+
+    /// The token, as the backend gave it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// When a [`Storage::put_if`] may write.
+#[derive(Debug, Clone, Copy)]
+pub enum Condition<'a> {
+    /// Only if no object is there (S3's `If-None-Match: *`).
+    Absent,
+    /// Only if the object there is still this version (S3's `If-Match`).
+    Unchanged(&'a ETag),
 }
 
 /// A relative, `/`-separated object path with no empty, `.` or `..` component.
@@ -159,6 +195,25 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Atomically creates or replaces an object.
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError>;
+
+    /// Reads a whole (small) object with its version, for a later [`Storage::put_if`].
+    async fn get_tagged(&self, path: &StoragePath) -> Result<(Bytes, ETag), StorageError>;
+
+    /// Atomically creates or replaces an object if `condition` holds, returning its new
+    /// version; `Precondition` if it does not. What coordinates several servers on one storage
+    /// (leases, users kept in storage).
+    ///
+    /// Of several conditional writes racing from one state, exactly one succeeds. A write
+    /// refused because the object already holds exactly `data` counts as done: it is what a
+    /// retried request that took effect the first time finds. S3 checks the condition against
+    /// every write; the filesystem against other conditional writes only (plain `put`s of the
+    /// same object do not take its lock).
+    async fn put_if(
+        &self,
+        path: &StoragePath,
+        data: Bytes,
+        condition: Condition<'_>,
+    ) -> Result<ETag, StorageError>;
 
     /// Names of the direct children (objects and directories) of `dir`, in no particular order;
     /// empty when `dir` does not exist.

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
-use super::{ByteStream, Storage, StorageError, StoragePath};
+use super::{ByteStream, Condition, Storage, StorageError, StoragePath};
 
 fn path(s: &str) -> StoragePath {
     StoragePath::new([s])
@@ -42,6 +42,8 @@ pub async fn run(storage: &dyn Storage) {
     appends_at_one_offset_do_not_both_land(storage).await;
     a_hanging_append_cannot_alter_a_renamed_object(storage).await;
     walk_reports_sizes_and_times(storage).await;
+    conditional_writes_create_once_and_replace_from_one_version(storage).await;
+    conditional_writes_racing_from_one_state_land_once(storage).await;
 }
 
 async fn missing_objects_are_not_found(storage: &dyn Storage) {
@@ -304,6 +306,53 @@ async fn walk_reports_sizes_and_times(storage: &dyn Storage) {
     let stat = storage.stat(&path("w/a/1")).await.expect("stat");
     assert!(stat.modified.is_some_and(|m| m > before && m < after), "stat has the time: {stat:?}");
     assert!(storage.walk(&path("w/missing")).await.expect("walk").is_empty());
+}
+
+async fn conditional_writes_create_once_and_replace_from_one_version(storage: &dyn Storage) {
+    let p = path("cond/lease");
+    let refused = |r: Result<_, StorageError>| r.is_err_and(|e| e.is_precondition());
+    let first = storage.put_if(&p, Bytes::from_static(b"one"), Condition::Absent).await.expect("create");
+    assert!(refused(storage.put_if(&p, Bytes::from_static(b"two"), Condition::Absent).await));
+    // The same bytes again: what a retried create that took effect finds.
+    storage.put_if(&p, Bytes::from_static(b"one"), Condition::Absent).await.expect("a retried create");
+    let (data, tag) = storage.get_tagged(&p).await.expect("get");
+    assert_eq!((data.as_ref(), &tag), (&b"one"[..], &first));
+    let second =
+        storage.put_if(&p, Bytes::from_static(b"two"), Condition::Unchanged(&tag)).await.expect("replace");
+    assert_ne!(second, first);
+    assert_eq!(storage.get_tagged(&p).await.expect("get"), (Bytes::from_static(b"two"), second.clone()));
+    // A version replaced since is refused, and changes nothing.
+    assert!(refused(storage.put_if(&p, Bytes::from_static(b"three"), Condition::Unchanged(&first)).await));
+    assert_eq!(storage.get(&p).await.expect("get"), Bytes::from_static(b"two"));
+    // A plain put makes a new version too.
+    storage.put(&p, Bytes::from_static(b"plain")).await.expect("put");
+    assert!(refused(storage.put_if(&p, Bytes::from_static(b"four"), Condition::Unchanged(&second)).await));
+    // A missing object is no version at all.
+    let missing = path("cond/missing");
+    assert!(refused(storage.put_if(&missing, Bytes::from_static(b"x"), Condition::Unchanged(&first)).await));
+    assert!(storage.get_tagged(&missing).await.is_err_and(|e| e.is_not_found()));
+    storage.delete(&path("cond")).await.expect("delete");
+    assert!(refused(storage.put_if(&p, Bytes::from_static(b"x"), Condition::Unchanged(&second)).await));
+}
+
+async fn conditional_writes_racing_from_one_state_land_once(storage: &dyn Storage) {
+    let p = path("race/lease");
+    let body = |i: usize| Bytes::from(format!("racer {i}"));
+    let created =
+        futures_util::future::join_all((0..8).map(|i| storage.put_if(&p, body(i), Condition::Absent))).await;
+    let winners: Vec<usize> = (0..8).filter(|&i| created[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "creates: {created:?}");
+    assert!(created.iter().all(|r| r.as_ref().is_ok() || r.as_ref().is_err_and(|e| e.is_precondition())));
+    let (data, tag) = storage.get_tagged(&p).await.expect("get");
+    assert_eq!(data, body(winners[0]));
+    let replaced = futures_util::future::join_all(
+        (10..18).map(|i| storage.put_if(&p, body(i), Condition::Unchanged(&tag))),
+    )
+    .await;
+    let winners: Vec<usize> = (0..8).filter(|&i| replaced[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "replaces: {replaced:?}");
+    assert_eq!(storage.get(&p).await.expect("get"), body(10 + winners[0]));
+    storage.delete(&p).await.expect("delete");
 }
 
 /// A moto server (PyPI `moto[server]`) on a free loopback port, killed when dropped.

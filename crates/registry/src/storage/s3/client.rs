@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use super::multipart::Part;
 use super::{MIN_PART_SIZE, S3Storage};
 use crate::config::S3Config;
-use crate::storage::{ObjectMeta, StorageError, StoragePath};
+use crate::storage::{Condition, ETag, ObjectMeta, StorageError, StoragePath};
 
 /// Objects up to this size are copied with one `CopyObject`; larger ones part by part.
 const COPY_PART_SIZE: u64 = 256 << 20;
@@ -129,6 +129,48 @@ impl S3Storage {
         self.put_request(key, data).send().await.map_err(Self::sdk_err(path))?;
         self.wrote(key);
         Ok(())
+    }
+
+    /// A `PutObject` of `data` at `key` with `If-None-Match: *` or `If-Match`, for
+    /// [`crate::storage::Storage::put_if`]: `Precondition` when S3 refuses it, unless the
+    /// object then holds exactly `data` (the SDK's retry of a write that took effect the first
+    /// time is refused too).
+    pub(super) async fn put_key_if(
+        &self,
+        path: &StoragePath,
+        key: &str,
+        data: Bytes,
+        condition: Condition<'_>,
+    ) -> Result<ETag, StorageError> {
+        let put = self.put_request(key, data.clone());
+        let put = match condition {
+            Condition::Absent => put.if_none_match("*"),
+            Condition::Unchanged(tag) => put.if_match(tag.as_str()),
+        };
+        let refused = match put.send().await {
+            Ok(out) => {
+                self.wrote(key);
+                return Ok(ETag::new(out.e_tag().unwrap_or_default()));
+            }
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                // 404: an `If-Match` of an object deleted meanwhile; 409: another conditional
+                // write of the key was under way (S3 asks to retry, i.e. read again).
+                let refused = is_not_found(&e)
+                    || matches!(e.code(), Some("PreconditionFailed" | "ConditionalRequestConflict"))
+                    || matches!(status, Some(409 | 412));
+                if !refused {
+                    return Err(Self::sdk_err(path)(e));
+                }
+                e
+            }
+        };
+        match self.read_whole(path, || self.get_object(path, key, None)).await {
+            Ok((stored, tag)) if stored == data => Ok(ETag::new(tag)),
+            Ok(_) => Err(StorageError::Precondition(path.clone())),
+            Err(e) if e.is_not_found() => Err(StorageError::Precondition(path.clone())),
+            Err(_) => Err(Self::sdk_err(path)(refused)),
+        }
     }
 
     /// A `PutObject` of `data` at `key`, encrypted as configured.

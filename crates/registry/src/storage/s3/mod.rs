@@ -26,7 +26,7 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
-use super::{ByteStream, ObjectMeta, Storage, StorageError, StoragePath};
+use super::{ByteStream, Condition, ETag, ObjectMeta, Storage, StorageError, StoragePath};
 pub use client::connect;
 use commit::{Forward, PENDING_MIN_AGE};
 use multipart::UploadState;
@@ -119,6 +119,21 @@ impl Storage for S3Storage {
 
     async fn put(&self, path: &StoragePath, data: Bytes) -> Result<(), StorageError> {
         self.put_key(path, &self.key(path), data).await
+    }
+
+    async fn get_tagged(&self, path: &StoragePath) -> Result<(Bytes, ETag), StorageError> {
+        let key = self.key(path);
+        let (body, etag) = self.read_whole(path, || self.open(path, &key, None)).await?;
+        Ok((body, ETag::new(etag)))
+    }
+
+    async fn put_if(
+        &self,
+        path: &StoragePath,
+        data: Bytes,
+        condition: Condition<'_>,
+    ) -> Result<ETag, StorageError> {
+        self.put_key_if(path, &self.key(path), data, condition).await
     }
 
     async fn list(&self, dir: &StoragePath) -> Result<Vec<String>, StorageError> {

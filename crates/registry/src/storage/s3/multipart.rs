@@ -15,15 +15,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use memmap2::MmapMut;
 use serde::{Deserialize, Serialize};
 
-use super::client::is_not_found;
 use super::{INTERNAL_DIR, S3Storage, STATE_SUFFIX, TAIL_INFIX, internal_path};
-use crate::storage::{ByteStream, Storage, StorageError, StoragePath};
+use crate::storage::{ByteStream, Condition, ETag, Storage, StorageError, StoragePath};
 
 /// What an append has stored so far, kept in `<key>.s3upload`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -102,35 +100,15 @@ impl S3Storage {
     ) -> Result<bool, StorageError> {
         let key = format!("{}{STATE_SUFFIX}", self.key(path));
         let json = Bytes::from(serde_json::to_vec(state).map_err(Self::backend(path))?);
-        let put = self.put_request(&key, json.clone());
-        let put = match loaded {
-            Some(etag) => put.if_match(etag),
-            None => put.if_none_match("*"),
+        let loaded = loaded.map(ETag::new);
+        let condition = match &loaded {
+            Some(etag) => Condition::Unchanged(etag),
+            None => Condition::Absent,
         };
-        let refused = match put.send().await {
-            Ok(_) => {
-                self.wrote(&key);
-                return Ok(true);
-            }
-            Err(e) => {
-                let code = e.code();
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                let refused = is_not_found(&e)
-                    || matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict"))
-                    || matches!(status, Some(409 | 412));
-                if !refused {
-                    return Err(Self::sdk_err(path)(e));
-                }
-                e
-            }
-        };
-        // A retry of a write that took effect the first time is refused too: then the stored
-        // state is ours, byte for byte (its tail key is unique, its parts' ETags ours).
-        match self.get_key(path, &key).await {
-            Ok(stored) if stored == json => Ok(true),
-            Ok(_) => Ok(false),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(_) => Err(Self::sdk_err(path)(refused)),
+        match self.put_key_if(path, &key, json, condition).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_precondition() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
