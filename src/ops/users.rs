@@ -380,7 +380,9 @@ impl File {
             File::Stored { storage, name } => match storage.get_tagged(&users_path()).await {
                 Ok((bytes, tag)) => (bytes.to_vec(), Some(tag)),
                 Err(e) if e.is_not_found() => (Vec::new(), None),
-                Err(e) => return Err(e).with_context(|| format!("cannot read {name}")),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read {name} (needs \"s3:GetObject\")"));
+                }
             },
         };
         let text = String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", self.name()))?;
@@ -400,7 +402,10 @@ impl File {
                 match storage.put_if(&users_path(), text.as_bytes().to_vec().into(), condition).await {
                     Ok(_) => {}
                     Err(e) if e.is_precondition() => return Ok(false),
-                    Err(e) => return Err(e).with_context(|| format!("cannot write {name}")),
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot write {name} (needs \"s3:PutObject\")"));
+                    }
                 }
             }
         }
