@@ -481,26 +481,45 @@ const PUT_ATTEMPTS: usize = 5;
 /// with the object inside, and moved into place with it in one rename. A tag or a repository
 /// therefore appears with its first object, which is what lets a listing read names only.
 fn put_file(root: &Path, file: &Path, data: &[u8]) -> io::Result<()> {
+    publish_through_temp(root, file, data, |tmp| match std::fs::rename(tmp, file) {
+        Ok(()) => Ok(true),
+        // The directory was deleted whole, the temporary file with it: written again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            Err(e)
+        }
+    })
+    .map(|_| ())
+}
+
+/// Writes `data` to a temporary file beside `file` and hands it to `publish`, which moves it
+/// into place and says whether it did; a missing directory is made with the object inside
+/// ([`put_with_directories`]). When `publish` fails with `NotFound` (the directory was deleted
+/// whole meanwhile), the write starts again, [`PUT_ATTEMPTS`] times at most.
+fn publish_through_temp(
+    root: &Path,
+    file: &Path,
+    data: &[u8],
+    publish: impl Fn(&Path) -> io::Result<bool>,
+) -> io::Result<bool> {
     let parent = file.parent().ok_or_else(|| io::Error::other("an object path has a directory"))?;
     for _ in 0..PUT_ATTEMPTS {
         let tmp = match write_temp(parent, data) {
             Ok(tmp) => tmp,
+            // No directory, so no object: it comes into being with the object inside.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if put_with_directories(root, file, data)? {
-                    return Ok(());
+                    return Ok(true);
                 }
                 continue;
             }
             Err(e) => return Err(e),
         };
-        match std::fs::rename(&tmp, file) {
-            Ok(()) => return Ok(()),
-            // The directory was deleted whole, the temporary file with it.
+        match publish(&tmp) {
+            Ok(done) => return Ok(done),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
     Err(io::Error::other(format!("{} kept being removed while written", parent.display())))
@@ -539,30 +558,15 @@ fn put_file_if(root: &Path, file: &Path, data: &[u8], expected: Option<&ETag>) -
 
 /// Creates `file` with `data` unless a file is there; false when one is.
 fn create_file(root: &Path, file: &Path, data: &[u8]) -> io::Result<bool> {
-    let parent = file.parent().ok_or_else(|| io::Error::other("an object path has a directory"))?;
-    for _ in 0..PUT_ATTEMPTS {
-        let tmp = match write_temp(parent, data) {
-            Ok(tmp) => tmp,
-            // No directory, so no object: it comes into being with the object inside.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if put_with_directories(root, file, data)? {
-                    return Ok(true);
-                }
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let linked = std::fs::hard_link(&tmp, file);
-        let _ = std::fs::remove_file(&tmp);
+    publish_through_temp(root, file, data, |tmp| {
+        let linked = std::fs::hard_link(tmp, file);
+        let _ = std::fs::remove_file(tmp);
         match linked {
-            Ok(()) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-            // The directory was deleted whole, the temporary file with it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
         }
-    }
-    Err(io::Error::other(format!("{} kept being removed while written", parent.display())))
+    })
 }
 
 /// Replaces `file` with `data` if its content is still of version `expected`, under its
