@@ -15,14 +15,7 @@ const ADMIN: (&str, &str) = ("admin", "admin-pw");
 
 /// Runs `regctl ARGS` with `stdin`.
 fn regctl(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regctl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start regctl");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let child = util::spawn_regctl(args, stdin, &[]);
     let out = child.wait_with_output().expect("wait for regctl");
     assert!(
         out.status.success(),

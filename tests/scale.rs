@@ -3,7 +3,6 @@
 //! and pulls through it, one server is killed mid-push, and a user added once with
 //! `regctl add-user --bucket` reaches every server.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -166,20 +165,6 @@ fn three_servers_behind_a_balancer_push_and_pull_and_survive_one_killed_mid_push
     assert_eq!(manifest, big.manifest_bytes());
 }
 
-/// Runs `regctl ARGS` with `stdin` and `env`, without waiting.
-fn spawn_regctl(args: &[&str], stdin: &str, env: &[(String, String)]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regctl"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start regctl");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-    child
-}
-
 fn succeeded(child: Child, what: &str) -> Output {
     let out = child.wait_with_output().expect("wait for regctl");
     assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -220,7 +205,7 @@ fn a_user_added_once_in_the_bucket_is_accepted_by_every_server_within_two_second
     };
     let args = bucket_args("add-user", alice.0);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    succeeded(spawn_regctl(&args, &format!("{}\n", alice.1), &env), "add-user --bucket");
+    succeeded(util::spawn_regctl(&args, &format!("{}\n", alice.1), &env), "add-user --bucket");
     let added = Instant::now();
     let mut pending: Vec<usize> = (0..servers.len()).collect();
     while !pending.is_empty() {
@@ -239,13 +224,14 @@ fn a_user_added_once_in_the_bucket_is_accepted_by_every_server_within_two_second
     let (bob, carol) = (bucket_args("add-user", "bob"), bucket_args("add-user", "carol"));
     let (bob, carol): (Vec<&str>, Vec<&str>) =
         (bob.iter().map(String::as_str).collect(), carol.iter().map(String::as_str).collect());
-    let editors = [spawn_regctl(&bob, "bob-pw\n", &env), spawn_regctl(&carol, "carol-pw\n", &env)];
+    let editors =
+        [util::spawn_regctl(&bob, "bob-pw\n", &env), util::spawn_regctl(&carol, "carol-pw\n", &env)];
     for editor in editors {
         succeeded(editor, "a concurrent add-user --bucket");
     }
     let list = bucket_args("list-users", "--output=json");
     let list: Vec<&str> = list.iter().map(String::as_str).collect();
-    let out = succeeded(spawn_regctl(&list, "", &env), "list-users --bucket");
+    let out = succeeded(util::spawn_regctl(&list, "", &env), "list-users --bucket");
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let names: Vec<&str> =
         listed["users"].as_array().expect("users").iter().filter_map(|u| u["name"].as_str()).collect();
@@ -262,7 +248,7 @@ fn a_user_added_once_in_the_bucket_is_accepted_by_every_server_within_two_second
     // Removed once, refused everywhere.
     let remove = bucket_args("remove-user", "bob");
     let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
-    succeeded(spawn_regctl(&remove, "", &env), "remove-user --bucket");
+    succeeded(util::spawn_regctl(&remove, "", &env), "remove-user --bucket");
     let deadline = Instant::now() + Duration::from_secs(2);
     while servers.iter().any(|s| v2_status(s, ("bob", "bob-pw")) != 401) {
         assert!(Instant::now() < deadline, "bob still accepted somewhere 2 s after remove-user");

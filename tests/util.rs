@@ -11,6 +11,7 @@ pub mod skopeo;
 pub mod tls;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -298,4 +299,18 @@ pub fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
         })
         .map(|(_, v)| v)
         .sum()
+}
+
+/// Runs `regctl ARGS` with `stdin` and `env`, without waiting.
+pub fn spawn_regctl(args: &[&str], stdin: &str, env: &[(String, String)]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regctl"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start regctl");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child
 }
