@@ -95,32 +95,14 @@ def write_fs(root, repos):
             f.write(data)
 
 
-def write_s3(endpoint, bucket, repos):
-    import boto3  # in .venv-test, with moto
-    from concurrent.futures import ThreadPoolExecutor
-
-    s3 = s3_client(endpoint)
-    s3.create_bucket(Bucket=bucket)
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=f"registry/{V2}/{kv[0]}", Body=kv[1]),
-                      objects(repos)))
-
-
-def s3_client(endpoint):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="bench", aws_secret_access_key="bench")
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_listening(port, proc, log):
-    deadline = time.time() + 60
+def wait_listening(port, proc, log, timeout=60):
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited; log {log}:\n" + open(log).read()[-3000:])
@@ -304,7 +286,7 @@ def main():
     p.add_argument("--regctl", default="target/release/regctl-registry")
     p.add_argument("--regctl-cli", default="target/release/regctl")
     p.add_argument("--distribution", default=shutil.which("docker-registry") or "/usr/bin/docker-registry")
-    p.add_argument("--moto-server")
+    p.add_argument("--s3", action="store_true", help="also measure on S3 (a local moto server)")
     p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--s3-size", type=int, default=1000)
     p.add_argument("--runs", type=int, default=3)
@@ -326,16 +308,16 @@ def main():
                 say("measured:", *row)
             page_times[repos] = next(r[1] for r in rows if r[0] == f"fs {repos:,}: one _catalog page of 100 after last")
             shutil.rmtree(root, ignore_errors=True)
-        if args.moto_server and args.s3_size:
+        if args.s3 and args.s3_size:
             port = free_port()
             log = os.path.join(work, "moto.log")
-            moto = subprocess.Popen([args.moto_server, "-H", "127.0.0.1", "-p", str(port)],
+            say(f"starting moto with {args.s3_size:,} repositories in S3")
+            seeded = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_seeded.py")
+            moto = subprocess.Popen([sys.executable, seeded, str(port), "growth", str(args.s3_size)],
                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=clean_env({}))
             try:
-                wait_listening(port, moto, log)
+                wait_listening(port, moto, log, timeout=600)
                 endpoint = f"http://127.0.0.1:{port}"
-                say(f"writing {args.s3_size:,} repositories to moto S3")
-                write_s3(endpoint, "growth", args.s3_size)
                 done = len(rows)
                 measure(args, work, ("s3", endpoint, "growth"), args.s3_size, rows, moto_log=log)
                 for row in rows[done:]:
