@@ -12,7 +12,7 @@ use super::instance::Facts;
 
 /// The local binary to deploy: size, SHA-256, and what it needs to run.
 #[derive(Debug)]
-pub(super) struct LocalBinary {
+pub(crate) struct LocalBinary {
     /// Bytes.
     pub size: u64,
     /// SHA-256, hex.
@@ -27,7 +27,7 @@ pub(super) struct LocalBinary {
 
 /// The C library a binary needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Libc {
+pub(crate) enum Libc {
     /// None (static).
     Static,
     /// musl.
@@ -70,7 +70,7 @@ impl LocalBinary {
     }
 
     /// Fails with what to do when the binary cannot run on an instance with `facts`.
-    pub fn check_runs_on(&self, facts: &Facts) -> anyhow::Result<()> {
+    pub(super) fn check_runs_on(&self, facts: &Facts) -> anyhow::Result<()> {
         let remote_arch = match facts.arch.as_str() {
             "arm64" => "aarch64",
             other => other,
