@@ -34,6 +34,10 @@ service={{service}}
 service_user={{service_user}}
 state_dir={{state_dir}}
 
+# The AWS CLI retries throttling, server errors and dropped connections itself (the network
+# may still be settling early in a boot); a missing object is not retried.
+export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard} AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-6}
+
 root=${REGCTL_ROOT:-}
 systemctl=${SYSTEMCTL:-systemctl}
 useradd=${USERADD:-useradd}
