@@ -337,3 +337,88 @@ fn the_boot_script_installs_the_current_release_and_a_corrupted_one_replaces_not
     );
     assert!(take_calls(&calls).contains(&"systemctl restart regctl-registry.service".to_string()));
 }
+
+/// A process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The status of `GET url` with `creds`.
+fn status(url: &str, creds: Option<(&str, &str)>) -> u16 {
+    let request = crate::util::http().get(url);
+    let request = match creds {
+        Some((user, password)) => request.basic_auth(user, Some(password)),
+        None => request,
+    };
+    request.send().map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+#[test]
+fn an_installed_release_serves_from_the_bucket_with_the_users_kept_there() {
+    if !require_tool("aws", "pip install awscli (tests/run-all does)") {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bucket = moto.create_bucket();
+    moto.enable_versioning(&bucket);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir(&stubs).expect("mkdir");
+    let calls = stubs.join("calls");
+    recorder(&stubs, "systemctl", &calls);
+    recorder(&stubs, "useradd", &calls);
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    let script = dir.path().join("user-data.sh");
+    std::fs::write(&script, ok(&regctl(dir.path(), &moto, &["release", "user-data", "--bucket", &bucket])))
+        .expect("write the script");
+
+    // The real server (regctl's `serve` is the same server as regctl-registry's).
+    publish(dir.path(), &moto, &bucket, Path::new(env!("CARGO_BIN_EXE_regctl")));
+    let out = boot(&script, &[], &root, &moto, &stubs);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Run as the unit would, but on a loopback port and with moto as S3 (the config's
+    // 0.0.0.0:80 and AWS's endpoint are an instance's).
+    let addr = crate::util::free_addr();
+    let _server = Running(
+        Command::new(root.join("usr/local/bin/regctl-registry"))
+            .args(["serve", "--config"])
+            .arg(root.join("etc/regctl/config.toml"))
+            .envs(aws_env(dir.path()))
+            .env("REGISTRY_HTTP_ADDR", addr.to_string())
+            .env("REGISTRY_STORAGE_S3_REGIONENDPOINT", &moto.endpoint)
+            .env("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the installed server"),
+    );
+    crate::util::wait_for_port(addr, std::time::Duration::from_secs(30));
+    assert_eq!(status(&format!("http://{addr}/health"), None), 200, "the load balancer's health check");
+    let v2 = format!("http://{addr}/v2/");
+    assert_eq!(status(&v2, Some(("alice", "alice-pw"))), 401, "no users yet");
+
+    // A user added to the bucket, as for every instance: accepted without any restart.
+    let env: Vec<(String, String)> =
+        aws_env(dir.path()).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let args =
+        ["add-user", "alice", "--bucket", &bucket, "--region", "us-east-1", "--endpoint-url", &moto.endpoint];
+    let added = crate::util::spawn_regctl(&[&args[..], &["--password-stdin"]].concat(), "alice-pw\n", &env)
+        .wait_with_output()
+        .expect("add-user");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while status(&v2, Some(("alice", "alice-pw"))) != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never accepted the user added to the bucket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status(&v2, Some(("alice", "wrong"))), 401);
+}
