@@ -342,6 +342,8 @@ mod tests {
             assert!(script.contains(line), "{line:?} missing");
         }
         assert!(!script.contains("{{"), "{script}");
+        // EC2 refuses user data over 16 KiB (before base64).
+        assert!(script.len() < 16 << 10, "{} bytes", script.len());
         assert!(user_data("Bad_Bucket", "eu-west-1").is_err());
         assert!(user_data("regctl-test-bucket", "eu-west-1; reboot").is_err());
     }
