@@ -155,6 +155,7 @@ pub async fn publish(
             let info = tokio::task::spawn_blocking(move || LocalBinary::inspect(&path))
                 .await
                 .context("the binary inspection task failed")??;
+            info.check_runs_on_amazon_linux()?;
             Ok((format!("{} MiB, {}", info.size >> 20, info.target), info))
         })
         .await
