@@ -161,7 +161,7 @@ fn tls_section(tls: &Tls, domain: &str, layout: &Layout) -> anyhow::Result<Strin
 
 /// The systemd unit of the service running as `service_user` with files in `layout`; `scaled`
 /// for the instances of a scaled deployment: systemd then makes the state directory (no deploy
-/// prepares it) and gives the server [`STOP_TIMEOUT`] to drain before it is killed.
+/// prepares it) and gives the server 90 s to drain and finish before it is killed.
 pub fn render_unit(layout: &Layout, service_user: &str, scaled: bool) -> anyhow::Result<String> {
     let state_dir = layout.state_dir();
     let state_directory = match state_dir.strip_prefix("/var/lib/") {
@@ -183,8 +183,10 @@ pub fn render_unit(layout: &Layout, service_user: &str, scaled: bool) -> anyhow:
 }
 
 /// How long systemd lets a stopping server of a scaled deployment drain and finish its requests
-/// before it kills it: more than the drain time, plus the longest request worth waiting for.
-pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// before it kills it: more than the drain meant for them (`[http] draintime`, 15 s: an ALB
+/// checking `/health` every 5 s, unhealthy after 2 failures) plus the server's default time for
+/// in-flight requests once it stops accepting (`[http] shutdowntimeout`, 60 s), with a margin.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 + 60 + 15);
 
 #[cfg(test)]
 mod tests {
