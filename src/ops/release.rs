@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -197,10 +198,15 @@ pub async fn publish(
                         .await
                         .with_context(|| format!("cannot read {}", path.display()))?,
                 };
+                // S3 checks the bytes against the SHA-256 the key names, and refuses them otherwise
+                // (e.g. a binary rebuilt since it was hashed).
+                let digest =
+                    hex::decode(&part.sha256).context("internal error: a SHA-256 that is not hex")?;
                 s3.put_object()
                     .bucket(&opts.bucket)
                     .key(&key)
                     .content_length(size)
+                    .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(digest))
                     .body(body)
                     .send()
                     .await
