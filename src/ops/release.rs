@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumMode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -182,14 +183,21 @@ pub async fn publish(
                     .head_object()
                     .bucket(&opts.bucket)
                     .key(&key)
+                    .checksum_mode(ChecksumMode::Enabled)
                     .send()
                     .await
                     .aws("s3:GetObject", &resource);
-                // The key names the content; a size that differs means the object was damaged
-                // (the instance role cannot write here): it is uploaded again.
+                // The key names the content, and S3 keeps the SHA-256 it checked at upload (moto
+                // keeps none): an object with another size or checksum was damaged or written
+                // otherwise (the instance role cannot write here), and is uploaded again.
                 let found = not_found_as_none(head, &["NotFound", "NoSuchKey"])?;
                 let size = i64::try_from(part.size).context("the part is too large")?;
-                if found.as_ref().is_some_and(|h| h.content_length() == Some(size)) {
+                let digest =
+                    hex::decode(&part.sha256).context("internal error: a SHA-256 that is not hex")?;
+                let checksum = base64::engine::general_purpose::STANDARD.encode(digest);
+                if found.as_ref().is_some_and(|h| {
+                    h.content_length() == Some(size) && h.checksum_sha256().is_none_or(|c| c == checksum)
+                }) {
                     return Ok(("already there (same SHA-256)".to_string(), false));
                 }
                 let body = match &part.body {
@@ -200,19 +208,20 @@ pub async fn publish(
                 };
                 // S3 checks the bytes against the SHA-256 the key names, and refuses them otherwise
                 // (e.g. a binary rebuilt since it was hashed).
-                let digest =
-                    hex::decode(&part.sha256).context("internal error: a SHA-256 that is not hex")?;
                 s3.put_object()
                     .bucket(&opts.bucket)
                     .key(&key)
                     .content_length(size)
-                    .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(digest))
+                    .checksum_sha256(&checksum)
                     .body(body)
                     .send()
                     .await
                     .aws("s3:PutObject", &resource)?;
-                let done =
-                    if found.is_some() { "uploaded again (the stored size differed)" } else { "uploaded" };
+                let done = if found.is_some() {
+                    "uploaded again (the stored size or checksum differed)"
+                } else {
+                    "uploaded"
+                };
                 Ok((format!("{done}: {} bytes", part.size), true))
             })
             .await
