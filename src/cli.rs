@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod deployment;
 mod gc;
 mod login;
+mod release;
 mod remote;
 mod tokens;
 mod undo;
@@ -15,6 +16,7 @@ pub use deployment::{
 pub use gc::GcArgs;
 pub use login::LoginArgs;
 pub use regctl_registry::cli::ServeArgs;
+pub use release::{PublishArgs, ReleaseArgs, ReleaseBucketArgs, ReleaseCommand, UserDataArgs};
 pub use remote::{
     AddTokenArgs, AddUserArgs, DeployArgs, ListUsersArgs, LogsArgs, RemoveUserArgs, SshArgs, StorageKind,
     UsersFileArgs,
@@ -81,6 +83,10 @@ pub enum Command {
     /// repository's tags: restores every blob and link it needs from the bucket's earlier
     /// versions, then the tag; shows the plan and asks first. Safe while servers keep serving.
     Restore(RestoreArgs),
+    /// The release of a scaled deployment in its bucket: `publish` the server, its config and
+    /// unit as the current release; `user-data` prints the instances' boot script, which
+    /// installs the current release at every boot.
+    Release(ReleaseArgs),
 }
 
 #[cfg(test)]

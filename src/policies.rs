@@ -34,7 +34,8 @@ pub fn validate_bucket_name(bucket: &str) -> Result<(), String> {
 
 /// The registry's S3 policy for `bucket` in ARN `partition` (`aws`, `aws-cn`, ...): list and
 /// multipart listing on the bucket, object read/write/delete and multipart part handling on its
-/// objects, nothing else.
+/// objects, nothing else; and no writing or deleting of the releases (read-only for the
+/// instances, which install them at boot).
 pub fn s3_bucket_policy(partition: &str, bucket: &str) -> Result<String, String> {
     validate_bucket_name(bucket)?;
     if partition.is_empty() || !partition.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
@@ -144,16 +145,17 @@ mod tests {
             .expect("valid JSON");
         assert_eq!(doc["Version"], "2012-10-17");
         let st = statements(&doc);
-        assert_eq!(st.len(), 2);
+        assert_eq!(st.len(), 3);
         for s in st {
-            assert_eq!(s["Effect"], "Allow");
             assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none());
         }
+        assert_eq!(st[0]["Effect"], "Allow");
         assert_eq!(st[0]["Resource"], "arn:aws:s3:::my-registry");
         assert_eq!(
             actions(&st[0]),
             ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"]
         );
+        assert_eq!(st[1]["Effect"], "Allow");
         assert_eq!(st[1]["Resource"], "arn:aws:s3:::my-registry/*");
         assert_eq!(
             actions(&st[1]),
@@ -165,10 +167,15 @@ mod tests {
                 "s3:AbortMultipartUpload"
             ]
         );
+        // The instances read the release every one of them installs at boot, and cannot
+        // change it: a compromised server cannot plant what the next instances run.
+        assert_eq!(st[2]["Effect"], "Deny");
+        assert_eq!(st[2]["Resource"], format!("arn:aws:s3:::my-registry/{}/*", crate::ops::release::PREFIX));
+        assert_eq!(actions(&st[2]), ["s3:PutObject", "s3:DeleteObject"]);
         let text = doc.to_string();
         // The server can never destroy history: `regctl restore` relies on the versions it leaves.
         assert!(!text.contains("DeleteObjectVersion") && !text.contains("PutLifecycle"), "{text}");
-        assert!(!text.contains('*') || text.matches('*').count() == 1, "no wildcard but bucket/*: {text}");
+        assert_eq!(text.matches('*').count(), 2, "no wildcard but bucket/* and the releases: {text}");
         assert!(!text.contains("{{"), "unrendered variable: {text}");
     }
 

@@ -1,5 +1,6 @@
-//! The files `regctl deploy` installs on the instance, from `templates/` (embedded at build
-//! time), rendered with explicit variables.
+//! The files `regctl deploy` installs on the instance, and the boot script of a scaled
+//! deployment's instances, from `templates/` (embedded at build time), rendered with explicit
+//! variables.
 //!
 //! A template names each variable as `{{name}}`. Rendering is given every variable the template
 //! may use, each with a value or `None`: a line that uses a variable without a value is left
@@ -22,6 +23,9 @@ pub const TLS_ACME: &str = include_str!("../templates/tls-acme.toml");
 pub const TLS_FILES: &str = include_str!("../templates/tls-files.toml");
 /// Immutable tags.
 pub const TAGS: &str = include_str!("../templates/tags.toml");
+/// The boot script of a scaled deployment's instances (their user data): installs the current
+/// release from the bucket, at every boot.
+pub const FETCH: &str = include_str!("../templates/regctl-fetch.sh");
 
 /// Renders `template` with `vars` (name, value); see the module documentation.
 pub fn render(template: &str, vars: &[(&str, Option<String>)]) -> anyhow::Result<String> {
@@ -99,9 +103,19 @@ mod tests {
             "anonymous",
             "immutable",
             "mutable",
+            "instorage",
+            "state_directory",
+            "stop_timeout",
+            "pointer",
+            "service",
+            "fetch_script",
+            "fetch_unit",
+            "unit",
         ];
         let vars: Vec<(&str, Option<String>)> = all.iter().map(|n| (*n, Some("\"v\"".to_string()))).collect();
-        for template in [SERVICE_UNIT, CONFIG, STORAGE_S3, STORAGE_FILESYSTEM, TLS_ACME, TLS_FILES, TAGS] {
+        for template in
+            [SERVICE_UNIT, CONFIG, STORAGE_S3, STORAGE_FILESYSTEM, TLS_ACME, TLS_FILES, TAGS, FETCH]
+        {
             let out = render(template, &vars).expect("renders");
             assert!(!out.contains("{{"), "{out}");
         }

@@ -17,6 +17,7 @@ mod hostile;
 mod images;
 mod ops;
 mod provision;
+mod release;
 mod restore;
 mod s3;
 mod scale;

@@ -241,7 +241,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
 /// The server to install when `--binary` is not given: `regctl-registry` beside this
 /// executable when it is there (the server alone: a smaller upload and less memory on the
 /// instance), else this executable, whose `serve` is the same server.
-fn default_server_binary() -> anyhow::Result<PathBuf> {
+pub(super) fn default_server_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this executable: pass --binary FILE")?;
     let server = exe.with_file_name(SERVER_BINARY);
     Ok(if server.is_file() { server } else { exe })

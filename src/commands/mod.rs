@@ -7,6 +7,7 @@ mod history;
 mod login;
 mod logs;
 mod provision;
+mod release;
 mod restore;
 mod serve;
 mod status;
@@ -36,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login::run(&cli.global, args),
         Command::History(args) => history::run(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),
+        Command::Release(args) => release::run(&cli.global, args),
     }
 }

@@ -9,6 +9,7 @@ pub mod login;
 pub mod probe;
 pub mod progress;
 pub mod provision;
+pub mod release;
 pub mod remote;
 pub mod restore;
 pub mod state;

@@ -12,7 +12,7 @@ use super::instance::Facts;
 
 /// The local binary to deploy: size, SHA-256, and what it needs to run.
 #[derive(Debug)]
-pub(super) struct LocalBinary {
+pub(crate) struct LocalBinary {
     /// Bytes.
     pub size: u64,
     /// SHA-256, hex.
@@ -27,7 +27,7 @@ pub(super) struct LocalBinary {
 
 /// The C library a binary needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Libc {
+pub(crate) enum Libc {
     /// None (static).
     Static,
     /// musl.
@@ -70,7 +70,7 @@ impl LocalBinary {
     }
 
     /// Fails with what to do when the binary cannot run on an instance with `facts`.
-    pub fn check_runs_on(&self, facts: &Facts) -> anyhow::Result<()> {
+    pub(super) fn check_runs_on(&self, facts: &Facts) -> anyhow::Result<()> {
         let remote_arch = match facts.arch.as_str() {
             "arm64" => "aarch64",
             other => other,
@@ -104,6 +104,23 @@ impl LocalBinary {
             ),
             (Libc::Glibc(_), false, _) => Ok(()),
         }
+    }
+}
+
+/// The C library of Amazon Linux 2023, the system of a scaled deployment's instances, as
+/// `getconf GNU_LIBC_VERSION` prints it.
+const AMAZON_LINUX_LIBC: &str = "glibc 2.34";
+
+impl LocalBinary {
+    /// Fails with what to do when the binary cannot run on Amazon Linux 2023 (its glibc; the
+    /// CPU is the instance type's, not known here): published, it would fail on every instance.
+    pub(crate) fn check_runs_on_amazon_linux(&self) -> anyhow::Result<()> {
+        let facts = Facts {
+            arch: self.arch.unwrap_or_default().to_string(),
+            libc: AMAZON_LINUX_LIBC.to_string(),
+            ..Facts::default()
+        };
+        self.check_runs_on(&facts)
     }
 }
 
@@ -187,5 +204,16 @@ mod tests {
         assert!(binary(Some("aarch64"), Libc::Glibc(None)).check_runs_on(&musl).is_err());
         assert!(binary(Some("aarch64"), Libc::Musl).check_runs_on(&musl).is_ok());
         assert_eq!(Facts::parse("libc=ldd (GNU libc) 2.41\n").glibc(), Some((2, 41)));
+        // A release for Amazon Linux 2023: glibc 2.34 at most.
+        assert!(binary(Some("x86_64"), Libc::Glibc(Some((2, 34)))).check_runs_on_amazon_linux().is_ok());
+        assert!(binary(Some("aarch64"), Libc::Static).check_runs_on_amazon_linux().is_ok());
+        let newer = binary(Some("x86_64"), Libc::Glibc(Some((2, 38)))).check_runs_on_amazon_linux();
+        assert!(
+            newer
+                .expect_err("too new")
+                .to_string()
+                .contains("needs glibc 2.38 but the instance has glibc 2.34")
+        );
+        assert!(binary(None, Libc::Static).check_runs_on_amazon_linux().is_err());
     }
 }

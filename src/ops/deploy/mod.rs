@@ -8,10 +8,10 @@
 //! with a Basic challenge over verified TLS. Deploying the same build and settings again
 //! changes nothing and restarts nothing.
 
-mod binary;
+pub(crate) mod binary;
 mod elf;
 mod instance;
-mod render;
+pub(crate) mod render;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -200,7 +200,7 @@ async fn converge(
     // What is there now, in one round trip.
     let tls_files = tls_files(opts, remote)?;
     let config = render_config(opts, remote)?;
-    let unit = render_unit(&remote.layout, &remote.service_user)?;
+    let unit = render_unit(&remote.layout, &remote.service_user, false)?;
     let mut files = vec![layout.binary(), layout.config(), layout.unit()];
     files.extend(tls_files.iter().map(|f| f.path.clone()));
     let facts = reporter

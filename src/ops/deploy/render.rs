@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use regctl_registry::config::Config;
 
 use super::{DeployOptions, Storage, Tls};
@@ -57,39 +57,79 @@ pub(super) fn read_local(path: &Path) -> anyhow::Result<Vec<u8>> {
 pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<String> {
     let layout = &remote.layout;
     let q = |s: &str| Some(toml_string(s));
-    let mut config = render(
-        templates::CONFIG,
-        &[
-            ("listen", q(&opts.listen)),
-            ("anonymous", opts.anonymous_pull.then(|| toml_string("pull"))),
-            ("realm", q(&opts.realm)),
-            ("htpasswd", q(&layout.htpasswd())),
-        ],
-    )?;
+    let mut config =
+        base_section(&opts.listen, opts.anonymous_pull, &opts.realm, Users::File(&layout.htpasswd()))?;
     config.push_str(&match &opts.storage {
-        Storage::S3 { bucket, region, endpoint } => render(
-            templates::STORAGE_S3,
-            &[
-                ("bucket", q(bucket)),
-                ("region", q(region)),
-                ("s3_endpoint", endpoint.as_deref().and_then(q)),
-                ("s3_path_style", endpoint.as_ref().map(|_| "true".to_string())),
-            ],
-        )?,
+        Storage::S3 { bucket, region, endpoint } => s3_section(bucket, region, endpoint.as_deref())?,
         Storage::Filesystem => render(
             templates::STORAGE_FILESYSTEM,
             &[("data_dir", q(&format!("{}/data", layout.state_dir())))],
         )?,
     });
     config.push_str(&tls_section(&opts.tls, &opts.domain, layout)?);
-    if !opts.immutable_tags.is_empty() {
-        let list =
-            |patterns: &[String]| listed(patterns.iter().map(|p| toml_string(p))).map(|l| format!("[{l}]"));
-        config.push_str(&render(
-            templates::TAGS,
-            &[("immutable", list(&opts.immutable_tags)), ("mutable", list(&opts.mutable_tags))],
-        )?);
+    config.push_str(&tags_section(&opts.immutable_tags, &opts.mutable_tags)?);
+    validated(config)
+}
+
+/// Where the server finds its users.
+pub(crate) enum Users<'a> {
+    /// In this htpasswd file on the instance.
+    File(&'a str),
+    /// In the storage (the bucket), shared by every server.
+    InStorage,
+}
+
+/// The config's listener, anonymous access and users.
+pub(crate) fn base_section(
+    listen: &str,
+    anonymous_pull: bool,
+    realm: &str,
+    users: Users,
+) -> anyhow::Result<String> {
+    let q = |s: &str| Some(toml_string(s));
+    let (path, instorage) = match users {
+        Users::File(path) => (q(path), None),
+        Users::InStorage => (None, Some("true".to_string())),
+    };
+    render(
+        templates::CONFIG,
+        &[
+            ("listen", q(listen)),
+            ("anonymous", anonymous_pull.then(|| toml_string("pull"))),
+            ("realm", q(realm)),
+            ("htpasswd", path),
+            ("instorage", instorage),
+        ],
+    )
+}
+
+/// The config's S3 storage section: `bucket` in `region`, at `endpoint` (path-style) when given.
+pub(crate) fn s3_section(bucket: &str, region: &str, endpoint: Option<&str>) -> anyhow::Result<String> {
+    let q = |s: &str| Some(toml_string(s));
+    render(
+        templates::STORAGE_S3,
+        &[
+            ("bucket", q(bucket)),
+            ("region", q(region)),
+            ("s3_endpoint", endpoint.and_then(q)),
+            ("s3_path_style", endpoint.map(|_| "true".to_string())),
+        ],
+    )
+}
+
+/// The config's immutable tags section (empty when `immutable` is).
+pub(crate) fn tags_section(immutable: &[String], mutable: &[String]) -> anyhow::Result<String> {
+    if immutable.is_empty() {
+        return Ok(String::new());
     }
+    let list =
+        |patterns: &[String]| listed(patterns.iter().map(|p| toml_string(p))).map(|l| format!("[{l}]"));
+    render(templates::TAGS, &[("immutable", list(immutable)), ("mutable", list(mutable))])
+}
+
+/// `config`, once the server's own parser accepts it: a template or a value that breaks it is
+/// caught here, not on the instance.
+pub(crate) fn validated(config: String) -> anyhow::Result<String> {
     toml::from_str::<Config>(&config)
         .map_err(|e| anyhow!("internal error: the rendered server config is invalid: {e}\n{config}"))?;
     Ok(config)
@@ -119,18 +159,34 @@ fn tls_section(tls: &Tls, domain: &str, layout: &Layout) -> anyhow::Result<Strin
     }
 }
 
-/// The systemd unit of the service running as `service_user` with files in `layout`.
-pub fn render_unit(layout: &Layout, service_user: &str) -> anyhow::Result<String> {
+/// The systemd unit of the service running as `service_user` with files in `layout`; `scaled`
+/// for the instances of a scaled deployment: systemd then makes the state directory (no deploy
+/// prepares it) and gives the server 90 s to drain and finish before it is killed.
+pub fn render_unit(layout: &Layout, service_user: &str, scaled: bool) -> anyhow::Result<String> {
+    let state_dir = layout.state_dir();
+    let state_directory = match state_dir.strip_prefix("/var/lib/") {
+        Some(name) if scaled => Some(name.to_string()),
+        _ if scaled => bail!("internal error: the state directory {state_dir} is not below /var/lib"),
+        _ => None,
+    };
     render(
         templates::SERVICE_UNIT,
         &[
             ("service_user", Some(service_user.to_string())),
             ("binary", Some(layout.binary())),
             ("config", Some(layout.config())),
-            ("state_dir", Some(layout.state_dir())),
+            ("state_dir", Some(state_dir.clone())),
+            ("state_directory", state_directory),
+            ("stop_timeout", scaled.then(|| format!("{}s", STOP_TIMEOUT.as_secs()))),
         ],
     )
 }
+
+/// How long systemd lets a stopping server of a scaled deployment drain and finish its requests
+/// before it kills it: more than the drain meant for them (`[http] draintime`, 15 s: an ALB
+/// checking `/health` every 5 s, unhealthy after 2 failures) plus the server's default time for
+/// in-flight requests once it stops accepting (`[http] shutdowntimeout`, 60 s), with a margin.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 + 60 + 15);
 
 #[cfg(test)]
 mod tests {
@@ -187,21 +243,24 @@ mod tests {
             return;
         }
         let layout = Layout::new("/").expect("a layout");
-        let unit = render_unit(&layout, "regctl").expect("the unit renders");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let file = dir.path().join(format!("{SERVICE}.service"));
-        std::fs::write(&file, &unit).expect("write the unit");
-        let out = std::process::Command::new(tool)
-            .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
-            .arg(&file)
-            .output()
-            .expect("run systemd-analyze");
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "exposure above 2.0:\n{report}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(report.contains("Overall exposure level"), "{report}");
+        // The unit deploy installs over SSH, and the one of a scaled deployment's instances.
+        for scaled in [false, true] {
+            let unit = render_unit(&layout, "regctl", scaled).expect("the unit renders");
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let file = dir.path().join(format!("{SERVICE}.service"));
+            std::fs::write(&file, &unit).expect("write the unit");
+            let out = std::process::Command::new(tool)
+                .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+                .arg(&file)
+                .output()
+                .expect("run systemd-analyze");
+            let report = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "exposure above 2.0 (scaled: {scaled}):\n{report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(report.contains("Overall exposure level"), "{report}");
+        }
     }
 }
