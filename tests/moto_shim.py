@@ -263,7 +263,9 @@ def main():
             if body and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
                 form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
             service = service_of(self.headers.get("Authorization") or "")
-            action = (form.get("Action") or [""])[0] or rest_action(self.command, self.path, service)
+            # JSON-protocol services (ACM) name the action in X-Amz-Target: `Service.Action`.
+            target = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
+            action = (form.get("Action") or [""])[0] or target or rest_action(self.command, self.path, service)
 
             fault = None
             if args.s3_faults and service == "s3":

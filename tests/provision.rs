@@ -143,7 +143,20 @@ fn live_instances(inv: &Value) -> Vec<&Value> {
 
 /// Asserts that nothing regctl makes is left (the bucket only when `bucket_gone`).
 fn assert_nothing_left(inv: &Value, bucket_gone: bool) {
-    for key in ["policies", "roles", "instance_profiles", "security_groups", "addresses", "records"] {
+    for key in [
+        "policies",
+        "roles",
+        "instance_profiles",
+        "security_groups",
+        "addresses",
+        "records",
+        "load_balancers",
+        "listeners",
+        "target_groups",
+        "launch_templates",
+        "auto_scaling_groups",
+        "certificates",
+    ] {
         assert_eq!(inv[key], serde_json::json!([]), "{key} left behind: {inv:#}");
     }
     assert!(live_instances(inv).is_empty(), "instances left running: {inv:#}");
@@ -1020,4 +1033,173 @@ fn two_public_zones_of_the_domains_name_are_warned_about() {
     // Chosen with --hosted-zone-id: no guess, no warning.
     let chosen = ok(dir, &shim.endpoint, &provision_args(&["--dry-run", "--hosted-zone-id", &second]));
     assert!(!chosen.contains("warning") && chosen.contains(&format!("(zone {second})")), "{chosen}");
+}
+
+/// The element of `inv[key]` whose `name` is `name`.
+fn named<'a>(inv: &'a Value, key: &str, name: &str) -> &'a Value {
+    inv[key]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no {key} named {name}: {inv:#}"))
+}
+
+/// Asserts what `provision --instances 3` makes, as moto holds it.
+fn assert_scaled(inv: &Value) {
+    let group = named(inv, "auto_scaling_groups", "regctl-registry");
+    assert_eq!(group["sizes"], serde_json::json!([3, 3, 3]), "{group:#}");
+    assert_eq!(group["instances"].as_array().map(Vec::len), Some(3), "{group:#}");
+    assert_eq!(group["health_check_type"], "ELB", "{group:#}");
+    assert_eq!(group["launch_template"], "regctl-registry", "{group:#}");
+    assert!(group["subnets"].as_u64().unwrap_or(0) >= 2, "two zones or more: {group:#}");
+    assert_eq!(group["tags"]["regctl:deployment"], true, "propagated at launch: {group:#}");
+    let instances = live_instances(inv);
+    assert_eq!(instances.len(), 3, "{inv:#}");
+    for i in &instances {
+        assert_eq!(i["tags"]["regctl:deployment"], "registry", "{i:#}");
+    }
+
+    let template = named(inv, "launch_templates", "regctl-registry");
+    assert_eq!(template["metadata"]["HttpTokens"], "required", "IMDSv2 only: {template:#}");
+    assert_eq!(template["metadata"]["HttpPutResponseHopLimit"], 1, "{template:#}");
+    assert_eq!(template["groups"], serde_json::json!(["regctl-registry"]), "{template:#}");
+    assert_eq!(template["profile"], "regctl-registry", "{template:#}");
+    assert_eq!(template["key_name"], KEY, "{template:#}");
+    assert_eq!(template["user_data"], true, "{template:#}");
+    assert_eq!(template["tags"]["regctl:deployment"], "registry", "{template:#}");
+
+    // The instances take HTTP only from the balancer; the balancer takes 80 and 443 from anywhere.
+    let behind = named(inv, "security_groups", "regctl-registry");
+    assert_eq!(
+        behind["rules"],
+        serde_json::json!([format!("tcp 22-22 {CIDR}"), "tcp 80-80 group regctl-registry-lb"]),
+        "{behind:#}"
+    );
+    let front = named(inv, "security_groups", "regctl-registry-lb");
+    assert_eq!(
+        front["rules"],
+        serde_json::json!([
+            "tcp 443-443 0.0.0.0/0",
+            "tcp 443-443 ::/0",
+            "tcp 80-80 0.0.0.0/0",
+            "tcp 80-80 ::/0"
+        ]),
+        "{front:#}"
+    );
+
+    let lb = named(inv, "load_balancers", "regctl-registry");
+    assert_eq!((lb["scheme"].as_str(), lb["type"].as_str()), (Some("internet-facing"), Some("application")));
+    assert_eq!(lb["idle_timeout"], "300", "{lb:#}");
+    assert_eq!(lb["groups"], serde_json::json!(["regctl-registry-lb"]), "{lb:#}");
+    assert_eq!(lb["tags"]["regctl:deployment"], "registry", "{lb:#}");
+    let tg = named(inv, "target_groups", "regctl-registry");
+    assert_eq!((tg["protocol"].as_str(), tg["port"].as_u64()), (Some("HTTP"), Some(80)), "{tg:#}");
+    assert_eq!(tg["health_check_path"], "/health", "{tg:#}");
+    assert_eq!(tg["deregistration_delay"], "30", "{tg:#}");
+    assert_eq!(tg["targets"], group["instances"], "the group's instances are the targets: {inv:#}");
+    assert_eq!(group["target_groups"], serde_json::json!([tg["arn"]]), "{group:#}");
+
+    let cert = &inv["certificates"][0];
+    assert_eq!(inv["certificates"].as_array().map(Vec::len), Some(1), "{inv:#}");
+    assert_eq!(
+        (cert["domain"].as_str(), cert["status"].as_str()),
+        (Some(DOMAIN), Some("ISSUED")),
+        "{cert:#}"
+    );
+    assert_eq!(cert["tags"]["regctl:deployment"], "registry", "{cert:#}");
+    let validation = &cert["validation"][0];
+    let records = inv["records"].as_array().expect("records");
+    assert!(
+        records.iter().any(|r| r["type"] == "CNAME"
+            && r["name"] == validation["name"]
+            && r["values"] == serde_json::json!([validation["value"]])),
+        "the validation CNAME is in the zone: {inv:#}"
+    );
+
+    let mut listeners: Vec<&Value> = inv["listeners"].as_array().expect("listeners").iter().collect();
+    listeners.sort_by_key(|l| l["port"].as_u64());
+    assert_eq!(listeners.len(), 2, "{inv:#}");
+    assert_eq!(
+        (listeners[0]["port"].as_u64(), listeners[0]["action"].as_str()),
+        (Some(80), Some("redirect"))
+    );
+    assert_eq!(listeners[0]["redirect"]["Protocol"], "HTTPS", "{inv:#}");
+    assert_eq!(listeners[0]["redirect"]["Port"], "443", "{inv:#}");
+    assert_eq!(listeners[0]["redirect"]["StatusCode"], "HTTP_301", "{inv:#}");
+    let https = listeners[1];
+    assert_eq!((https["port"].as_u64(), https["protocol"].as_str()), (Some(443), Some("HTTPS")), "{https:#}");
+    assert_eq!(https["ssl_policy"], "ELBSecurityPolicy-TLS13-1-2-2021-06", "{https:#}");
+    assert_eq!(https["certificates"], serde_json::json!([cert["arn"]]), "{https:#}");
+    assert_eq!(https["forward_to"], tg["arn"], "{https:#}");
+
+    let alias: Vec<&Value> = records.iter().filter(|r| r["type"] == "A").collect();
+    assert_eq!(alias.len(), 1, "{inv:#}");
+    assert_eq!(alias[0]["name"], format!("{DOMAIN}."));
+    let target =
+        alias[0]["alias"]["dns_name"].as_str().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
+    assert!(target.ends_with(&lb["dns_name"].as_str().unwrap_or("?").to_ascii_lowercase()), "{inv:#}");
+    assert_eq!(alias[0]["alias"]["zone"], lb["zone_id"], "{inv:#}");
+}
+
+#[test]
+fn provision_with_three_instances_makes_a_load_balanced_group_and_teardown_removes_it() {
+    let Some(moto) = Moto::start() else { return };
+    let shim = moto.shim(&[]);
+    let dir = moto.dir.path();
+    moto.zone();
+
+    let dry = ok(dir, &shim.endpoint, &provision_args(&["--instances", "3", "--dry-run"]));
+    assert!(!dry.contains("up to date"), "{dry}");
+    assert_eq!(moto.inventory()["buckets"], serde_json::json!([]), "--dry-run changed something");
+
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--instances", "3", "--output", "json"]));
+    let first: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("JSON summary ({e}):\n{out}"));
+    let steps = steps_of(&first);
+    assert!(steps.iter().all(|(_, action)| action == "create"), "{steps:?}");
+    for resource in [
+        "security group",
+        "target group",
+        "ACM certificate",
+        "load balancer",
+        "listener",
+        "launch template",
+        "Auto Scaling group",
+        "DNS record",
+    ] {
+        assert!(steps.iter().any(|(r, _)| r == resource), "no {resource} step: {steps:?}");
+    }
+    assert!(first["load_balancer"].is_string(), "{first:#}");
+    let inv = moto.inventory();
+    assert_scaled(&inv);
+    let recorded = std::fs::read_to_string(dir.join("regctl.toml")).expect("state file");
+    assert!(recorded.contains("instances = 3"), "{recorded}");
+
+    // Again, with no flags: nothing changes.
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), steps.len(), "{again}");
+    assert!(again.contains("no changes"), "{again}");
+    assert_eq!(moto.inventory(), inv, "a second provision changed something");
+
+    // status: every resource as wanted, and each instance's target health.
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let statuses: Vec<&str> = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(statuses, vec!["ok"; steps.len()], "{status:#}");
+    let members = status["group"]["instances"].as_array().expect("the group's instances");
+    assert_eq!(members.len(), 3, "{status:#}");
+    assert!(members.iter().all(|m| m["target_health"].is_string()), "{status:#}");
+    let text = ok(dir, &shim.endpoint, &["status"]);
+    assert!(text.contains("Auto Scaling group regctl-registry: 3 of 3 instances"), "{text}");
+    assert_eq!(text.matches("; load balancer: ").count(), 3, "{text}");
+
+    // Teardown removes all of it.
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(down.contains("teardown complete"), "{down}");
+    assert_nothing_left(&moto.inventory(), true);
+    let nothing = ok(dir, &shim.endpoint, &["teardown", "--yes"]);
+    assert!(nothing.contains("nothing of deployment registry found"), "{nothing}");
 }
