@@ -529,28 +529,51 @@ fn kill_after_first_change(moto: &Moto, dir: &Path, args: &[&str]) -> Option<Str
     }
 }
 
-/// Asserts that nothing regctl makes exists twice.
-fn assert_no_duplicates(inv: &Value, after: &str) {
-    for key in
-        ["buckets", "policies", "roles", "instance_profiles", "security_groups", "addresses", "records"]
-    {
+/// Asserts that nothing regctl makes exists twice, for a deployment of `instances` instances
+/// (a scaled one has two security groups, a validation record besides the A record, and two
+/// listeners).
+fn assert_no_duplicates(inv: &Value, after: &str, instances: usize) {
+    let scaled = instances > 1;
+    for key in [
+        "buckets",
+        "policies",
+        "roles",
+        "instance_profiles",
+        "security_groups",
+        "addresses",
+        "records",
+        "load_balancers",
+        "listeners",
+        "target_groups",
+        "launch_templates",
+        "auto_scaling_groups",
+        "certificates",
+    ] {
+        let most = match key {
+            "security_groups" | "records" | "listeners" if scaled => 2,
+            _ => 1,
+        };
         let n = inv[key].as_array().map_or(0, Vec::len);
-        assert!(n <= 1, "{n} {key} after a kill after {after}: {inv:#}");
+        assert!(n <= most, "{n} {key} after a kill after {after}: {inv:#}");
     }
-    assert!(live_instances(inv).len() <= 1, "two instances after a kill after {after}: {inv:#}");
+    let n = live_instances(inv).len();
+    assert!(n <= instances, "{n} instances after a kill after {after}: {inv:#}");
     for policy in inv["policies"].as_array().into_iter().flatten() {
         assert_eq!(policy["versions"], 1, "policy versions piled up after {after}: {inv:#}");
     }
+    for template in inv["launch_templates"].as_array().into_iter().flatten() {
+        assert_eq!(template["versions"], 1, "launch template versions piled up after {after}: {inv:#}");
+    }
 }
 
-/// Kills `args` after each change it makes, one run per change, until a run changes nothing;
-/// returns the changes in the order they were made.
-fn kill_after_each_change(moto: &Moto, args: &[&str]) -> Vec<String> {
+/// Kills `args` (for a deployment of `instances` instances) after each change it makes, one run
+/// per change, until a run changes nothing; returns the changes in the order they were made.
+fn kill_after_each_change(moto: &Moto, args: &[&str], instances: usize) -> Vec<String> {
     let mut died_after = Vec::new();
     while let Some(action) = kill_after_first_change(moto, moto.dir.path(), args) {
-        assert_no_duplicates(&moto.inventory(), &action);
+        assert_no_duplicates(&moto.inventory(), &action, instances);
         died_after.push(action);
-        assert!(died_after.len() <= 40, "regctl {args:?} never stops changing things: {died_after:?}");
+        assert!(died_after.len() <= 60, "regctl {args:?} never stops changing things: {died_after:?}");
     }
     died_after
 }
@@ -562,7 +585,7 @@ fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or
     moto.zone();
 
     let provision = provision_args(&[]);
-    let made = kill_after_each_change(&moto, &provision);
+    let made = kill_after_each_change(&moto, &provision, 1);
     for step in [
         "CreateBucket",
         "PutBucketVersioning",
@@ -606,7 +629,7 @@ fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or
     assert_eq!(live_instances(&inv)[0]["metadata_tokens"], "required", "IMDSv2 only: {inv:#}");
     assert_eq!(moto.check(&["fill", BUCKET, "3"]), "7 3");
 
-    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"]);
+    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"], 1);
     for step in [
         "ChangeResourceRecordSets",
         "DisassociateIamInstanceProfile",
@@ -1202,4 +1225,58 @@ fn provision_with_three_instances_makes_a_load_balanced_group_and_teardown_remov
     assert_nothing_left(&moto.inventory(), true);
     let nothing = ok(dir, &shim.endpoint, &["teardown", "--yes"]);
     assert!(nothing.contains("nothing of deployment registry found"), "{nothing}");
+}
+
+#[test]
+fn a_scaled_provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or_orphan() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+
+    let made = kill_after_each_change(&moto, &provision_args(&["--instances", "3"]), 3);
+    for step in [
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "CreateTargetGroup",
+        "ModifyTargetGroupAttributes",
+        "RequestCertificate",
+        "ChangeResourceRecordSets",
+        "CreateLoadBalancer",
+        "ModifyLoadBalancerAttributes",
+        "CreateListener",
+        "CreateLaunchTemplate",
+        "CreateAutoScalingGroup",
+    ] {
+        assert!(made.iter().any(|a| a == step), "provision was never killed right after {step}: {made:?}");
+    }
+    // What the interrupted runs built is what one run builds: a run now changes nothing.
+    let shim = moto.shim(&[]);
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert!(again.contains("no changes"), "{again}");
+    assert_scaled(&moto.inventory());
+
+    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"], 3);
+    for step in [
+        "DeleteAutoScalingGroup",
+        "DeleteLaunchTemplate",
+        "DeleteListener",
+        "DeleteLoadBalancer",
+        "DeleteTargetGroup",
+        "DeleteCertificate",
+        "ChangeResourceRecordSets",
+        "DeleteSecurityGroup",
+    ] {
+        assert!(
+            removed.iter().any(|a| a == step),
+            "teardown was never killed right after {step}: {removed:?}"
+        );
+    }
+    assert_nothing_left(&moto.inventory(), true);
+    assert!(!dir.join("regctl.toml").exists(), "the state entry is forgotten");
+    eprintln!(
+        "scaled provision killed after each of its {} changes and re-run: {made:?}; teardown after each of its \
+         {}: {removed:?}",
+        made.len(),
+        removed.len()
+    );
 }
