@@ -1280,3 +1280,34 @@ fn a_scaled_provision_and_teardown_killed_after_each_change_converge_with_no_dup
         removed.len()
     );
 }
+
+/// A changed launch template (here the instance type) becomes the group's: provision starts an
+/// instance refresh that launches before it terminates, and waits for it (moto has no instance
+/// refreshes: the shim answers them, `--instance-refreshes`).
+#[test]
+fn a_changed_launch_template_refreshes_the_groups_instances() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&["--instances", "3"]));
+
+    let mut refreshing = moto.shim(&["--instance-refreshes"]);
+    let out = ok(dir, &refreshing.endpoint, &["provision", "--instance-type", "t3.medium"]);
+    assert!(
+        out.contains("launch template regctl-registry: updated: instance type t3.small -> t3.medium"),
+        "{out}"
+    );
+    assert!(out.contains("instance refresh regctl-registry: updated: replace the 3 instances"), "{out}");
+    assert_eq!(shim_lines(&mut refreshing, "REFRESH "), ["REFRESH regctl-registry min=100 max=200"]);
+    let template = named(&moto.inventory(), "launch_templates", "regctl-registry").clone();
+    assert_eq!(
+        (template["versions"].as_u64(), template["instance_type"].as_str()),
+        (Some(2), Some("t3.medium"))
+    );
+
+    // Nothing changed since: no refresh.
+    let again = ok(dir, &refreshing.endpoint, &["provision"]);
+    assert!(again.contains("no changes") && !again.contains("instance refresh"), "{again}");
+    assert_eq!(shim_lines(&mut refreshing, "REFRESH "), Vec::<String>::new());
+}

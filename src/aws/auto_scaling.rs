@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+use aws_sdk_autoscaling::types::{
+    InstanceRefreshStatus, LaunchTemplateSpecification, RefreshPreferences, Tag,
+};
 use serde::Serialize;
 
 use super::{AwsError, AwsResultExt, Change, Removed, TAG_DEPLOYMENT, wait_for};
@@ -269,3 +271,87 @@ pub async fn destroy(aws: &super::Aws, name: &str, timeout: Duration) -> Result<
 
 /// How long teardown waits for the group's instances to terminate.
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How long a refresh of every instance may take before regctl stops waiting (AWS goes on).
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Replaces the group's instances with ones from its launch template's latest version, launching
+/// each new instance before terminating an old one (healthy capacity never below 100 %, at most
+/// 200 %), skipping instances that already match; joins a refresh already in progress. Waits up
+/// to `timeout` until it succeeds, telling `on_progress` its status and percentage on the way.
+pub async fn refresh_instances(
+    aws: &super::Aws,
+    name: &str,
+    timeout: Duration,
+    on_progress: &(dyn Fn(&str, i32) + Sync),
+) -> Result<(), AwsError> {
+    let res = resource(name);
+    let started = aws
+        .autoscaling
+        .start_instance_refresh()
+        .auto_scaling_group_name(name)
+        .preferences(
+            RefreshPreferences::builder()
+                .min_healthy_percentage(100)
+                .max_healthy_percentage(200)
+                .instance_warmup(HEALTH_CHECK_GRACE_SECONDS)
+                .skip_matching(true)
+                .build(),
+        )
+        .send()
+        .await
+        .aws("autoscaling:StartInstanceRefresh", &res);
+    let id = match started {
+        Ok(out) => out.instance_refresh_id().map(str::to_string),
+        // One at a time per group: wait for the one running (an interrupted run's).
+        Err(e) if e.is("InstanceRefreshInProgress") => None,
+        Err(e) => return Err(e),
+    };
+    wait_for(
+        "autoscaling:DescribeInstanceRefreshes",
+        &res,
+        "the instance refresh to finish",
+        Duration::from_secs(5),
+        timeout,
+        || async {
+            let out = aws
+                .autoscaling
+                .describe_instance_refreshes()
+                .auto_scaling_group_name(name)
+                .set_instance_refresh_ids(id.clone().map(|i| vec![i]))
+                .send()
+                .await
+                .aws("autoscaling:DescribeInstanceRefreshes", &res)?;
+            // Newest first: without an ID, the one in progress.
+            let Some(refresh) = out.instance_refreshes().first() else {
+                return Err(AwsError::local(
+                    "autoscaling:DescribeInstanceRefreshes",
+                    &res,
+                    "no instance refresh found",
+                ));
+            };
+            let status = refresh.status().cloned().unwrap_or(InstanceRefreshStatus::Pending);
+            match status {
+                InstanceRefreshStatus::Successful => Ok(Some(())),
+                InstanceRefreshStatus::Pending
+                | InstanceRefreshStatus::InProgress
+                | InstanceRefreshStatus::Baking
+                | InstanceRefreshStatus::Cancelling
+                | InstanceRefreshStatus::RollbackInProgress => {
+                    on_progress(status.as_str(), refresh.percentage_complete().unwrap_or(0));
+                    Ok(None)
+                }
+                other => Err(AwsError::local(
+                    "autoscaling:DescribeInstanceRefreshes",
+                    &res,
+                    format!(
+                        "the instance refresh ended {}{}: the group keeps the instances it has",
+                        other.as_str(),
+                        refresh.status_reason().map(|r| format!(" ({r})")).unwrap_or_default()
+                    ),
+                )),
+            }
+        },
+    )
+    .await
+}

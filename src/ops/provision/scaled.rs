@@ -8,7 +8,7 @@ use anyhow::Context;
 use super::Run;
 use crate::aws::security_group::Role;
 use crate::aws::{
-    auto_scaling, certificate, dns, instance, launch_template, listener, load_balancer, target_group,
+    Change, auto_scaling, certificate, dns, instance, launch_template, listener, load_balancer, target_group,
 };
 
 /// The boot script of the instances the group launches.
@@ -60,7 +60,7 @@ impl Run<'_> {
             user_data: launch_user_data(&t.bucket_name, &aws.region),
             deployment: self.deployment().to_string(),
         };
-        self.launch_template(&template).await?;
+        let template_change = self.launch_template(&template).await?;
         let scaling = auto_scaling::Desired {
             name: names.scaled(),
             launch_template: template.name.clone(),
@@ -69,7 +69,11 @@ impl Run<'_> {
             target_group,
             deployment: self.deployment().to_string(),
         };
-        self.auto_scaling_group(&scaling).await?;
+        let group_change = self.auto_scaling_group(&scaling).await?;
+        // Running instances keep the template version they were launched from: replace them.
+        if matches!(template_change, Change::Update(_)) && group_change != Change::Create {
+            self.instance_refresh(&scaling).await?;
+        }
         let want = balancer
             .as_ref()
             .map(|b| dns::Value::Alias { dns_name: b.dns_name.clone(), zone: b.canonical_zone.clone() });
@@ -179,8 +183,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The launch template.
-    async fn launch_template(&self, desired: &launch_template::Desired) -> anyhow::Result<()> {
+    /// The launch template; returns its change.
+    async fn launch_template(&self, desired: &launch_template::Desired) -> anyhow::Result<Change> {
         let aws = self.aws;
         self.rep
             .step("launch template", &desired.name, self.dry, async {
@@ -189,13 +193,13 @@ impl Run<'_> {
                 if !self.dry {
                     launch_template::apply(aws, desired, &change).await?;
                 }
-                Ok((change, ()))
+                Ok((change.clone(), change))
             })
             .await
     }
 
-    /// The Auto Scaling group.
-    async fn auto_scaling_group(&self, desired: &auto_scaling::Desired) -> anyhow::Result<()> {
+    /// The Auto Scaling group; returns its change.
+    async fn auto_scaling_group(&self, desired: &auto_scaling::Desired) -> anyhow::Result<Change> {
         let aws = self.aws;
         let label = format!("{} ({} instances)", desired.name, desired.size);
         self.rep
@@ -211,7 +215,34 @@ impl Run<'_> {
                 if !self.dry {
                     auto_scaling::apply(aws, desired, &plan).await?;
                 }
-                Ok((plan.change, ()))
+                Ok((plan.change.clone(), plan.change))
+            })
+            .await
+    }
+
+    /// The instances replaced by ones of the launch template's new version, launch before
+    /// terminate, waited for.
+    async fn instance_refresh(&self, group: &auto_scaling::Desired) -> anyhow::Result<()> {
+        let aws = self.aws;
+        let change = Change::Update(vec![format!(
+            "replace the {} instances with the new launch template, each launched before one is terminated",
+            group.size
+        )]);
+        self.rep
+            .step("instance refresh", &group.name, self.dry, async {
+                if !self.dry {
+                    let progress = |status: &str, percent: i32| {
+                        self.rep.note(format!("instance refresh {status}, {percent}% done"))
+                    };
+                    auto_scaling::refresh_instances(
+                        aws,
+                        &group.name,
+                        auto_scaling::REFRESH_TIMEOUT,
+                        &progress,
+                    )
+                    .await?;
+                }
+                Ok((change, ()))
             })
             .await
     }
