@@ -1215,11 +1215,35 @@ fn provision_with_three_instances_makes_a_load_balanced_group_and_teardown_remov
     let members = status["group"]["instances"].as_array().expect("the group's instances");
     assert_eq!(members.len(), 3, "{status:#}");
     assert!(members.iter().all(|m| m["target_health"].is_string()), "{status:#}");
-    let text = ok(dir, &shim.endpoint, &["status"]);
-    assert!(text.contains("Auto Scaling group regctl-registry: 3 of 3 instances"), "{text}");
-    assert_eq!(text.matches("; load balancer: ").count(), 3, "{text}");
+    let shown = ok(dir, &shim.endpoint, &["status"]);
+    assert!(shown.contains("Auto Scaling group regctl-registry: 3 of 3 instances"), "{shown}");
+    assert_eq!(shown.matches("; load balancer: ").count(), 3, "{shown}");
 
-    // Teardown removes all of it.
+    // A single instance is not launched next to the group.
+    let single = regctl(dir, &shim.endpoint, &["provision", "--instances", "1"]);
+    let t = text(&single);
+    assert!(!single.status.success(), "{t}");
+    assert!(
+        t.contains("runs 3 instances in Auto Scaling group regctl-registry") && t.contains("teardown"),
+        "{t}"
+    );
+    assert_eq!(moto.inventory(), inv, "a refused provision changed something");
+
+    // Without the state file, status and teardown find all of it from tags and derived names.
+    std::fs::remove_file(dir.join("regctl.toml")).expect("state file");
+    let found = ok(dir, &shim.endpoint, &["status"]);
+    for present in [
+        "present  Auto Scaling group regctl-registry (with its instances)",
+        "present  load balancer regctl-registry",
+        "present  listener port 443",
+        "present  target group regctl-registry",
+        "present  ACM certificate registry.example.test (ISSUED)",
+        "present  certificate validation record",
+        "present  launch template regctl-registry",
+        "present  DNS record registry.example.test A",
+    ] {
+        assert!(found.contains(present), "{present}: {found}");
+    }
     let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
     assert!(down.contains("teardown complete"), "{down}");
     assert_nothing_left(&moto.inventory(), true);

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::progress::{Reporter, StepReport};
 use super::state::{Settings, StateFile};
 use crate::aws::{
-    Aws, AwsError, Caller, Change, Names, Retry, association, bucket, dns, elastic_ip, instance,
-    instance_profile, policy, role, security_group,
+    Aws, AwsError, Caller, Change, Names, Retry, association, auto_scaling, bucket, dns, elastic_ip,
+    instance, instance_profile, policy, role, security_group,
 };
 use crate::policies;
 
@@ -214,6 +214,19 @@ impl Target {
             }),
         };
         let current_instance = instance::observe(aws, &instance_wanted, deployment).await?;
+        if s.instances.is_none_or(|n| n < 2)
+            && let Some(group) = auto_scaling::observe(aws, &opts.names.scaled()).await?
+            && group.deployment.as_deref() == Some(deployment)
+        {
+            bail!(
+                "deployment {deployment} runs {} instances in Auto Scaling group {}: to run a single instance, \
+                 `regctl teardown` (keeps the bucket and its images), then provision again; to keep the group, pass \
+                 --instances {}",
+                group.sizes.2,
+                opts.names.scaled(),
+                group.sizes.2.max(2)
+            );
+        }
         if s.instances.is_some_and(|n| n >= 2) {
             if s.instance_id.is_some() || s.elastic_ip == Some(true) || s.subnet_id.is_some() {
                 bail!(
