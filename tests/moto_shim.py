@@ -56,6 +56,9 @@ It forwards every request to moto unchanged, and can:
                     answer, or (GETs) the body cut in half under a full Content-Length.
                     GET /__shim/stats answers the counts as JSON.
 
+Actions are named by the form's `Action` (Query protocol: EC2, IAM, STS, ELB, Auto Scaling), by
+`X-Amz-Target` (JSON protocol: ACM), or by the method and path (S3, Route 53).
+
 It also works around one moto 5.2 bug the Rust SDK trips on and boto3 does not: moto names the
 XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 sends
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.

@@ -219,3 +219,32 @@ pub async fn destroy(aws: &super::Aws, arn: &str) -> Result<Removed, AwsError> {
         .aws("elasticloadbalancing:DeleteListener", &format!("listener {arn}"));
     Ok(not_found_as_none(r, &["ListenerNotFound"])?.map_or(Removed::Absent, |_| Removed::Deleted))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_redirect_with_a_tls_policy_shown_is_as_wanted() {
+        // moto shows a TLS policy on an HTTP listener too; it means nothing there.
+        let shown = Listener::builder()
+            .port(80)
+            .protocol(ProtocolEnum::Http)
+            .ssl_policy("ELBSecurityPolicy-2016-08")
+            .default_actions(Desired::Redirect.action())
+            .build();
+        assert_eq!(plan(Some(&Observed::from(&shown)), &Desired::Redirect), Change::Unchanged);
+        // Another certificate on the HTTPS listener is a change.
+        let https =
+            |cert: &str| Desired::Https { certificate: Some(cert.into()), target_group: Some("tg".into()) };
+        let listener = Listener::builder()
+            .port(443)
+            .protocol(ProtocolEnum::Https)
+            .ssl_policy(SSL_POLICY)
+            .certificates(Certificate::builder().certificate_arn("old").build())
+            .default_actions(https("old").action())
+            .build();
+        assert_eq!(plan(Some(&Observed::from(&listener)), &https("old")), Change::Unchanged);
+        assert!(matches!(plan(Some(&Observed::from(&listener)), &https("new")), Change::Update(_)));
+    }
+}

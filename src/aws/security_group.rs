@@ -446,4 +446,32 @@ mod tests {
         assert_eq!(p.revoke.len(), 1);
         assert_eq!(p.revoke[0].cidr, "198.51.100.7/32");
     }
+
+    #[test]
+    fn the_instances_behind_a_balancer_take_http_only_from_its_group() {
+        let behind = Desired {
+            role: Role::Behind { balancer_group: Some("sg-lb".into()) },
+            ..desired("198.51.100.7/32")
+        };
+        let rules: Vec<String> = behind.rules().iter().map(ToString::to_string).collect();
+        assert_eq!(rules, ["tcp 22 from 198.51.100.7/32", "tcp 80 from sg-lb"]);
+        // The group is a source group on the wire, not a CIDR.
+        let http = behind.rules().into_iter().find(|r| r.from == 80).expect("the HTTP rule");
+        let permission = http.permission();
+        assert!(permission.ip_ranges().is_empty(), "{permission:?}");
+        assert_eq!(permission.user_id_group_pairs()[0].group_id(), Some("sg-lb"));
+        // Read back as moto and EC2 show it, it is the same rule: nothing to converge.
+        let observed = observed_from(
+            &aws_sdk_ec2::types::SecurityGroup::builder()
+                .group_id("sg-1")
+                .set_ip_permissions(Some(behind.rules().iter().map(Rule::permission).collect()))
+                .set_tags(Some(behind.tags()))
+                .build(),
+        );
+        assert_eq!(plan(Some(&observed), &behind).change, Change::Unchanged);
+
+        let front = Desired { role: Role::Balancer, ..desired("198.51.100.7/32") };
+        let sources: Vec<String> = front.rules().iter().map(|r| r.cidr.clone()).collect();
+        assert!(sources.contains(&"::/0".to_string()) && !sources.contains(&"198.51.100.7/32".to_string()));
+    }
 }
