@@ -191,7 +191,7 @@ pub fn plan(observed: Option<&Observed>, d: &Desired) -> Change {
     Change::update_or_unchanged(changes)
 }
 
-/// Creates the template, or a new version of it made the default, as planned; returns its name.
+/// Creates the template, or a new version of it made the default, as planned.
 pub async fn apply(aws: &super::Aws, d: &Desired, change: &Change) -> Result<(), AwsError> {
     let res = resource(&d.name);
     match change {
