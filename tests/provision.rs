@@ -1244,6 +1244,27 @@ fn provision_with_three_instances_makes_a_load_balanced_group_and_teardown_remov
     ] {
         assert!(found.contains(present), "{present}: {found}");
     }
+    let before = moto.inventory();
+    let plan = ok(dir, &shim.endpoint, &["teardown", "--dry-run", "--delete-bucket"]);
+    let listed: Vec<&str> = plan.lines().map(str::trim_start).collect();
+    let at = |prefix: &str| {
+        listed.iter().position(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {plan}"))
+    };
+    // In dependency order: what uses a resource goes before it.
+    let order = [
+        at("DNS record"),
+        at("Auto Scaling group"),
+        at("launch template"),
+        at("listener"),
+        at("load balancer"),
+        at("target group"),
+        at("certificate validation record"),
+        at("ACM certificate"),
+        at("security group regctl-registry ("),
+        at("security group regctl-registry-lb"),
+    ];
+    assert!(order.is_sorted(), "{order:?}: {plan}");
+    assert_eq!(moto.inventory(), before, "teardown --dry-run changed something");
     let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
     assert!(down.contains("teardown complete"), "{down}");
     assert_nothing_left(&moto.inventory(), true);
