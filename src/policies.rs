@@ -78,7 +78,9 @@ mod tests {
         for file in files {
             let text = std::fs::read_to_string(&file).expect("a source file");
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for service in ["ec2", "iam", "route53", "s3", "sts"] {
+            for service in
+                ["ec2", "iam", "route53", "s3", "sts", "elasticloadbalancing", "autoscaling", "acm"]
+            {
                 for (at, _) in code.match_indices(&format!("\"{service}:")) {
                     let action: String = code[at + service.len() + 2..]
                         .chars()
@@ -129,9 +131,20 @@ mod tests {
                 }
             }
         }
-        // iam:PassRole is not an API call of its own: RunInstances and
-        // AssociateIamInstanceProfile need it for the instance role.
-        assert!(granted.remove("iam:PassRole"));
+        // Permissions that are not API calls of their own: iam:PassRole (RunInstances,
+        // AssociateIamInstanceProfile and an Auto Scaling group's launch template need it for the
+        // instance role), the tags a scaled deployment's create calls set (ELB, Auto Scaling and
+        // ACM check them as their own actions), and the service-linked roles ELB and Auto Scaling
+        // create on their first use in an account.
+        for implied in [
+            "iam:PassRole",
+            "elasticloadbalancing:AddTags",
+            "autoscaling:CreateOrUpdateTags",
+            "acm:AddTagsToCertificate",
+            "iam:CreateServiceLinkedRole",
+        ] {
+            assert!(granted.remove(implied), "{implied}");
+        }
         let called = actions_called();
         let missing: Vec<_> = called.difference(&granted).collect();
         let unused: Vec<_> = granted.difference(&called).collect();

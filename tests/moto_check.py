@@ -4,7 +4,9 @@ talking straight to moto_server, not through regctl or its shim.
 
 Usage: moto_check.py ENDPOINT COMMAND [ARGS]
   inventory             JSON of everything regctl could have made (all of it, tagged or not:
-                        every test has a moto of its own; an instance's image architecture too)
+                        every test has a moto of its own; an instance's image architecture too;
+                        a scaled deployment's load balancers, listeners, target groups, launch
+                        templates, Auto Scaling groups and certificates)
   zone DOMAIN           create a public hosted zone, print its ID (again: a second zone of that name)
   key-pairs NAME...     create these EC2 key pairs
   no-public-ips         make the default subnets give new instances no public IPv4 address
@@ -19,6 +21,7 @@ Usage: moto_check.py ENDPOINT COMMAND [ARGS]
                         create a bucket in REGION tagged regctl:deployment=DEPLOYMENT
 """
 
+import base64
 import json
 import sys
 import time
@@ -30,7 +33,7 @@ from botocore.exceptions import ClientError
 def clients(endpoint):
     kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
               aws_secret_access_key="testing")
-    return {s: boto3.client(s, **kw) for s in ("s3", "iam", "ec2", "route53")}
+    return {s: boto3.client(s, **kw) for s in ("s3", "iam", "ec2", "route53", "elbv2", "autoscaling", "acm")}
 
 
 def tags_of(tag_list):
@@ -41,6 +44,7 @@ def inventory(c):
     s3, iam, ec2, r53 = c["s3"], c["iam"], c["ec2"], c["route53"]
     out = {"buckets": [], "policies": [], "roles": [], "instance_profiles": [], "security_groups": [],
            "instances": [], "addresses": [], "records": []}
+    group_names = {g["GroupId"]: g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]}
     for b in s3.list_buckets().get("Buckets", []):
         name = b["Name"]
         entry = {"name": name, "versioning": s3.get_bucket_versioning(Bucket=name).get("Status")}
@@ -79,8 +83,11 @@ def inventory(c):
         if g["GroupName"] == "default":
             continue
         rules = sorted(
-            f'{p.get("IpProtocol")} {p.get("FromPort")}-{p.get("ToPort")} {r["CidrIp"]}'
-            for p in g["IpPermissions"] for r in p.get("IpRanges", [])
+            f'{p.get("IpProtocol")} {p.get("FromPort")}-{p.get("ToPort")} {source}'
+            for p in g["IpPermissions"]
+            for source in [r["CidrIp"] for r in p.get("IpRanges", [])]
+            + [r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])]
+            + ["group " + group_names.get(r["GroupId"], r["GroupId"]) for r in p.get("UserIdGroupPairs", [])]
         )
         egress = len(g.get("IpPermissionsEgress", []))
         out["security_groups"].append({"id": g["GroupId"], "name": g["GroupName"], "rules": rules,
@@ -105,8 +112,74 @@ def inventory(c):
     for z in r53.list_hosted_zones()["HostedZones"]:
         for r in r53.list_resource_record_sets(HostedZoneId=z["Id"])["ResourceRecordSets"]:
             if r["Type"] in ("A", "AAAA", "CNAME"):
-                out["records"].append({"name": r["Name"], "type": r["Type"], "ttl": r.get("TTL"),
-                                       "values": [v["Value"] for v in r.get("ResourceRecords", [])]})
+                entry = {"name": r["Name"], "type": r["Type"], "ttl": r.get("TTL"),
+                         "values": [v["Value"] for v in r.get("ResourceRecords", [])]}
+                if "AliasTarget" in r:
+                    entry["alias"] = {"dns_name": r["AliasTarget"]["DNSName"],
+                                      "zone": r["AliasTarget"]["HostedZoneId"]}
+                out["records"].append(entry)
+    out.update(scaled_inventory(c, group_names))
+    return out
+
+
+def scaled_inventory(c, group_names):
+    """A scaled deployment's parts: load balancers (with listeners), target groups (with their
+    targets' health), launch templates (their latest version), Auto Scaling groups, certificates."""
+    elbv2, autoscaling, acm, ec2 = c["elbv2"], c["autoscaling"], c["acm"], c["ec2"]
+    out = {"load_balancers": [], "listeners": [], "target_groups": [], "launch_templates": [],
+           "auto_scaling_groups": [], "certificates": []}
+    for lb in elbv2.describe_load_balancers()["LoadBalancers"]:
+        arn = lb["LoadBalancerArn"]
+        attrs = {a["Key"]: a["Value"] for a in elbv2.describe_load_balancer_attributes(LoadBalancerArn=arn)["Attributes"]}
+        out["load_balancers"].append({
+            "name": lb["LoadBalancerName"], "dns_name": lb["DNSName"], "zone_id": lb["CanonicalHostedZoneId"],
+            "scheme": lb["Scheme"], "type": lb["Type"], "zones": len(lb.get("AvailabilityZones", [])),
+            "groups": sorted(group_names.get(g, g) for g in lb.get("SecurityGroups", [])),
+            "idle_timeout": attrs.get("idle_timeout.timeout_seconds"),
+            "tags": tags_of(elbv2.describe_tags(ResourceArns=[arn])["TagDescriptions"][0]["Tags"])})
+        for l in elbv2.describe_listeners(LoadBalancerArn=arn)["Listeners"]:
+            action = l["DefaultActions"][0]
+            out["listeners"].append({
+                "port": l["Port"], "protocol": l["Protocol"], "ssl_policy": l.get("SslPolicy"),
+                "certificates": [x["CertificateArn"] for x in l.get("Certificates", [])],
+                "action": action["Type"], "forward_to": action.get("TargetGroupArn"),
+                "redirect": action.get("RedirectConfig")})
+    for tg in elbv2.describe_target_groups()["TargetGroups"]:
+        arn = tg["TargetGroupArn"]
+        attrs = {a["Key"]: a["Value"] for a in elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]}
+        health = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        out["target_groups"].append({
+            "name": tg["TargetGroupName"], "arn": arn, "protocol": tg["Protocol"], "port": tg["Port"],
+            "health_check_path": tg.get("HealthCheckPath"),
+            "deregistration_delay": attrs.get("deregistration_delay.timeout_seconds"),
+            "targets": sorted(h["Target"]["Id"] for h in health)})
+    for t in ec2.describe_launch_templates()["LaunchTemplates"]:
+        data = ec2.describe_launch_template_versions(LaunchTemplateId=t["LaunchTemplateId"], Versions=["$Latest"])[
+            "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        interfaces = data.get("NetworkInterfaces", [])
+        out["launch_templates"].append({
+            "name": t["LaunchTemplateName"], "versions": t["LatestVersionNumber"], "tags": tags_of(t.get("Tags")),
+            "image": data.get("ImageId"), "instance_type": data.get("InstanceType"), "key_name": data.get("KeyName"),
+            "profile": data.get("IamInstanceProfile", {}).get("Name"),
+            "groups": sorted(group_names.get(g, g) for i in interfaces for g in i.get("Groups", [])),
+            "public_ip": [i.get("AssociatePublicIpAddress") for i in interfaces],
+            "metadata": data.get("MetadataOptions"),
+            "user_data": base64.b64decode(data.get("UserData", "")).decode(errors="replace")})
+    for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]:
+        out["auto_scaling_groups"].append({
+            "name": g["AutoScalingGroupName"], "sizes": [g["MinSize"], g["MaxSize"], g["DesiredCapacity"]],
+            "instances": sorted(i["InstanceId"] for i in g["Instances"]),
+            "subnets": len([s for s in g.get("VPCZoneIdentifier", "").split(",") if s]),
+            "target_groups": g.get("TargetGroupARNs", []), "health_check_type": g.get("HealthCheckType"),
+            "launch_template": g.get("LaunchTemplate", {}).get("LaunchTemplateName"),
+            "tags": {t["Key"]: t["PropagateAtLaunch"] for t in g.get("Tags", [])}})
+    for summary in acm.list_certificates()["CertificateSummaryList"]:
+        cert = acm.describe_certificate(CertificateArn=summary["CertificateArn"])["Certificate"]
+        records = [o["ResourceRecord"] for o in cert.get("DomainValidationOptions", []) if "ResourceRecord" in o]
+        out["certificates"].append({
+            "arn": cert["CertificateArn"], "domain": cert["DomainName"], "status": cert["Status"],
+            "validation": [{"name": r["Name"], "value": r["Value"]} for r in records],
+            "tags": tags_of(acm.list_tags_for_certificate(CertificateArn=cert["CertificateArn"])["Tags"])})
     return out
 
 

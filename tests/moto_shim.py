@@ -42,6 +42,11 @@ It forwards every request to moto unchanged, and can:
                     answer GetConsoleOutput with cloud-init's host-key block when it asks for the
                     latest output (Latest=true), and with no output otherwise: on Nitro instances
                     the output buffered at boot stays empty for minutes;
+* --instance-refreshes
+                    answer StartInstanceRefresh and DescribeInstanceRefreshes, which moto 5.2 does
+                    not implement: a start prints "REFRESH <group> min=<MinHealthyPercentage>
+                    max=<MaxHealthyPercentage> skip-matching=<SkipMatching>" and answers an ID; the refresh then reports
+                    InProgress once and Successful after (nothing is replaced);
 * --type-not-offered-in ZONE
                     leave ZONE out of DescribeInstanceTypeOfferings' answers: a zone that does not
                     offer the instance type (t3 is missing in some zones of some accounts);
@@ -51,13 +56,16 @@ It forwards every request to moto unchanged, and can:
                     answer, or (GETs) the body cut in half under a full Content-Length.
                     GET /__shim/stats answers the counts as JSON.
 
+Actions are named by the form's `Action` (Query protocol: EC2, IAM, STS, ELB, Auto Scaling), by
+`X-Amz-Target` (JSON protocol: ACM), or by the method and path (S3, Route 53).
+
 It also works around one moto 5.2 bug the Rust SDK trips on and boto3 does not: moto names the
 XML root of GetBucketVersioning's answer `GetBucketVersioningResponse` where S3 sends
 `VersioningConfiguration` (the element the SDK checks). Nothing else is rewritten.
 
 Usage: moto_shim.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--fail A=N[:CODE]]... [--hang A]...
                     [--hang-after-first-change] [--not-found-after-create A=N]... [--not-found-after-put N] [--stale-read A=N]... [--amazon-images-elsewhere]
-                    [--console-output-latest-only] [--type-not-offered-in ZONE] [--s3-faults RATE --seed N]
+                    [--console-output-latest-only] [--instance-refreshes] [--type-not-offered-in ZONE] [--s3-faults RATE --seed N]
 Prints "READY <port>" when it listens (--port 0 picks a free port).
 """
 
@@ -155,6 +163,16 @@ def console_output(form, latest):
             f"{output}</GetConsoleOutputResponse>").encode()
 
 
+AUTOSCALING = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+
+
+def instance_refresh_answer(action, result):
+    """An Auto Scaling Query answer of `action` whose result element holds `result`."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response xmlns="{AUTOSCALING}">'
+            f"<{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>moto-shim</RequestId>"
+            f"</ResponseMetadata></{action}Response>").encode()
+
+
 S3_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     "<Error><Code>{code}</Code><Message>injected by moto_shim.py</Message>"
@@ -216,6 +234,7 @@ def main():
     parser.add_argument("--stale-read", action="append", default=[])
     parser.add_argument("--amazon-images-elsewhere", action="store_true")
     parser.add_argument("--console-output-latest-only", action="store_true")
+    parser.add_argument("--instance-refreshes", action="store_true")
     parser.add_argument("--type-not-offered-in")
     parser.add_argument("--s3-faults", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
@@ -243,6 +262,7 @@ def main():
     for spec in args.stale_read:
         action, count = spec.split("=", 1)
         stale[action] = int(count)
+    refreshes = {}  # refresh ID -> [group, DescribeInstanceRefreshes answered so far]
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -263,7 +283,9 @@ def main():
             if body and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
                 form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
             service = service_of(self.headers.get("Authorization") or "")
-            action = (form.get("Action") or [""])[0] or rest_action(self.command, self.path, service)
+            # JSON-protocol services (ACM) name the action in X-Amz-Target: `Service.Action`.
+            target = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
+            action = (form.get("Action") or [""])[0] or target or rest_action(self.command, self.path, service)
 
             fault = None
             if args.s3_faults and service == "s3":
@@ -309,6 +331,34 @@ def main():
                 latest = (form.get("Latest") or [""])[0] == "true"
                 self._answer(200, {"Content-Type": "text/xml"}, console_output(form, latest))
                 print(f"CONSOLE latest={latest}", flush=True)
+                return
+
+            if args.instance_refreshes and action == "StartInstanceRefresh":
+                group = (form.get("AutoScalingGroupName") or [""])[0]
+                prefs = {k: (form.get(f"Preferences.{k}") or ["?"])[0]
+                         for k in ("MinHealthyPercentage", "MaxHealthyPercentage", "SkipMatching")}
+                with lock:
+                    refresh = f"refresh-{len(refreshes) + 1}"
+                    refreshes[refresh] = [group, 0]
+                print(f"REFRESH {group} min={prefs['MinHealthyPercentage']} max={prefs['MaxHealthyPercentage']}"
+                      f" skip-matching={prefs['SkipMatching']}", flush=True)
+                self._answer(200, {"Content-Type": "text/xml"},
+                             instance_refresh_answer(action, f"<InstanceRefreshId>{refresh}</InstanceRefreshId>"))
+                return
+            if args.instance_refreshes and action == "DescribeInstanceRefreshes":
+                group = (form.get("AutoScalingGroupName") or [""])[0]
+                members = ""
+                with lock:
+                    for refresh, seen in refreshes.items():
+                        if seen[0] != group:
+                            continue
+                        status, percent = ("InProgress", 50) if seen[1] == 0 else ("Successful", 100)
+                        seen[1] += 1
+                        members += (f"<member><InstanceRefreshId>{refresh}</InstanceRefreshId>"
+                                    f"<AutoScalingGroupName>{group}</AutoScalingGroupName><Status>{status}</Status>"
+                                    f"<PercentageComplete>{percent}</PercentageComplete></member>")
+                self._answer(200, {"Content-Type": "text/xml"},
+                             instance_refresh_answer(action, f"<InstanceRefreshes>{members}</InstanceRefreshes>"))
                 return
 
             with lock:

@@ -143,7 +143,20 @@ fn live_instances(inv: &Value) -> Vec<&Value> {
 
 /// Asserts that nothing regctl makes is left (the bucket only when `bucket_gone`).
 fn assert_nothing_left(inv: &Value, bucket_gone: bool) {
-    for key in ["policies", "roles", "instance_profiles", "security_groups", "addresses", "records"] {
+    for key in [
+        "policies",
+        "roles",
+        "instance_profiles",
+        "security_groups",
+        "addresses",
+        "records",
+        "load_balancers",
+        "listeners",
+        "target_groups",
+        "launch_templates",
+        "auto_scaling_groups",
+        "certificates",
+    ] {
         assert_eq!(inv[key], serde_json::json!([]), "{key} left behind: {inv:#}");
     }
     assert!(live_instances(inv).is_empty(), "instances left running: {inv:#}");
@@ -516,28 +529,51 @@ fn kill_after_first_change(moto: &Moto, dir: &Path, args: &[&str]) -> Option<Str
     }
 }
 
-/// Asserts that nothing regctl makes exists twice.
-fn assert_no_duplicates(inv: &Value, after: &str) {
-    for key in
-        ["buckets", "policies", "roles", "instance_profiles", "security_groups", "addresses", "records"]
-    {
+/// Asserts that nothing regctl makes exists twice, for a deployment of `instances` instances
+/// (a scaled one has two security groups, a validation record besides the A record, and two
+/// listeners).
+fn assert_no_duplicates(inv: &Value, after: &str, instances: usize) {
+    let scaled = instances > 1;
+    for key in [
+        "buckets",
+        "policies",
+        "roles",
+        "instance_profiles",
+        "security_groups",
+        "addresses",
+        "records",
+        "load_balancers",
+        "listeners",
+        "target_groups",
+        "launch_templates",
+        "auto_scaling_groups",
+        "certificates",
+    ] {
+        let most = match key {
+            "security_groups" | "records" | "listeners" if scaled => 2,
+            _ => 1,
+        };
         let n = inv[key].as_array().map_or(0, Vec::len);
-        assert!(n <= 1, "{n} {key} after a kill after {after}: {inv:#}");
+        assert!(n <= most, "{n} {key} after a kill after {after}: {inv:#}");
     }
-    assert!(live_instances(inv).len() <= 1, "two instances after a kill after {after}: {inv:#}");
+    let n = live_instances(inv).len();
+    assert!(n <= instances, "{n} instances after a kill after {after}: {inv:#}");
     for policy in inv["policies"].as_array().into_iter().flatten() {
         assert_eq!(policy["versions"], 1, "policy versions piled up after {after}: {inv:#}");
     }
+    for template in inv["launch_templates"].as_array().into_iter().flatten() {
+        assert_eq!(template["versions"], 1, "launch template versions piled up after {after}: {inv:#}");
+    }
 }
 
-/// Kills `args` after each change it makes, one run per change, until a run changes nothing;
-/// returns the changes in the order they were made.
-fn kill_after_each_change(moto: &Moto, args: &[&str]) -> Vec<String> {
+/// Kills `args` (for a deployment of `instances` instances) after each change it makes, one run
+/// per change, until a run changes nothing; returns the changes in the order they were made.
+fn kill_after_each_change(moto: &Moto, args: &[&str], instances: usize) -> Vec<String> {
     let mut died_after = Vec::new();
     while let Some(action) = kill_after_first_change(moto, moto.dir.path(), args) {
-        assert_no_duplicates(&moto.inventory(), &action);
+        assert_no_duplicates(&moto.inventory(), &action, instances);
         died_after.push(action);
-        assert!(died_after.len() <= 40, "regctl {args:?} never stops changing things: {died_after:?}");
+        assert!(died_after.len() <= 60, "regctl {args:?} never stops changing things: {died_after:?}");
     }
     died_after
 }
@@ -549,7 +585,7 @@ fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or
     moto.zone();
 
     let provision = provision_args(&[]);
-    let made = kill_after_each_change(&moto, &provision);
+    let made = kill_after_each_change(&moto, &provision, 1);
     for step in [
         "CreateBucket",
         "PutBucketVersioning",
@@ -593,7 +629,7 @@ fn provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or
     assert_eq!(live_instances(&inv)[0]["metadata_tokens"], "required", "IMDSv2 only: {inv:#}");
     assert_eq!(moto.check(&["fill", BUCKET, "3"]), "7 3");
 
-    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"]);
+    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"], 1);
     for step in [
         "ChangeResourceRecordSets",
         "DisassociateIamInstanceProfile",
@@ -1020,4 +1056,379 @@ fn two_public_zones_of_the_domains_name_are_warned_about() {
     // Chosen with --hosted-zone-id: no guess, no warning.
     let chosen = ok(dir, &shim.endpoint, &provision_args(&["--dry-run", "--hosted-zone-id", &second]));
     assert!(!chosen.contains("warning") && chosen.contains(&format!("(zone {second})")), "{chosen}");
+}
+
+/// The element of `inv[key]` whose `name` is `name`.
+fn named<'a>(inv: &'a Value, key: &str, name: &str) -> &'a Value {
+    inv[key]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no {key} named {name}: {inv:#}"))
+}
+
+/// Asserts what `provision --instances 3` makes, as moto holds it.
+fn assert_scaled(inv: &Value) {
+    let group = named(inv, "auto_scaling_groups", "regctl-registry");
+    assert_eq!(group["sizes"], serde_json::json!([3, 3, 3]), "{group:#}");
+    assert_eq!(group["instances"].as_array().map(Vec::len), Some(3), "{group:#}");
+    assert_eq!(group["health_check_type"], "ELB", "{group:#}");
+    assert_eq!(group["launch_template"], "regctl-registry", "{group:#}");
+    assert!(group["subnets"].as_u64().unwrap_or(0) >= 2, "two zones or more: {group:#}");
+    assert_eq!(group["tags"]["regctl:deployment"], true, "propagated at launch: {group:#}");
+    let instances = live_instances(inv);
+    assert_eq!(instances.len(), 3, "{inv:#}");
+    for i in &instances {
+        assert_eq!(i["tags"]["regctl:deployment"], "registry", "{i:#}");
+    }
+
+    let template = named(inv, "launch_templates", "regctl-registry");
+    assert_eq!(template["metadata"]["HttpTokens"], "required", "IMDSv2 only: {template:#}");
+    assert_eq!(template["metadata"]["HttpPutResponseHopLimit"], 1, "{template:#}");
+    assert_eq!(template["groups"], serde_json::json!(["regctl-registry"]), "{template:#}");
+    assert_eq!(template["profile"], "regctl-registry", "{template:#}");
+    assert_eq!(template["key_name"], KEY, "{template:#}");
+    // The user data is the boot script that installs the release published in this bucket.
+    let boot = template["user_data"].as_str().unwrap_or_default();
+    let bucket = inv["buckets"][0]["name"].as_str().expect("the bucket");
+    assert!(boot.starts_with("#!/bin/bash") && boot.contains(&format!("bucket={bucket}\n")), "{boot}");
+    assert_eq!(template["tags"]["regctl:deployment"], "registry", "{template:#}");
+
+    // The instances take HTTP only from the balancer; the balancer takes 80 and 443 from anywhere.
+    let behind = named(inv, "security_groups", "regctl-registry");
+    assert_eq!(
+        behind["rules"],
+        serde_json::json!([format!("tcp 22-22 {CIDR}"), "tcp 80-80 group regctl-registry-lb"]),
+        "{behind:#}"
+    );
+    let front = named(inv, "security_groups", "regctl-registry-lb");
+    assert_eq!(
+        front["rules"],
+        serde_json::json!([
+            "tcp 443-443 0.0.0.0/0",
+            "tcp 443-443 ::/0",
+            "tcp 80-80 0.0.0.0/0",
+            "tcp 80-80 ::/0"
+        ]),
+        "{front:#}"
+    );
+
+    let lb = named(inv, "load_balancers", "regctl-registry");
+    assert_eq!((lb["scheme"].as_str(), lb["type"].as_str()), (Some("internet-facing"), Some("application")));
+    assert_eq!(lb["idle_timeout"], "300", "{lb:#}");
+    assert_eq!(lb["groups"], serde_json::json!(["regctl-registry-lb"]), "{lb:#}");
+    assert_eq!(lb["tags"]["regctl:deployment"], "registry", "{lb:#}");
+    let tg = named(inv, "target_groups", "regctl-registry");
+    assert_eq!((tg["protocol"].as_str(), tg["port"].as_u64()), (Some("HTTP"), Some(80)), "{tg:#}");
+    assert_eq!(tg["health_check_path"], "/health", "{tg:#}");
+    assert_eq!(tg["deregistration_delay"], "30", "{tg:#}");
+    assert_eq!(tg["targets"], group["instances"], "the group's instances are the targets: {inv:#}");
+    assert_eq!(group["target_groups"], serde_json::json!([tg["arn"]]), "{group:#}");
+
+    let cert = &inv["certificates"][0];
+    assert_eq!(inv["certificates"].as_array().map(Vec::len), Some(1), "{inv:#}");
+    assert_eq!(
+        (cert["domain"].as_str(), cert["status"].as_str()),
+        (Some(DOMAIN), Some("ISSUED")),
+        "{cert:#}"
+    );
+    assert_eq!(cert["tags"]["regctl:deployment"], "registry", "{cert:#}");
+    let validation = &cert["validation"][0];
+    let records = inv["records"].as_array().expect("records");
+    assert!(
+        records.iter().any(|r| r["type"] == "CNAME"
+            && r["name"] == validation["name"]
+            && r["values"] == serde_json::json!([validation["value"]])),
+        "the validation CNAME is in the zone: {inv:#}"
+    );
+
+    let mut listeners: Vec<&Value> = inv["listeners"].as_array().expect("listeners").iter().collect();
+    listeners.sort_by_key(|l| l["port"].as_u64());
+    assert_eq!(listeners.len(), 2, "{inv:#}");
+    assert_eq!(
+        (listeners[0]["port"].as_u64(), listeners[0]["action"].as_str()),
+        (Some(80), Some("redirect"))
+    );
+    assert_eq!(listeners[0]["redirect"]["Protocol"], "HTTPS", "{inv:#}");
+    assert_eq!(listeners[0]["redirect"]["Port"], "443", "{inv:#}");
+    assert_eq!(listeners[0]["redirect"]["StatusCode"], "HTTP_301", "{inv:#}");
+    let https = listeners[1];
+    assert_eq!((https["port"].as_u64(), https["protocol"].as_str()), (Some(443), Some("HTTPS")), "{https:#}");
+    assert_eq!(https["ssl_policy"], "ELBSecurityPolicy-TLS13-1-2-2021-06", "{https:#}");
+    assert_eq!(https["certificates"], serde_json::json!([cert["arn"]]), "{https:#}");
+    assert_eq!(https["forward_to"], tg["arn"], "{https:#}");
+
+    let alias: Vec<&Value> = records.iter().filter(|r| r["type"] == "A").collect();
+    assert_eq!(alias.len(), 1, "{inv:#}");
+    assert_eq!(alias[0]["name"], format!("{DOMAIN}."));
+    let target =
+        alias[0]["alias"]["dns_name"].as_str().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
+    assert!(target.ends_with(&lb["dns_name"].as_str().unwrap_or("?").to_ascii_lowercase()), "{inv:#}");
+    assert_eq!(alias[0]["alias"]["zone"], lb["zone_id"], "{inv:#}");
+}
+
+#[test]
+fn provision_with_three_instances_makes_a_load_balanced_group_and_teardown_removes_it() {
+    let Some(moto) = Moto::start() else { return };
+    let shim = moto.shim(&[]);
+    let dir = moto.dir.path();
+    moto.zone();
+
+    let dry = ok(dir, &shim.endpoint, &provision_args(&["--instances", "3", "--dry-run"]));
+    assert!(!dry.contains("up to date"), "{dry}");
+    assert_eq!(moto.inventory()["buckets"], serde_json::json!([]), "--dry-run changed something");
+
+    let out = ok(dir, &shim.endpoint, &provision_args(&["--instances", "3", "--output", "json"]));
+    let first: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("JSON summary ({e}):\n{out}"));
+    let steps = steps_of(&first);
+    assert!(steps.iter().all(|(_, action)| action == "create"), "{steps:?}");
+    for resource in [
+        "security group",
+        "target group",
+        "ACM certificate",
+        "load balancer",
+        "listener",
+        "launch template",
+        "Auto Scaling group",
+        "DNS record",
+    ] {
+        assert!(steps.iter().any(|(r, _)| r == resource), "no {resource} step: {steps:?}");
+    }
+    assert!(first["load_balancer"].is_string(), "{first:#}");
+    let inv = moto.inventory();
+    assert_scaled(&inv);
+    let recorded = std::fs::read_to_string(dir.join("regctl.toml")).expect("state file");
+    assert!(recorded.contains("instances = 3"), "{recorded}");
+
+    // Again, with no flags: nothing changes.
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert_eq!(again.matches(": up to date (").count(), steps.len(), "{again}");
+    assert!(again.contains("no changes"), "{again}");
+    assert_eq!(moto.inventory(), inv, "a second provision changed something");
+
+    // status: every resource as wanted, and each instance's target health.
+    let status: Value =
+        serde_json::from_str(&ok(dir, &shim.endpoint, &["status", "--output", "json"])).expect("status JSON");
+    let statuses: Vec<&str> = status["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(statuses, vec!["ok"; steps.len()], "{status:#}");
+    let members = status["group"]["instances"].as_array().expect("the group's instances");
+    assert_eq!(members.len(), 3, "{status:#}");
+    assert!(members.iter().all(|m| m["target_health"].is_string()), "{status:#}");
+    let shown = ok(dir, &shim.endpoint, &["status"]);
+    assert!(shown.contains("Auto Scaling group regctl-registry: 3 of 3 instances"), "{shown}");
+    assert_eq!(shown.matches("; load balancer: ").count(), 3, "{shown}");
+
+    // A single instance is not launched next to the group.
+    let single = regctl(dir, &shim.endpoint, &["provision", "--instances", "1"]);
+    let t = text(&single);
+    assert!(!single.status.success(), "{t}");
+    assert!(
+        t.contains("runs 3 instances in Auto Scaling group regctl-registry") && t.contains("teardown"),
+        "{t}"
+    );
+    assert_eq!(moto.inventory(), inv, "a refused provision changed something");
+
+    // Without the state file, status and teardown find all of it from tags and derived names.
+    std::fs::remove_file(dir.join("regctl.toml")).expect("state file");
+    let found = ok(dir, &shim.endpoint, &["status"]);
+    for present in [
+        "present  Auto Scaling group regctl-registry (with its instances)",
+        "present  load balancer regctl-registry",
+        "present  listener port 443",
+        "present  target group regctl-registry",
+        "present  ACM certificate registry.example.test (ISSUED)",
+        "present  certificate validation record",
+        "present  launch template regctl-registry",
+        "present  DNS record registry.example.test A",
+    ] {
+        assert!(found.contains(present), "{present}: {found}");
+    }
+    let before = moto.inventory();
+    let plan = ok(dir, &shim.endpoint, &["teardown", "--dry-run", "--delete-bucket"]);
+    let listed: Vec<&str> = plan.lines().map(str::trim_start).collect();
+    let at = |prefix: &str| {
+        listed.iter().position(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {plan}"))
+    };
+    // In dependency order: what uses a resource goes before it.
+    let order = [
+        at("DNS record"),
+        at("Auto Scaling group"),
+        at("launch template"),
+        at("listener"),
+        at("load balancer"),
+        at("target group"),
+        at("certificate validation record"),
+        at("ACM certificate"),
+        at("security group regctl-registry ("),
+        at("security group regctl-registry-lb"),
+    ];
+    assert!(order.is_sorted(), "{order:?}: {plan}");
+    assert_eq!(moto.inventory(), before, "teardown --dry-run changed something");
+    let down = ok(dir, &shim.endpoint, &["teardown", "--yes", "--delete-bucket"]);
+    assert!(down.contains("teardown complete"), "{down}");
+    assert_nothing_left(&moto.inventory(), true);
+    let nothing = ok(dir, &shim.endpoint, &["teardown", "--yes"]);
+    assert!(nothing.contains("nothing of deployment registry found"), "{nothing}");
+}
+
+#[test]
+fn a_scaled_provision_and_teardown_killed_after_each_change_converge_with_no_duplicate_or_orphan() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+
+    let made = kill_after_each_change(&moto, &provision_args(&["--instances", "3"]), 3);
+    for step in [
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "CreateTargetGroup",
+        "ModifyTargetGroupAttributes",
+        "RequestCertificate",
+        "ChangeResourceRecordSets",
+        "CreateLoadBalancer",
+        "ModifyLoadBalancerAttributes",
+        "CreateListener",
+        "CreateLaunchTemplate",
+        "CreateAutoScalingGroup",
+    ] {
+        assert!(made.iter().any(|a| a == step), "provision was never killed right after {step}: {made:?}");
+    }
+    // What the interrupted runs built is what one run builds: a run now changes nothing.
+    let shim = moto.shim(&[]);
+    let again = ok(dir, &shim.endpoint, &["provision"]);
+    assert!(again.contains("no changes"), "{again}");
+    assert_scaled(&moto.inventory());
+
+    let removed = kill_after_each_change(&moto, &["teardown", "--yes", "--delete-bucket"], 3);
+    for step in [
+        "DeleteAutoScalingGroup",
+        "DeleteLaunchTemplate",
+        "DeleteListener",
+        "DeleteLoadBalancer",
+        "DeleteTargetGroup",
+        "DeleteCertificate",
+        "ChangeResourceRecordSets",
+        "DeleteSecurityGroup",
+    ] {
+        assert!(
+            removed.iter().any(|a| a == step),
+            "teardown was never killed right after {step}: {removed:?}"
+        );
+    }
+    assert_nothing_left(&moto.inventory(), true);
+    assert!(!dir.join("regctl.toml").exists(), "the state entry is forgotten");
+    eprintln!(
+        "scaled provision killed after each of its {} changes and re-run: {made:?}; teardown after each of its \
+         {}: {removed:?}",
+        made.len(),
+        removed.len()
+    );
+}
+
+/// A changed launch template (here the instance type) becomes the group's: provision starts an
+/// instance refresh that launches before it terminates, and waits for it (moto has no instance
+/// refreshes: the shim answers them, `--instance-refreshes`).
+#[test]
+fn a_changed_launch_template_refreshes_the_groups_instances() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&["--instances", "3"]));
+
+    let mut refreshing = moto.shim(&["--instance-refreshes"]);
+    let out = ok(dir, &refreshing.endpoint, &["provision", "--instance-type", "t3.medium"]);
+    assert!(
+        out.contains("launch template regctl-registry: updated: instance type t3.small -> t3.medium"),
+        "{out}"
+    );
+    assert!(out.contains("instance refresh regctl-registry: updated: replace the 3 instances"), "{out}");
+    assert_eq!(
+        shim_lines(&mut refreshing, "REFRESH "),
+        ["REFRESH regctl-registry min=100 max=200 skip-matching=true"]
+    );
+    let template = named(&moto.inventory(), "launch_templates", "regctl-registry").clone();
+    assert_eq!(
+        (template["versions"].as_u64(), template["instance_type"].as_str()),
+        (Some(2), Some("t3.medium"))
+    );
+
+    // Nothing changed since: no refresh.
+    let again = ok(dir, &refreshing.endpoint, &["provision"]);
+    assert!(again.contains("no changes") && !again.contains("instance refresh"), "{again}");
+    assert_eq!(shim_lines(&mut refreshing, "REFRESH "), Vec::<String>::new());
+}
+
+#[test]
+fn deploy_of_a_scaled_deployment_publishes_the_release_makes_the_first_user_and_replaces_every_instance() {
+    let Some(moto) = Moto::start() else { return };
+    let dir = moto.dir.path();
+    moto.zone();
+    let shim = moto.shim(&[]);
+    ok(dir, &shim.endpoint, &provision_args(&["--instances", "3"]));
+    let inv = moto.inventory();
+    let bucket = inv["buckets"][0]["name"].as_str().expect("the bucket").to_string();
+
+    // A server as the instances run it, behind the balancer: users kept in the bucket.
+    let env = [
+        ("REGISTRY_STORAGE", "s3"),
+        ("REGISTRY_STORAGE_S3_BUCKET", bucket.as_str()),
+        ("REGISTRY_STORAGE_S3_REGION", "us-east-1"),
+        ("REGISTRY_STORAGE_S3_REGIONENDPOINT", moto.direct.as_str()),
+        ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let server = crate::util::Server::start_on_env(&dir.join("unused"), &["--users-in-storage"], &env);
+    let health = server.url("/v2/");
+
+    let mut refreshing = moto.shim(&["--instance-refreshes"]);
+    let deploy = ["deploy", "--password-stdin", "--health-url", health.as_str(), "--wait", "30"];
+    let mut child = regctl_cmd(dir, &refreshing.endpoint, &deploy)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start regctl deploy");
+    {
+        use std::io::Write as _;
+        child.stdin.take().expect("stdin").write_all(b"first-admin-pw\n").expect("write the password");
+    }
+    let out = child.wait_with_output().expect("run regctl deploy");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("created the first user, admin"), "{t}");
+    assert!(t.contains("every instance of regctl-registry was replaced"), "{t}");
+    // The same launch template, a new release: every instance is replaced, none skipped.
+    assert_eq!(
+        shim_lines(&mut refreshing, "REFRESH "),
+        ["REFRESH regctl-registry min=100 max=200 skip-matching=false"]
+    );
+    // The servers read the first user from the bucket.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = crate::util::http()
+            .get(&health)
+            .basic_auth("admin", Some("first-admin-pw"))
+            .send()
+            .map(|r| r.status().as_u16());
+        if status.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first user was not accepted: {status:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // The same release again: nothing published, no instance replaced, no password asked.
+    let again = ok(dir, &refreshing.endpoint, &deploy);
+    assert!(again.contains("Nothing to change"), "{again}");
+    assert_eq!(shim_lines(&mut refreshing, "REFRESH "), Vec::<String>::new());
+    // A scaled deployment has no single instance to reach over SSH.
+    let refused = regctl(dir, &shim.endpoint, &["deploy", "--host", "203.0.113.9"]);
+    assert!(!refused.status.success() && text(&refused).contains("is scaled"), "{}", text(&refused));
 }

@@ -1,14 +1,15 @@
-//! The Route 53 A record of the registry's DNS name, pointing at the instance's public address;
-//! every change is waited for until Route 53 reports it INSYNC. A record is the deployment's only
-//! while it points at one of the deployment's addresses: another value is never deleted, and is
-//! replaced only when the operator says so.
+//! The Route 53 A record of the registry's DNS name, pointing at the instance's public address
+//! or (a scaled deployment) an alias of its load balancer; and the CNAME records that validate
+//! its ACM certificate. Every change is waited for until Route 53 reports it INSYNC. An A record
+//! is the deployment's only while it points at one of the deployment's addresses (or its load
+//! balancer): another value is never deleted, and is replaced only when the operator says so.
 
 use std::time::Duration;
 
 use aws_sdk_route53::error::BuildError;
 use aws_sdk_route53::types::{
-    Change as RecordChange, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet,
-    RrType,
+    AliasTarget, Change as RecordChange, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord,
+    ResourceRecordSet, RrType,
 };
 
 use super::{AwsError, AwsResultExt, Change, Removed, not_found_as_none, wait_for};
@@ -19,10 +20,50 @@ const TTL: i64 = 60;
 /// The record as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
-    /// Its addresses.
+    /// Its addresses; for an alias, the DNS name of its target (lowercase, no final dot).
     pub values: Vec<String>,
-    /// Its TTL.
+    /// Its TTL (none for an alias).
     pub ttl: Option<i64>,
+    /// The hosted zone of the alias target, when the record is an alias.
+    pub alias_zone: Option<String>,
+}
+
+/// What the A record is to point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// An IPv4 address (the instance's, or its Elastic IP).
+    Address(String),
+    /// An alias of a load balancer: its DNS name and the canonical hosted zone of that name.
+    Alias {
+        /// The target's DNS name.
+        dns_name: String,
+        /// The target's canonical hosted zone ID.
+        zone: String,
+    },
+}
+
+impl Value {
+    /// The value as [`Observed::values`] holds it (and as the deployment's `owned` list does).
+    pub fn shown(&self) -> String {
+        match self {
+            Value::Address(ip) => ip.clone(),
+            Value::Alias { dns_name, .. } => alias_name(dns_name),
+        }
+    }
+
+    fn is(&self, o: &Observed) -> bool {
+        match self {
+            Value::Address(ip) => o.values == [ip.as_str()] && o.ttl == Some(TTL) && o.alias_zone.is_none(),
+            Value::Alias { zone, .. } => o.values == [self.shown()] && o.alias_zone.as_deref() == Some(zone),
+        }
+    }
+}
+
+/// An alias target's DNS name as compared: lowercase, without the final dot or the `dualstack.`
+/// prefix Route 53 may show.
+pub fn alias_name(dns_name: &str) -> String {
+    let d = dns_name.trim_end_matches('.').to_ascii_lowercase();
+    d.strip_prefix("dualstack.").map(str::to_string).unwrap_or(d)
 }
 
 /// What `apply` will do.
@@ -127,13 +168,23 @@ pub async fn find_zone(aws: &super::Aws, domain: &str) -> Result<FoundZone, AwsE
 
 /// The A record of `domain` in the zone, if any.
 pub async fn observe(aws: &super::Aws, zone: &str, domain: &str) -> Result<Option<Observed>, AwsError> {
+    observe_set(aws, zone, domain, RrType::A).await
+}
+
+/// The record set of `name` and type `kind` in the zone, if any.
+async fn observe_set(
+    aws: &super::Aws,
+    zone: &str,
+    domain: &str,
+    kind: RrType,
+) -> Result<Option<Observed>, AwsError> {
     let name = fqdn(domain);
     let out = aws
         .route53
         .list_resource_record_sets()
         .hosted_zone_id(zone)
         .start_record_name(&name)
-        .start_record_type(RrType::A)
+        .start_record_type(kind.clone())
         .max_items(1)
         .send()
         .await
@@ -145,29 +196,38 @@ pub async fn observe(aws: &super::Aws, zone: &str, domain: &str) -> Result<Optio
             format!("hosted zone {zone} does not exist: check --hosted-zone-id"),
         ));
     };
-    Ok(out.resource_record_sets().iter().find(|r| fqdn(r.name()) == name && r.r#type() == &RrType::A).map(
-        |r| Observed {
-            values: r.resource_records().iter().map(|v| v.value().to_string()).collect(),
-            ttl: r.ttl(),
-        },
-    ))
+    Ok(out.resource_record_sets().iter().find(|r| fqdn(r.name()) == name && r.r#type() == &kind).map(|r| {
+        match r.alias_target() {
+            Some(a) => Observed {
+                values: vec![alias_name(a.dns_name())],
+                ttl: None,
+                alias_zone: Some(a.hosted_zone_id().to_string()),
+            },
+            None => Observed {
+                values: r.resource_records().iter().map(|v| v.value().to_string()).collect(),
+                ttl: r.ttl(),
+                alias_zone: None,
+            },
+        }
+    }))
 }
 
-/// Compares the record with one pointing at `ip` (`None`: not known yet, as in a dry run before
-/// the instance exists); `owned` are the deployment's addresses, now and as last recorded.
-pub fn plan(observed: Option<&Observed>, ip: Option<&str>, owned: &[String]) -> Plan {
-    let foreign = observed
-        .filter(|o| ip.is_none_or(|ip| o.values != [ip]) && !is_owned(o, owned))
-        .map(|o| o.values.clone());
-    let to = ip.unwrap_or("the new instance");
-    let change = match (observed, ip) {
+/// Compares the record with one pointing at `want` (`None`: not known yet, as in a dry run before
+/// the instance or load balancer exists); `owned` are the deployment's addresses (and load
+/// balancer names), now and as last recorded.
+pub fn plan(observed: Option<&Observed>, want: Option<&Value>, owned: &[String]) -> Plan {
+    let shown = want.map(Value::shown);
+    let foreign =
+        observed.filter(|o| want.is_none_or(|w| !w.is(o)) && !is_owned(o, owned)).map(|o| o.values.clone());
+    let to = shown.as_deref().unwrap_or("the new instance");
+    let change = match (observed, want) {
         (None, _) => Change::Create,
-        (Some(o), Some(ip)) if o.values == [ip] && o.ttl == Some(TTL) => Change::Unchanged,
+        (Some(o), Some(w)) if w.is(o) => Change::Unchanged,
         (Some(o), _) if foreign.is_some() => Change::Update(vec![format!(
             "{} -> {to} (not this deployment's address: replaced only with --yes)",
             o.values.join(",")
         )]),
-        (Some(o), Some(ip)) => Change::Update(vec![format!("{} -> {ip}", o.values.join(","))]),
+        (Some(o), Some(_)) => Change::Update(vec![format!("{} -> {to}", o.values.join(","))]),
         (Some(_), None) => Change::Update(vec!["point at the new instance".into()]),
     };
     Plan { change, foreign }
@@ -177,11 +237,26 @@ fn built<T>(r: Result<T, BuildError>, domain: &str) -> Result<T, AwsError> {
     r.map_err(|e| AwsError::local("route53:ChangeResourceRecordSets", resource(domain), e.to_string()))
 }
 
-fn record(domain: &str, values: &[String], ttl: i64) -> Result<ResourceRecordSet, AwsError> {
-    let mut b = ResourceRecordSet::builder().name(fqdn(domain)).r#type(RrType::A).ttl(ttl);
-    for v in values {
-        b = b.resource_records(built(ResourceRecord::builder().value(v).build(), domain)?);
-    }
+/// The record set of `domain` and type `kind` as `o` describes it (an alias when it is one).
+fn record(domain: &str, kind: RrType, o: &Observed) -> Result<ResourceRecordSet, AwsError> {
+    let b = ResourceRecordSet::builder().name(fqdn(domain)).r#type(kind);
+    let b = match (&o.alias_zone, o.values.first()) {
+        (Some(zone), Some(name)) => b.alias_target(built(
+            AliasTarget::builder()
+                .hosted_zone_id(zone)
+                .dns_name(format!("dualstack.{name}."))
+                .evaluate_target_health(true)
+                .build(),
+            domain,
+        )?),
+        _ => {
+            let mut b = b.ttl(o.ttl.unwrap_or(TTL));
+            for v in &o.values {
+                b = b.resource_records(built(ResourceRecord::builder().value(v).build(), domain)?);
+            }
+            b
+        }
+    };
     built(b.build(), domain)
 }
 
@@ -224,21 +299,31 @@ async fn change(
     .await
 }
 
-/// Creates or updates the record to point at `ip` and waits until the change is INSYNC (which
+/// Creates or updates the record to point at `want` and waits until the change is INSYNC (which
 /// still does not mean every resolver has it).
 pub async fn apply(
     aws: &super::Aws,
     zone: &str,
     domain: &str,
-    ip: &str,
+    want: &Value,
     plan: &Plan,
     insync_timeout: Duration,
 ) -> Result<(), AwsError> {
     if plan.change.is_unchanged() {
         return Ok(());
     }
-    let set = record(domain, &[ip.to_string()], TTL)?;
+    let set = record(domain, RrType::A, &wanted(want))?;
     change(aws, zone, domain, ChangeAction::Upsert, set, insync_timeout).await
+}
+
+/// The record as it is once pointing at `want`.
+fn wanted(want: &Value) -> Observed {
+    match want {
+        Value::Address(ip) => Observed { values: vec![ip.clone()], ttl: Some(TTL), alias_zone: None },
+        Value::Alias { zone, .. } => {
+            Observed { values: vec![want.shown()], ttl: None, alias_zone: Some(zone.clone()) }
+        }
+    }
 }
 
 /// Deletes the A record of `domain` (as it is now) if it points at the deployment's addresses
@@ -257,15 +342,61 @@ pub async fn destroy(
             o.values.join(",")
         )));
     }
-    let set = record(domain, &o.values, o.ttl.unwrap_or(TTL))?;
+    delete(aws, zone, domain, RrType::A, &o, insync_timeout).await
+}
+
+/// Deletes the record set `o` of `domain`, and waits until the change is INSYNC.
+async fn delete(
+    aws: &super::Aws,
+    zone: &str,
+    domain: &str,
+    kind: RrType,
+    o: &Observed,
+    insync_timeout: Duration,
+) -> Result<Removed, AwsError> {
+    let set = record(domain, kind.clone(), o)?;
     match change(aws, zone, domain, ChangeAction::Delete, set, insync_timeout).await {
         Ok(()) => Ok(Removed::Deleted),
         // Deleted meanwhile: Route 53 rejects the batch as a whole.
-        Err(e) if e.is("InvalidChangeBatch") && observe(aws, zone, domain).await?.is_none() => {
+        Err(e) if e.is("InvalidChangeBatch") && observe_set(aws, zone, domain, kind).await?.is_none() => {
             Ok(Removed::Absent)
         }
         Err(e) => Err(e),
     }
+}
+
+/// The CNAME record `name` (e.g. ACM's validation record) points at `value`, made or corrected
+/// when needed; returns whether it changed. The record is ACM's to name: no other use can have it.
+pub async fn set_cname(
+    aws: &super::Aws,
+    zone: &str,
+    name: &str,
+    value: &str,
+    insync_timeout: Duration,
+) -> Result<bool, AwsError> {
+    let want = Observed { values: vec![value.to_string()], ttl: Some(TTL), alias_zone: None };
+    if observe_set(aws, zone, name, RrType::Cname).await?.is_some_and(|o| o.values == want.values) {
+        return Ok(false);
+    }
+    let set = record(name, RrType::Cname, &want)?;
+    change(aws, zone, name, ChangeAction::Upsert, set, insync_timeout).await?;
+    Ok(true)
+}
+
+/// Deletes the CNAME record `name` while it points at `value` (a record pointing elsewhere is
+/// not this deployment's and is kept).
+pub async fn delete_cname(
+    aws: &super::Aws,
+    zone: &str,
+    name: &str,
+    value: &str,
+    insync_timeout: Duration,
+) -> Result<Removed, AwsError> {
+    let Some(o) = observe_set(aws, zone, name, RrType::Cname).await? else { return Ok(Removed::Absent) };
+    if o.values.iter().map(|v| fqdn(v)).ne([fqdn(value)]) {
+        return Ok(Removed::Kept(format!("points at {}, not at the certificate's", o.values.join(","))));
+    }
+    delete(aws, zone, name, RrType::Cname, &o, insync_timeout).await
 }
 
 #[cfg(test)]
@@ -281,20 +412,34 @@ mod tests {
 
     #[test]
     fn a_record_at_another_address_is_updated() {
-        let o = Observed { values: vec!["198.51.100.1".into()], ttl: Some(TTL) };
+        let o = Observed { values: vec!["198.51.100.1".into()], ttl: Some(TTL), alias_zone: None };
         let owned = ["198.51.100.1".to_string()];
-        assert_eq!(plan(Some(&o), Some("198.51.100.1"), &owned).change, Change::Unchanged);
-        let moved = plan(Some(&o), Some("198.51.100.2"), &owned);
+        let at = |ip: &str| Value::Address(ip.to_string());
+        assert_eq!(plan(Some(&o), Some(&at("198.51.100.1")), &owned).change, Change::Unchanged);
+        let moved = plan(Some(&o), Some(&at("198.51.100.2")), &owned);
         assert!(matches!(moved.change, Change::Update(_)) && moved.foreign.is_none(), "{moved:?}");
         assert_eq!(plan(None, None, &owned).change, Change::Create);
     }
 
     #[test]
     fn a_record_pointing_elsewhere_is_foreign() {
-        let o = Observed { values: vec!["192.0.2.99".into()], ttl: Some(300) };
-        let p = plan(Some(&o), Some("198.51.100.2"), &["198.51.100.2".to_string()]);
+        let o = Observed { values: vec!["192.0.2.99".into()], ttl: Some(300), alias_zone: None };
+        let p = plan(Some(&o), Some(&Value::Address("198.51.100.2".into())), &["198.51.100.2".to_string()]);
         assert_eq!(p.foreign, Some(vec!["192.0.2.99".to_string()]));
         assert!(!is_owned(&o, &[]));
         assert!(is_owned(&o, &["192.0.2.99".to_string()]));
+    }
+
+    #[test]
+    fn an_alias_to_the_load_balancer_is_compared_by_name_and_zone() {
+        let lb =
+            Value::Alias { dns_name: "Regctl-1.us-east-1.elb.amazonaws.com".into(), zone: "Z35SX".into() };
+        let o = wanted(&lb);
+        assert_eq!(o.values, ["regctl-1.us-east-1.elb.amazonaws.com"]);
+        assert_eq!(plan(Some(&o), Some(&lb), &[]).change, Change::Unchanged);
+        // The same address record is not the alias: it is replaced (only with --yes: not owned).
+        let address = Observed { values: vec!["192.0.2.99".into()], ttl: Some(TTL), alias_zone: None };
+        assert!(plan(Some(&address), Some(&lb), &[]).foreign.is_some());
+        assert_eq!(alias_name("dualstack.regctl-1.us-east-1.elb.amazonaws.com."), lb.shown());
     }
 }

@@ -87,6 +87,12 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The Auto Scaling group that launched it, if one did (such an instance is the group's to
+    /// replace or terminate).
+    pub fn auto_scaling_group(&self) -> Option<&str> {
+        ec2_tag_value(&self.tags, "aws:autoscaling:groupName")
+    }
+
     fn from(i: &Instance) -> Observed {
         Observed {
             id: i.instance_id().unwrap_or_default().to_string(),
@@ -227,33 +233,7 @@ pub async fn placement(
         });
     }
     let res = format!("the default VPC of {}", aws.region);
-    let vpcs = aws
-        .ec2
-        .describe_vpcs()
-        .filters(ec2_filter("is-default", &["true"]))
-        .send()
-        .await
-        .aws("ec2:DescribeVpcs", &res)?;
-    let vpc = vpcs.vpcs().first().and_then(|v| v.vpc_id()).map(str::to_string).ok_or_else(|| {
-        AwsError::local("ec2:DescribeVpcs", &res, "the region has no default VPC: pass --subnet-id")
-    })?;
-    let subnets = aws
-        .ec2
-        .describe_subnets()
-        .filters(ec2_filter("vpc-id", &[&vpc]))
-        .filters(ec2_filter("default-for-az", &["true"]))
-        .send()
-        .await
-        .aws("ec2:DescribeSubnets", &res)?;
-    // Not every zone offers every type (t3 is missing in some), and zone names map to other
-    // zones in each account: ask which zones offer the type here.
-    let offered = offered_zones(aws, instance_type).await?;
-    let mut subnets: Vec<_> = subnets
-        .subnets()
-        .iter()
-        .filter(|s| s.availability_zone().is_some_and(|z| offered.iter().any(|o| o == z)))
-        .collect();
-    subnets.sort_by_key(|s| s.availability_zone().unwrap_or_default().to_string());
+    let (vpc, subnets, offered) = default_subnets(aws, instance_type, &res).await?;
     let Some((subnet, zone, maps)) = subnets
         .first()
         .and_then(|s| Some((s.subnet_id()?, s.availability_zone()?, s.map_public_ip_on_launch())))
@@ -277,6 +257,82 @@ pub async fn placement(
         public_ip_on_launch: maps.unwrap_or(false),
         architecture,
     })
+}
+
+/// The default VPC, its default subnets in the zones that offer `instance_type` (sorted by
+/// zone), and those zones.
+async fn default_subnets(
+    aws: &super::Aws,
+    instance_type: &str,
+    res: &str,
+) -> Result<(String, Vec<aws_sdk_ec2::types::Subnet>, Vec<String>), AwsError> {
+    let vpcs = aws
+        .ec2
+        .describe_vpcs()
+        .filters(ec2_filter("is-default", &["true"]))
+        .send()
+        .await
+        .aws("ec2:DescribeVpcs", res)?;
+    let vpc = vpcs.vpcs().first().and_then(|v| v.vpc_id()).map(str::to_string).ok_or_else(|| {
+        AwsError::local("ec2:DescribeVpcs", res, "the region has no default VPC: pass --subnet-id")
+    })?;
+    let subnets = aws
+        .ec2
+        .describe_subnets()
+        .filters(ec2_filter("vpc-id", &[&vpc]))
+        .filters(ec2_filter("default-for-az", &["true"]))
+        .send()
+        .await
+        .aws("ec2:DescribeSubnets", res)?;
+    // Not every zone offers every type (t3 is missing in some), and zone names map to other
+    // zones in each account: ask which zones offer the type here.
+    let offered = offered_zones(aws, instance_type).await?;
+    let mut subnets: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .filter(|s| s.availability_zone().is_some_and(|z| offered.iter().any(|o| o == z)))
+        .cloned()
+        .collect();
+    subnets.sort_by_key(|s| s.availability_zone().unwrap_or_default().to_string());
+    Ok((vpc, subnets, offered))
+}
+
+/// Where a scaled deployment's instances and load balancer go: the default subnets of the
+/// default VPC in every zone that offers the instance type.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    /// VPC ID.
+    pub vpc_id: String,
+    /// Subnet IDs, one per zone, sorted by zone.
+    pub subnets: Vec<String>,
+    /// Their zones, in the same order.
+    pub zones: Vec<String>,
+    /// The instance type's architecture, EC2's name.
+    pub architecture: String,
+}
+
+/// The default subnets of the zones that offer `instance_type`; fails unless there are at least
+/// two (a load balancer needs two zones, and one zone is one failure away from an outage).
+pub async fn spread(aws: &super::Aws, instance_type: &str) -> Result<Spread, AwsError> {
+    let architecture = architecture(aws, instance_type).await?;
+    let res = format!("the default VPC of {}", aws.region);
+    let (vpc_id, subnets, offered) = default_subnets(aws, instance_type, &res).await?;
+    let (subnets, zones): (Vec<String>, Vec<String>) = subnets
+        .iter()
+        .filter_map(|s| Some((s.subnet_id()?.to_string(), s.availability_zone()?.to_string())))
+        .unzip();
+    if subnets.len() < 2 {
+        return Err(AwsError::local(
+            "ec2:DescribeInstanceTypeOfferings",
+            &res,
+            format!(
+                "a scaled deployment needs default subnets in at least 2 zones that offer {instance_type}; there                  are {} (zones offering it: {}): pass another --instance-type",
+                subnets.len(),
+                if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+            ),
+        ));
+    }
+    Ok(Spread { vpc_id, subnets, zones, architecture })
 }
 
 /// The architecture of `instance_type` as EC2 names it (`x86_64` or `arm64`, e.g. for the
@@ -396,7 +452,7 @@ pub fn plan(
 }
 
 /// The newest Amazon Linux 2023 AMI of the region for `architecture` (EC2's name).
-async fn default_ami(aws: &super::Aws, architecture: &str) -> Result<String, AwsError> {
+pub async fn default_ami(aws: &super::Aws, architecture: &str) -> Result<String, AwsError> {
     let res = format!("Amazon Linux 2023 {architecture} images in {}", aws.region);
     let out = aws
         .ec2

@@ -9,15 +9,21 @@
 //! name ([`Names`]), so `status` and `teardown` can find everything from tags alone.
 
 pub mod association;
+pub mod auto_scaling;
 pub mod bucket;
+pub mod certificate;
 pub mod dns;
 pub mod elastic_ip;
 mod error;
 pub mod instance;
 pub mod instance_profile;
+pub mod launch_template;
+pub mod listener;
+pub mod load_balancer;
 pub mod policy;
 pub mod role;
 pub mod security_group;
+pub mod target_group;
 
 use std::future::Future;
 use std::time::Duration;
@@ -64,6 +70,12 @@ pub struct Aws {
     pub route53: aws_sdk_route53::Client,
     /// STS (for the account ID).
     pub sts: aws_sdk_sts::Client,
+    /// ACM (a scaled deployment's certificate).
+    pub acm: aws_sdk_acm::Client,
+    /// Auto Scaling (a scaled deployment's instances).
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    /// Elastic Load Balancing v2 (a scaled deployment's load balancer).
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// The region every regional call goes to.
     pub region: String,
     /// True when calls go to an endpoint override (an emulator such as moto), whose addresses are
@@ -127,6 +139,9 @@ impl Aws {
             iam: aws_sdk_iam::Client::new(&config),
             route53: aws_sdk_route53::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
+            acm: aws_sdk_acm::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             region,
             endpoint_override,
         })
@@ -211,8 +226,19 @@ impl Names {
         format!("regctl-{}", self.deployment)
     }
 
-    /// The security group.
+    /// The security group (of the instance, or of a scaled deployment's instances).
     pub fn security_group(&self) -> String {
+        format!("regctl-{}", self.deployment)
+    }
+
+    /// A scaled deployment's load balancer's security group.
+    pub fn balancer_security_group(&self) -> String {
+        format!("regctl-{}-lb", self.deployment)
+    }
+
+    /// A scaled deployment's load balancer, target group, launch template and Auto Scaling
+    /// group: each of a kind of its own, so one name (ELB names are at most 32 characters).
+    pub fn scaled(&self) -> String {
         format!("regctl-{}", self.deployment)
     }
 

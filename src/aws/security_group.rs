@@ -1,10 +1,13 @@
-//! The security group: 443 and 80 from anywhere, 22 from the operator's CIDR, default egress
-//! kept (ACME and S3 need it). Rules are converged: a changed SSH CIDR replaces the old rule.
+//! The security groups: the single instance's (443 and 80 from anywhere, 22 from the operator's
+//! CIDR); in a scaled deployment the load balancer's (443 and 80 from anywhere, IPv4 and IPv6)
+//! and the instances' (80 only from the load balancer's group, 22 from the operator's CIDR).
+//! Default egress is kept (ACME and S3 need it). Rules are converged: a changed SSH CIDR replaces
+//! the old rule.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType};
+use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdGroupPair};
 
 use super::{
     AwsError, AwsResultExt, Change, OnRetry, Removed, Retry, TAG_DEPLOYMENT, TAG_DNS_VALUE, TAG_DOMAIN,
@@ -26,6 +29,23 @@ pub struct Desired {
     pub domain: String,
     /// Route 53 zone of `domain`, when known.
     pub hosted_zone_id: Option<String>,
+    /// Whose group it is, which decides its rules.
+    pub role: Role,
+}
+
+/// Whose group it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The single instance's: 443 and 80 from anywhere, 22 from the SSH CIDR.
+    Instance,
+    /// A scaled deployment's load balancer's: 443 and 80 from anywhere, IPv4 and IPv6.
+    Balancer,
+    /// A scaled deployment's instances': 80 only from the load balancer's group (`None`: not made
+    /// yet, in a dry run), 22 from the SSH CIDR.
+    Behind {
+        /// The load balancer's group ID.
+        balancer_group: Option<String>,
+    },
 }
 
 impl Desired {
@@ -39,7 +59,15 @@ impl Desired {
 
     /// The ingress rules wanted.
     pub fn rules(&self) -> BTreeSet<Rule> {
-        [(22, self.ssh_cidr.as_str()), (80, "0.0.0.0/0"), (443, "0.0.0.0/0")]
+        let ssh = (22, self.ssh_cidr.as_str());
+        let sources: Vec<(i32, &str)> = match &self.role {
+            Role::Instance => vec![ssh, (80, "0.0.0.0/0"), (443, "0.0.0.0/0")],
+            Role::Balancer => vec![(80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (80, "::/0"), (443, "::/0")],
+            Role::Behind { balancer_group } => {
+                vec![ssh, (80, balancer_group.as_deref().unwrap_or("(the load balancer's group)"))]
+            }
+        };
+        sources
             .into_iter()
             .map(|(port, cidr)| Rule { protocol: "tcp".into(), from: port, to: port, cidr: cidr.into() })
             .collect()
@@ -55,7 +83,7 @@ pub struct Rule {
     pub from: i32,
     /// Last port.
     pub to: i32,
-    /// Source CIDR.
+    /// Source CIDR, or the ID of a security group (`sg-...`) whose members may connect.
     pub cidr: String,
 }
 
@@ -72,7 +100,12 @@ impl std::fmt::Display for Rule {
 impl Rule {
     fn permission(&self) -> IpPermission {
         let b = IpPermission::builder().ip_protocol(&self.protocol).from_port(self.from).to_port(self.to);
-        if self.cidr.contains(':') {
+        if self.cidr.starts_with("sg-") {
+            b.user_id_group_pairs(
+                UserIdGroupPair::builder().group_id(&self.cidr).description("regctl").build(),
+            )
+            .build()
+        } else if self.cidr.contains(':') {
             b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(&self.cidr).build()).build()
         } else {
             b.ip_ranges(IpRange::builder().cidr_ip(&self.cidr).description("regctl").build()).build()
@@ -140,7 +173,8 @@ fn observed_from(g: &aws_sdk_ec2::types::SecurityGroup) -> Observed {
             .ip_ranges()
             .iter()
             .filter_map(|r| r.cidr_ip())
-            .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()));
+            .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()))
+            .chain(p.user_id_group_pairs().iter().filter_map(|g| g.group_id()));
         for cidr in cidrs {
             rules.insert(Rule { protocol: protocol.clone(), from, to, cidr: cidr.to_string() });
         }
@@ -199,7 +233,15 @@ pub async fn apply(
                 .ec2
                 .create_security_group()
                 .group_name(&d.name)
-                .description(format!("regctl registry {}: HTTPS, HTTP (ACME) and SSH", d.deployment))
+                .description(match d.role {
+                    Role::Instance => format!("regctl registry {}: HTTPS, HTTP (ACME) and SSH", d.deployment),
+                    Role::Balancer => {
+                        format!("regctl registry {}: load balancer, HTTPS and HTTP", d.deployment)
+                    }
+                    Role::Behind { .. } => {
+                        format!("regctl registry {}: HTTP from the load balancer, and SSH", d.deployment)
+                    }
+                })
                 .vpc_id(&d.vpc_id)
                 .tag_specifications(ec2_tag_spec(ResourceType::SecurityGroup, &d.tags()))
                 .send()
@@ -388,6 +430,7 @@ mod tests {
             deployment: "registry".into(),
             domain: "r.example.com".into(),
             hosted_zone_id: None,
+            role: Role::Instance,
         }
     }
 
@@ -402,5 +445,33 @@ mod tests {
         assert_eq!(p.add[0].cidr, "203.0.113.0/24");
         assert_eq!(p.revoke.len(), 1);
         assert_eq!(p.revoke[0].cidr, "198.51.100.7/32");
+    }
+
+    #[test]
+    fn the_instances_behind_a_balancer_take_http_only_from_its_group() {
+        let behind = Desired {
+            role: Role::Behind { balancer_group: Some("sg-lb".into()) },
+            ..desired("198.51.100.7/32")
+        };
+        let rules: Vec<String> = behind.rules().iter().map(ToString::to_string).collect();
+        assert_eq!(rules, ["tcp 22 from 198.51.100.7/32", "tcp 80 from sg-lb"]);
+        // The group is a source group on the wire, not a CIDR.
+        let http = behind.rules().into_iter().find(|r| r.from == 80).expect("the HTTP rule");
+        let permission = http.permission();
+        assert!(permission.ip_ranges().is_empty(), "{permission:?}");
+        assert_eq!(permission.user_id_group_pairs()[0].group_id(), Some("sg-lb"));
+        // Read back as moto and EC2 show it, it is the same rule: nothing to converge.
+        let observed = observed_from(
+            &aws_sdk_ec2::types::SecurityGroup::builder()
+                .group_id("sg-1")
+                .set_ip_permissions(Some(behind.rules().iter().map(Rule::permission).collect()))
+                .set_tags(Some(behind.tags()))
+                .build(),
+        );
+        assert_eq!(plan(Some(&observed), &behind).change, Change::Unchanged);
+
+        let front = Desired { role: Role::Balancer, ..desired("198.51.100.7/32") };
+        let sources: Vec<String> = front.rules().iter().map(|r| r.cidr.clone()).collect();
+        assert!(sources.contains(&"::/0".to_string()) && !sources.contains(&"198.51.100.7/32".to_string()));
     }
 }

@@ -102,6 +102,10 @@ pub struct ProvisionArgs {
     /// Release the deployment's Elastic IP and use the instance's own public address.
     #[arg(long, overrides_with = "elastic_ip")]
     pub no_elastic_ip: bool,
+    /// Run N instances behind an Application Load Balancer with an ACM certificate (N >= 2: an
+    /// Auto Scaling group over two or more zones); 1 is the single instance [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100), conflicts_with_all = ["instance_id", "elastic_ip"])]
+    pub instances: Option<u32>,
     /// Days after which noncurrent object versions expire [default: 30].
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i32).range(1..))]
     pub noncurrent_days: Option<i32>,
@@ -112,6 +116,10 @@ pub struct ProvisionArgs {
     /// ("Invalid IAM Instance Profile").
     #[arg(long, value_name = "SECONDS", env = "REGCTL_IAM_WAIT", default_value_t = 120)]
     pub iam_wait: u64,
+    /// How long to wait for ACM to issue a scaled deployment's certificate (DNS validation
+    /// through the hosted zone usually takes a few minutes).
+    #[arg(long, value_name = "SECONDS", env = "REGCTL_CERTIFICATE_WAIT", default_value_t = 1800)]
+    pub certificate_wait: u64,
     /// Print the plan (create / update / unchanged per resource) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

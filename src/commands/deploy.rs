@@ -10,7 +10,9 @@ use crate::aws::{Names, instance};
 use crate::cli::{DeployArgs, GlobalArgs, SshArgs, StorageKind};
 use crate::ops::deploy::{DeployOptions, FirstUser, Storage, Tls, deploy};
 use crate::ops::progress::Reporter;
+use crate::ops::release::ReleaseOptions;
 use crate::ops::remote::{Layout, RemoteOptions};
+use crate::ops::rollout::{RolloutOptions, rollout};
 use crate::ops::state::Settings;
 use crate::ops::users::PasswordSource;
 use crate::ssh::{SshOptions, console_fingerprints, is_known};
@@ -144,10 +146,13 @@ async fn from_console(
 
 /// Runs `regctl deploy`.
 pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
-    let (_, recorded) = load(global, &args.ssh.state)?;
+    let (names, recorded) = load(global, &args.ssh.state)?;
     let domain = args.domain.clone().or(recorded.domain.clone()).ok_or_else(|| {
         usage!("no domain: pass --domain (the registry's DNS name), or record one with `regctl provision --domain NAME`")
     })?;
+    if recorded.instances.is_some_and(|n| n >= 2) {
+        return run_scaled(global, &args, &names, recorded, &domain);
+    }
     let (remote, recorded) = remote_options(global, &args.ssh, Some(&domain))?;
     let storage = match args.storage {
         StorageKind::S3 => {
@@ -232,6 +237,88 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
         println!(
             "Upload: {} bytes in {:.2}s = {rate:.1} MB/s.",
             summary.binary_bytes, summary.upload_seconds
+        );
+    }
+    println!("The registry answers at {}.", summary.health_url);
+    Ok(())
+}
+
+/// `deploy` of a scaled deployment: the release through the bucket and an instance refresh, no
+/// SSH (the name points at the load balancer, and instances install the release at boot).
+fn run_scaled(
+    global: &GlobalArgs,
+    args: &DeployArgs,
+    names: &Names,
+    recorded: Settings,
+    domain: &str,
+) -> anyhow::Result<()> {
+    if args.storage != StorageKind::S3 || args.tls_cert.is_some() || args.ssh.host.is_some() {
+        return Err(usage!(
+            "this deployment is scaled (provision --instances {}): its servers keep everything in the \
+             bucket and the load balancer holds the certificate, so --storage filesystem, --tls-cert and \
+             --host do not apply",
+            recorded.instances.unwrap_or_default()
+        ));
+    }
+    let bucket = args.bucket.clone().or(recorded.bucket.clone()).ok_or_else(|| {
+        usage!(
+            "no bucket recorded for this scaled deployment: pass --bucket, or run `regctl provision` first"
+        )
+    })?;
+    let region =
+        global.region.clone().or(recorded.region.clone()).ok_or_else(|| {
+            usage!("no region for the bucket: pass --region, or run `regctl provision` first")
+        })?;
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => default_server_binary()?,
+    };
+    let mut users = regctl_registry::config::S3Config::for_bucket(bucket.clone());
+    users.region = Some(region.clone());
+    if let Some(endpoint) = &global.endpoint_url {
+        users.regionendpoint = Some(endpoint.clone());
+        users.forcepathstyle = true;
+    }
+    let opts = RolloutOptions {
+        release: ReleaseOptions {
+            binary,
+            bucket,
+            region: region.clone(),
+            realm: regctl_registry::config::default_realm(),
+            anonymous_pull: args.anonymous_pull,
+            immutable_tags: args.immutable_tags.clone(),
+            mutable_tags: args.mutable_tags.clone(),
+        },
+        group: names.scaled(),
+        users,
+        first_user: FirstUser {
+            name: args.first_user.clone(),
+            password: if args.password_stdin { PasswordSource::Stdin } else { PasswordSource::Prompt },
+            cost: args.cost,
+        },
+        health_url: args.health_url.clone().unwrap_or_else(|| format!("https://{domain}/v2/")),
+        ca_file: args.ca_file.clone(),
+        wait: Duration::from_secs(args.wait),
+    };
+    let json = json(global);
+    let reporter = Reporter::new(json);
+    let settings = Settings { region: Some(region), ..recorded };
+    let summary = block_on(async {
+        let aws = connect(global, &settings).await?;
+        rollout(&aws, &opts, &reporter).await
+    })??;
+    if json {
+        return print_json(&summary);
+    }
+    if summary.refreshed {
+        println!(
+            "Deployed: the new release is in s3://{} and every instance of {} was replaced by one running it.",
+            summary.published.bucket, summary.group
+        );
+    } else {
+        println!(
+            "Nothing to change: s3://{} already names this release, which the instances of {} run.",
+            summary.published.bucket, summary.group
         );
     }
     println!("The registry answers at {}.", summary.health_url);

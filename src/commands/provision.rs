@@ -30,6 +30,7 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
         },
         noncurrent_days: args.noncurrent_days,
         abort_multipart_days: args.abort_multipart_days,
+        instances: args.instances,
         ..target_settings(global, &args.target)
     };
     let ssh_cidr_origin = if args.ssh_cidr.is_some() {
@@ -57,6 +58,7 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         iam_retry: Retry { timeout: Duration::from_secs(args.iam_wait), ..Retry::IAM_PROPAGATION },
         insync_timeout: Duration::from_secs(600),
+        certificate_timeout: Duration::from_secs(args.certificate_wait),
         state_file: Some(args.state.state_file.clone()),
         ssh_cidr_origin,
         replace_foreign_record: global.yes,
@@ -74,7 +76,7 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
             println!(
                 "provisioned: {} -> {}",
                 summary.domain,
-                summary.public_ip.as_deref().unwrap_or("(no address)")
+                summary.load_balancer.as_deref().or(summary.public_ip.as_deref()).unwrap_or("(no address)")
             );
         } else {
             println!("everything is up to date: no changes");

@@ -21,6 +21,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<()> {
             dry_run: true,
             iam_retry: Retry::IAM_PROPAGATION,
             insync_timeout: Duration::from_secs(0),
+            certificate_timeout: Duration::from_secs(0),
             state_file: None,
             ssh_cidr_origin: args.state.state_file.display().to_string(),
             replace_foreign_record: false,
@@ -61,6 +62,26 @@ fn print_text(r: &StatusReport) -> anyhow::Result<()> {
             if res.changes.is_empty() { String::new() } else { format!(": {}", res.changes.join("; ")) };
         println!("  {:<8} {} {}{changes}", res.status, res.resource, res.name);
     }
+    if let Some(g) = &r.group {
+        println!(
+            "Auto Scaling group {}: {} of {} instances{}",
+            g.name,
+            g.instances.len(),
+            g.desired,
+            g.status.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+        );
+        for m in &g.instances {
+            println!(
+                "  instance {} in {}: {}, {}; load balancer: {}{}",
+                m.member.id,
+                m.member.zone,
+                m.member.lifecycle,
+                m.member.health,
+                m.target_health.as_deref().unwrap_or("not registered"),
+                m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            );
+        }
+    }
     match &r.instance {
         Some(i) => println!(
             "instance {}: {}, public address {}",
@@ -68,6 +89,7 @@ fn print_text(r: &StatusReport) -> anyhow::Result<()> {
             i.state,
             i.public_ip.as_deref().unwrap_or("none")
         ),
+        None if r.group.is_some() => {}
         None => println!("instance: none"),
     }
     if let Some(why) = &r.probe_skipped {

@@ -12,6 +12,7 @@ pub mod provision;
 pub mod release;
 pub mod remote;
 pub mod restore;
+pub mod rollout;
 pub mod state;
 pub mod status;
 pub mod teardown;

@@ -1,6 +1,8 @@
 //! `provision`: creates or converges every AWS resource of a deployment, in dependency order,
 //! each step observing first and then creating, updating or leaving alone.
 
+mod scaled;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,8 +12,8 @@ use serde::Serialize;
 use super::progress::{Reporter, StepReport};
 use super::state::{Settings, StateFile};
 use crate::aws::{
-    Aws, AwsError, Caller, Change, Names, Retry, association, bucket, dns, elastic_ip, instance,
-    instance_profile, policy, role, security_group,
+    Aws, AwsError, Caller, Change, Names, Retry, association, auto_scaling, bucket, dns, elastic_ip,
+    instance, instance_profile, policy, role, security_group,
 };
 use crate::policies;
 
@@ -35,6 +37,8 @@ pub struct ProvisionOptions {
     pub iam_retry: Retry,
     /// How long to wait for a DNS change to be INSYNC.
     pub insync_timeout: Duration,
+    /// How long to wait for ACM to issue a scaled deployment's certificate.
+    pub certificate_timeout: Duration,
     /// Where the settings are recorded (`None`: not recorded).
     pub state_file: Option<PathBuf>,
     /// Where the SSH CIDR came from, for the message saying what was chosen.
@@ -67,6 +71,10 @@ pub struct ProvisionSummary {
     pub instance_state: Option<String>,
     /// The address the DNS name points at, once known.
     pub public_ip: Option<String>,
+    /// A scaled deployment's load balancer's DNS name (what the DNS name is an alias of), once
+    /// known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
 }
 
 /// Checks an IPv4 CIDR (a bare address means /32) and returns it in the canonical form AWS
@@ -116,6 +124,10 @@ pub async fn provision(
 
     run.bucket().await?;
     let profile = run.iam().await?;
+    if let Some(size) = target.scaled {
+        let load_balancer = run.scaled(size, &profile).await?;
+        return Ok(run.summary(None, None, None, load_balancer));
+    }
     let placement =
         instance::placement(aws, &target.instance_wanted, target.current_instance.as_ref()).await?;
     run.announce_placement(&placement);
@@ -124,22 +136,19 @@ pub async fn provision(
     let instance_id = running.as_ref().map(|o| o.id.clone());
     run.association(instance_id.as_deref(), &profile).await?;
     let (public_ip, eip) = run.address(running.as_ref(), instance_id.as_deref()).await?;
-    run.dns(&group, running.as_ref(), eip.as_ref(), public_ip.as_deref()).await?;
-
-    let steps = rep.steps();
-    let changed = steps.iter().any(|s| !s.change.is_unchanged());
-    Ok(ProvisionSummary {
-        deployment: opts.names.deployment().to_string(),
-        region: aws.region.clone(),
-        dry_run: opts.dry_run,
-        changed,
-        steps,
-        bucket: target.bucket_name,
-        domain: target.domain,
-        instance_id,
-        instance_state: running.map(|o| o.state),
-        public_ip,
-    })
+    // The addresses that are the deployment's: a record at any other is someone else's.
+    let owned: Vec<String> = [
+        target.current_instance.as_ref().and_then(|o| o.public_ip.clone()),
+        running.as_ref().and_then(|o| o.public_ip.clone()),
+        eip.as_ref().map(|e| e.public_ip.clone()),
+        public_ip.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let want = public_ip.clone().map(dns::Value::Address);
+    run.dns(&group, want.as_ref(), owned).await?;
+    Ok(run.summary(instance_id, running.map(|o| o.state), public_ip, None))
 }
 
 /// What a run converges to: the request, checked and completed with what AWS says (the caller,
@@ -161,6 +170,8 @@ struct Target {
     wanted_key: Option<Option<String>>,
     no_ssh_key: bool,
     want_eip: bool,
+    /// The number of instances of a scaled deployment (2 or more); `None` for a single instance.
+    scaled: Option<i32>,
 }
 
 impl Target {
@@ -203,6 +214,34 @@ impl Target {
             }),
         };
         let current_instance = instance::observe(aws, &instance_wanted, deployment).await?;
+        if s.instances.is_none_or(|n| n < 2)
+            && let Some(group) = auto_scaling::observe(aws, &opts.names.scaled()).await?
+            && group.deployment.as_deref() == Some(deployment)
+        {
+            bail!(
+                "deployment {deployment} runs {} instances in Auto Scaling group {}: to run a single instance, \
+                 `regctl teardown` (keeps the bucket and its images), then provision again; to keep the group, pass \
+                 --instances {}",
+                group.sizes.2,
+                opts.names.scaled(),
+                group.sizes.2.max(2)
+            );
+        }
+        if s.instances.is_some_and(|n| n >= 2) {
+            if s.instance_id.is_some() || s.elastic_ip == Some(true) || s.subnet_id.is_some() {
+                bail!(
+                    "--instances N (2 or more) launches its own instances behind a load balancer, in the default \
+                     subnets of two or more zones: drop --instance-id, --elastic-ip and --subnet-id"
+                );
+            }
+            if let Some(o) = &current_instance {
+                bail!(
+                    "deployment {deployment} runs on the single instance {}: to scale it out, `regctl teardown` (keeps \
+                     the bucket and its images), then provision again with --instances",
+                    o.id
+                );
+            }
+        }
         // The key pair is how deploy logs in: an instance launched without one (and without access
         // of the user's own) can never be deployed to, and EC2 cannot add one later. An instance
         // launched before this was asked keeps the key it has (recorded now).
@@ -245,6 +284,7 @@ impl Target {
             wanted_key,
             no_ssh_key,
             want_eip: s.elastic_ip.unwrap_or(false),
+            scaled: s.instances.filter(|n| *n >= 2).map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
         })
     }
 }
@@ -269,6 +309,31 @@ struct Run<'a> {
 impl Run<'_> {
     fn deployment(&self) -> &str {
         self.opts.names.deployment()
+    }
+
+    /// The result of the run, from the steps reported.
+    fn summary(
+        &self,
+        instance_id: Option<String>,
+        instance_state: Option<String>,
+        public_ip: Option<String>,
+        load_balancer: Option<String>,
+    ) -> ProvisionSummary {
+        let steps = self.rep.steps();
+        let changed = steps.iter().any(|s| !s.change.is_unchanged());
+        ProvisionSummary {
+            deployment: self.deployment().to_string(),
+            region: self.aws.region.clone(),
+            dry_run: self.dry,
+            changed,
+            steps,
+            bucket: self.target.bucket_name.clone(),
+            domain: self.target.domain.clone(),
+            instance_id,
+            instance_state,
+            public_ip,
+            load_balancer,
+        }
     }
 
     /// Says what is about to be converged, and where.
@@ -308,6 +373,7 @@ impl Run<'_> {
             hosted_zone_id: Some(t.zone.clone()),
             ssh_cidr: Some(t.ssh_cidr.clone()),
             elastic_ip: Some(t.want_eip),
+            instances: t.scaled.and_then(|n| u32::try_from(n).ok()),
             key_name: t.wanted_key.clone().flatten(),
             no_ssh_key: t.no_ssh_key.then_some(true),
             ..self.opts.settings.clone()
@@ -443,19 +509,26 @@ impl Run<'_> {
 
     /// Step 3: the security group, in the instance's VPC.
     async fn security_group(&self, placement: &instance::Placement) -> anyhow::Result<Group> {
+        let name = self.opts.names.security_group();
+        self.group(name, &placement.vpc_id, security_group::Role::Instance).await
+    }
+
+    /// A security group `name` in `vpc_id` with the rules of `role`, recording the DNS name.
+    async fn group(&self, name: String, vpc_id: &str, role: security_group::Role) -> anyhow::Result<Group> {
         let (aws, t) = (self.aws, self.target);
         let desired = security_group::Desired {
-            name: self.opts.names.security_group(),
-            vpc_id: placement.vpc_id.clone(),
+            name,
+            vpc_id: vpc_id.to_string(),
             ssh_cidr: t.ssh_cidr.clone(),
             deployment: self.deployment().to_string(),
             domain: t.domain.clone(),
             hosted_zone_id: Some(t.zone.clone()),
+            role,
         };
-        let label = format!("{} in {}", desired.name, placement.vpc_id);
+        let label = format!("{} in {vpc_id}", desired.name);
         self.rep
             .step("security group", &label, self.dry, async {
-                let observed = security_group::observe(aws, &desired.name, &placement.vpc_id).await?;
+                let observed = security_group::observe(aws, &desired.name, vpc_id).await?;
                 let plan = security_group::plan(observed.as_ref(), &desired);
                 // The record of an earlier DNS name goes once the new one is in place.
                 let old_dns = observed
@@ -602,49 +675,41 @@ impl Run<'_> {
         Ok((public_ip, existing))
     }
 
-    /// Step 7: the DNS record: points the name at the deployment, never over someone else's record
-    /// unless asked, and removes the record of a former name.
+    /// Step 7: the DNS record: points the name at the deployment (`want`; `None` in a dry run
+    /// before it exists), never over someone else's record unless asked, and removes the record of
+    /// a former name. `owned` are the deployment's addresses (or load balancer).
     async fn dns(
         &self,
         group: &Group,
-        running: Option<&instance::Observed>,
-        existing_eip: Option<&elastic_ip::Observed>,
-        public_ip: Option<&str>,
+        want: Option<&dns::Value>,
+        mut owned: Vec<String>,
     ) -> anyhow::Result<()> {
         let (aws, t, dry, opts) = (self.aws, self.target, self.dry, self.opts);
         let (domain, zone) = (&t.domain, &t.zone);
-        // The addresses that are the deployment's: a record at any other is someone else's.
-        let owned: Vec<String> = [
-            t.current_instance.as_ref().and_then(|o| o.public_ip.clone()),
-            running.and_then(|o| o.public_ip.clone()),
-            existing_eip.map(|e| e.public_ip.clone()),
-            public_ip.map(str::to_string),
-            group.recorded_value.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        owned.extend(group.recorded_value.clone());
         self.rep
             .step("DNS record", &format!("{domain} A (zone {zone})"), dry, async {
                 let observed = dns::observe(aws, zone, domain).await?;
-                let plan = dns::plan(observed.as_ref(), public_ip, &owned);
+                let plan = dns::plan(observed.as_ref(), want, &owned);
                 if let Some(values) = &plan.foreign
                     && !dry
                     && !opts.replace_foreign_record
                 {
                     bail!(
-                        "the A record of {domain} points at {}, not at this deployment's instance or Elastic IP: \
-                         it may serve something else. Check it, then run again with --yes to point it at {}",
+                        "the A record of {domain} points at {}, not at this deployment's instance, Elastic IP or \
+                         load balancer: it may serve something else. Check it, then run again with --yes to point it \
+                         at {}",
                         values.join(","),
-                        public_ip.unwrap_or("the instance")
+                        want.map_or_else(|| "the deployment".to_string(), dns::Value::shown)
                     );
                 }
-                if !dry && let Some(ip) = public_ip {
-                    dns::apply(aws, zone, domain, ip, &plan, opts.insync_timeout).await?;
-                    if group.recorded_value.as_deref() != Some(ip)
+                if !dry && let Some(want) = want {
+                    dns::apply(aws, zone, domain, want, &plan, opts.insync_timeout).await?;
+                    let value = want.shown();
+                    if group.recorded_value.as_deref() != Some(value.as_str())
                         && let Some(id) = &group.id
                     {
-                        security_group::record_dns_value(aws, id, ip).await?;
+                        security_group::record_dns_value(aws, id, &value).await?;
                     }
                 }
                 let mut change = plan.change;

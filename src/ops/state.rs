@@ -54,6 +54,10 @@ pub struct Settings {
     /// Days until incomplete multipart uploads are aborted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abort_multipart_days: Option<i32>,
+    /// Number of instances of a scaled deployment (2 or more: an Auto Scaling group behind a load
+    /// balancer); absent for a single instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
 }
 
 impl Settings {
@@ -77,6 +81,7 @@ impl Settings {
             elastic_ip: pick(self.elastic_ip, &over.elastic_ip),
             noncurrent_days: pick(self.noncurrent_days, &over.noncurrent_days),
             abort_multipart_days: pick(self.abort_multipart_days, &over.abort_multipart_days),
+            instances: pick(self.instances, &over.instances),
         }
     }
 }

@@ -11,7 +11,7 @@ use super::progress::Reporter;
 use super::provision::{ProvisionOptions, provision};
 use super::state::Settings;
 use super::teardown::inventory;
-use crate::aws::{Aws, Change, Names, instance};
+use crate::aws::{Aws, Change, Names, auto_scaling, instance, target_group};
 
 /// What `status` is asked to show.
 #[derive(Debug, Clone)]
@@ -85,6 +85,34 @@ pub struct InstanceStatus {
     pub public_ip: Option<String>,
 }
 
+/// One instance of a scaled deployment's group, with its health as the load balancer sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// The group's view: ID, zone, lifecycle state and health.
+    #[serde(flatten)]
+    pub member: auto_scaling::Member,
+    /// The target group's view: `healthy`, `unhealthy`, `initial`, `draining`, ... (`None`: not
+    /// registered).
+    pub target_health: Option<String>,
+    /// Why, when not healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A scaled deployment's Auto Scaling group as seen now.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    /// Group name.
+    pub name: String,
+    /// The number of instances it keeps.
+    pub desired: i32,
+    /// Set while it is being deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Its instances.
+    pub instances: Vec<MemberStatus>,
+}
+
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -96,8 +124,11 @@ pub struct StatusReport {
     pub source: String,
     /// Each resource.
     pub resources: Vec<ResourceStatus>,
-    /// The instance, if there is one.
+    /// The instance, if there is one (of a single-instance deployment).
     pub instance: Option<InstanceStatus>,
+    /// The Auto Scaling group of a scaled deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupStatus>,
     /// The DNS name.
     pub domain: Option<String>,
     /// What it resolves to (absent when not probed).
@@ -124,6 +155,7 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
         source: String::new(),
         resources: Vec::new(),
         instance: None,
+        group: None,
         domain: settings.domain.clone(),
         dns: None,
         https: None,
@@ -164,15 +196,15 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
             }
         }
     }
+    report.group = group_status(aws, names).await?;
     let instances = match &settings.instance_id {
         Some(id) => instance::observe_id(aws, id).await?.into_iter().collect(),
         None => instance::find_tagged(aws, deployment).await?,
     };
-    report.instance = instances.into_iter().next().map(|o| InstanceStatus {
-        id: o.id,
-        state: o.state,
-        public_ip: o.public_ip,
-    });
+    report.instance = instances
+        .into_iter()
+        .find(|o| o.auto_scaling_group().is_none())
+        .map(|o| InstanceStatus { id: o.id, state: o.state, public_ip: o.public_ip });
 
     if !opts.probe {
         report.probe_skipped = Some("--no-probe".into());
@@ -201,4 +233,30 @@ pub async fn status(aws: &Aws, opts: &StatusOptions) -> anyhow::Result<StatusRep
         report.dns = Some(answer);
     }
     Ok(report)
+}
+
+/// The deployment's Auto Scaling group and each instance's target health, if it has a group.
+async fn group_status(aws: &Aws, names: &Names) -> anyhow::Result<Option<GroupStatus>> {
+    let name = names.scaled();
+    let Some(group) = auto_scaling::observe(aws, &name).await? else { return Ok(None) };
+    if group.deployment.as_deref() != Some(names.deployment()) {
+        return Ok(None);
+    }
+    let health = match target_group::observe(aws, &name).await? {
+        Some(tg) => target_group::health(aws, &tg.arn).await?,
+        None => vec![],
+    };
+    let instances = group
+        .members
+        .into_iter()
+        .map(|member| {
+            let target = health.iter().find(|h| h.id == member.id);
+            MemberStatus {
+                target_health: target.map(|h| h.state.clone()),
+                reason: target.and_then(|h| h.reason.clone()),
+                member,
+            }
+        })
+        .collect();
+    Ok(Some(GroupStatus { name, desired: group.sizes.2, status: group.status, instances }))
 }

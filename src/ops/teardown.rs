@@ -9,9 +9,13 @@ use serde::Serialize;
 use super::progress::Reporter;
 use super::state::{Settings, StateFile};
 use crate::aws::{
-    Aws, AwsError, Names, Removed, Retry, association, bucket, dns, elastic_ip, instance, instance_profile,
-    policy, role, security_group,
+    Aws, AwsError, Names, Removed, Retry, association, auto_scaling, bucket, certificate, dns, elastic_ip,
+    instance, instance_profile, launch_template, listener, load_balancer, policy, role, security_group,
+    target_group,
 };
+
+/// How long teardown retries deleting a target group the deleted load balancer still holds.
+const TARGET_GROUP_RELEASE: Duration = Duration::from_secs(120);
 
 /// One resource of a deployment, as found by [`inventory`].
 #[derive(Debug, Clone)]
@@ -25,6 +29,47 @@ pub enum Item {
         /// The deployment's addresses: the record is deleted only while it points at them.
         owned: Vec<String>,
     },
+    /// A scaled deployment's Auto Scaling group (deleted with its instances).
+    AutoScalingGroup(String),
+    /// A scaled deployment's launch template.
+    LaunchTemplate {
+        /// Template ID.
+        id: String,
+        /// Template name.
+        name: String,
+    },
+    /// A listener of the load balancer.
+    Listener {
+        /// Its ARN.
+        arn: String,
+        /// Its port.
+        port: i32,
+    },
+    /// The load balancer.
+    LoadBalancer {
+        /// Its name.
+        name: String,
+        /// Its ARN.
+        arn: String,
+    },
+    /// The target group.
+    TargetGroup {
+        /// Its name.
+        name: String,
+        /// Its ARN.
+        arn: String,
+    },
+    /// The CNAME record that validates the certificate.
+    CertificateRecord {
+        /// Hosted zone ID.
+        zone: String,
+        /// Record name.
+        name: String,
+        /// Record value.
+        value: String,
+    },
+    /// The ACM certificate.
+    Certificate(certificate::Observed),
     /// The instance profile association of an instance.
     Association {
         /// The instance.
@@ -61,6 +106,13 @@ impl Item {
     pub fn kind(&self) -> &'static str {
         match self {
             Item::DnsRecord { .. } => "DNS record",
+            Item::AutoScalingGroup(_) => "Auto Scaling group",
+            Item::LaunchTemplate { .. } => "launch template",
+            Item::Listener { .. } => "listener",
+            Item::LoadBalancer { .. } => "load balancer",
+            Item::TargetGroup { .. } => "target group",
+            Item::CertificateRecord { .. } => "certificate validation record",
+            Item::Certificate(_) => "ACM certificate",
             Item::Association { .. } => "instance profile association",
             Item::Instance(_) => "instance",
             Item::SecurityGroup(_) => "security group",
@@ -76,6 +128,12 @@ impl Item {
     pub fn name(&self) -> String {
         match self {
             Item::DnsRecord { zone, domain, .. } => format!("{domain} A (zone {zone})"),
+            Item::AutoScalingGroup(name) => format!("{name} (with its instances)"),
+            Item::LaunchTemplate { id, name } => format!("{name} ({id})"),
+            Item::Listener { port, .. } => format!("port {port}"),
+            Item::LoadBalancer { name, .. } | Item::TargetGroup { name, .. } => name.clone(),
+            Item::CertificateRecord { zone, name, .. } => format!("{name} CNAME (zone {zone})"),
+            Item::Certificate(c) => format!("{} ({})", c.domain, c.status),
             Item::Association { instance } => instance.clone(),
             Item::Instance(o) if o.launched => format!("{} (launched by regctl: terminate)", o.id),
             Item::Instance(o) => format!("{} (not launched by regctl: untag, keep)", o.id),
@@ -179,8 +237,17 @@ pub async fn inventory(
     let mut warnings = Vec::new();
     let caller = aws.caller().await?;
 
-    let groups = security_group::find_tagged(aws, deployment).await?;
+    let mut groups = security_group::find_tagged(aws, deployment).await?;
+    // The instances' group first: its rule names the load balancer's group, which cannot go before.
+    groups.sort_by_key(|g| g.name == names.balancer_security_group());
     let mut instances = instance::find_tagged(aws, deployment).await?;
+    // A scaled deployment's instances go with their Auto Scaling group.
+    instances.retain(|i| i.auto_scaling_group().is_none());
+    let scaled = names.scaled();
+    let balancer = match load_balancer::observe(aws, &scaled).await? {
+        Some(b) if load_balancer::is_tagged(aws, &b.arn, deployment).await? => Some(b),
+        _ => None,
+    };
     if let Some(id) = &settings.instance_id
         && !instances.iter().any(|i| &i.id == id)
         && let Some(o) = instance::observe_id(aws, id).await?
@@ -193,10 +260,12 @@ pub async fn inventory(
         .filter_map(|i| i.public_ip.clone())
         .chain(eip.as_ref().map(|e| e.public_ip.clone()))
         .chain(groups.iter().filter_map(|g| g.dns_value.clone()))
+        .chain(balancer.iter().map(|b| dns::alias_name(&b.dns_name)))
         .collect();
     let domain = settings.domain.clone().or_else(|| groups.iter().find_map(|g| g.domain.clone()));
     let zone =
         settings.hosted_zone_id.clone().or_else(|| groups.iter().find_map(|g| g.hosted_zone_id.clone()));
+    let mut record_zone = None;
     if let Some(domain) = &domain {
         let zone = match zone {
             Some(z) => Some(z),
@@ -211,11 +280,45 @@ pub async fn inventory(
                 }
             },
         };
-        if let Some(zone) = zone
-            && dns::observe(aws, &zone, domain).await?.is_some()
+        if let Some(zone) = &zone
+            && dns::observe(aws, zone, domain).await?.is_some()
         {
-            items.push(Item::DnsRecord { zone, domain: domain.clone(), owned });
+            items.push(Item::DnsRecord { zone: zone.clone(), domain: domain.clone(), owned });
         }
+        record_zone = zone;
+    }
+
+    if let Some(g) = auto_scaling::observe(aws, &scaled).await?
+        && g.deployment.as_deref() == Some(deployment)
+    {
+        items.push(Item::AutoScalingGroup(scaled.clone()));
+    }
+    items.extend(
+        launch_template::find_tagged(aws, deployment)
+            .await?
+            .into_iter()
+            .map(|(id, name)| Item::LaunchTemplate { id, name }),
+    );
+    if let Some(b) = balancer {
+        for l in listener::observe(aws, &b.arn).await? {
+            items.push(Item::Listener { arn: l.arn, port: l.port });
+        }
+        items.push(Item::LoadBalancer { name: scaled.clone(), arn: b.arn });
+    }
+    if let Some(tg) = target_group::observe(aws, &scaled).await?
+        && load_balancer::is_tagged(aws, &tg.arn, deployment).await?
+    {
+        items.push(Item::TargetGroup { name: scaled.clone(), arn: tg.arn });
+    }
+    for c in certificate::find_tagged(aws, deployment).await? {
+        if let (Some(zone), Some(v)) = (&record_zone, &c.validation) {
+            items.push(Item::CertificateRecord {
+                zone: zone.clone(),
+                name: v.name.clone(),
+                value: v.value.clone(),
+            });
+        }
+        items.push(Item::Certificate(c));
     }
 
     for i in &instances {
@@ -270,6 +373,21 @@ async fn remove(
     let removed = match item {
         Item::DnsRecord { zone, domain, owned } => {
             dns::destroy(aws, zone, domain, owned, opts.insync_timeout).await?
+        }
+        Item::AutoScalingGroup(name) => {
+            auto_scaling::destroy(aws, name, auto_scaling::DELETE_TIMEOUT).await?
+        }
+        Item::LaunchTemplate { id, name } => launch_template::destroy(aws, id, name).await?,
+        Item::Listener { arn, .. } => listener::destroy(aws, arn).await?,
+        Item::LoadBalancer { name, arn } => load_balancer::destroy(aws, name, arn).await?,
+        Item::TargetGroup { name, arn } => {
+            target_group::destroy(aws, name, arn, Retry::with_timeout(TARGET_GROUP_RELEASE)).await?
+        }
+        Item::CertificateRecord { zone, name, value } => {
+            dns::delete_cname(aws, zone, name, value, opts.insync_timeout).await?
+        }
+        Item::Certificate(c) => {
+            certificate::destroy(aws, &c.arn, Retry::with_timeout(certificate::RELEASE_TIMEOUT)).await?
         }
         Item::Association { instance } => {
             association::destroy(aws, instance, &names.instance_profile()).await?

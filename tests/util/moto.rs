@@ -23,6 +23,9 @@ impl Moto {
         let addr = super::free_addr();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            // ACM issues a certificate requested with DNS validation after this many seconds
+            // (moto's default is 60).
+            .env("MOTO_ACM_VALIDATION_WAIT", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -400,26 +400,8 @@ async fn write_if_changed(
 /// Polls the health URL until it answers 401 with a Basic challenge; on timeout, fails with the
 /// last problem and the service's recent log.
 async fn wait_healthy(opts: &DeployOptions, reporter: &Reporter, remote: &Remote) -> anyhow::Result<()> {
-    let target = Target::parse(&opts.health_url).context("the health URL")?;
-    let roots = Arc::new(trust_roots(opts.ca_file.as_deref())?);
-    let (seconds, result) = reporter
-        .task("health", &opts.health_url, async {
-            let deadline = Instant::now() + opts.wait;
-            let started = Instant::now();
-            loop {
-                let answer = https::get(&target, None, roots.clone()).await;
-                let problem = match answer.and_then(|answer| judge(&answer)) {
-                    Ok(()) => return Ok(("401 with a Basic challenge: the registry is up".to_string(), ())),
-                    Err(e) => format!("{e:#}"),
-                };
-                if Instant::now() >= deadline {
-                    return Err(anyhow!(problem));
-                }
-                reporter.note(format!("waiting, {:.0}s: {problem}", started.elapsed().as_secs_f64()));
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        })
-        .await;
+    let (seconds, result) =
+        poll_health(&opts.health_url, opts.ca_file.as_deref(), opts.wait, reporter).await?;
     let Err(problem) = result else { return Ok(()) };
     let journal = remote.run(&format!("journalctl -u {SERVICE} -n 50 --no-pager")).await;
     let log = match journal {
@@ -434,6 +416,38 @@ async fn wait_healthy(opts: &DeployOptions, reporter: &Reporter, remote: &Remote
         url = opts.health_url,
         domain = opts.domain,
     )))
+}
+
+/// Polls `url` every 2 s, trusting the extra CA certificates of `ca_file`, until it answers 401
+/// with a login challenge (the registry is up and asks for credentials), for `wait` at most:
+/// the seconds it took and, on timeout, the last problem seen. Fails at once on a URL or CA file
+/// it cannot use.
+pub async fn poll_health(
+    url: &str,
+    ca_file: Option<&Path>,
+    wait: Duration,
+    reporter: &Reporter,
+) -> anyhow::Result<(f64, anyhow::Result<()>)> {
+    let target = Target::parse(url).context("the health URL")?;
+    let roots = Arc::new(trust_roots(ca_file)?);
+    Ok(reporter
+        .task("health", url, async {
+            let deadline = Instant::now() + wait;
+            let started = Instant::now();
+            loop {
+                let answer = https::get(&target, None, roots.clone()).await;
+                let problem = match answer.and_then(|answer| judge(&answer)) {
+                    Ok(()) => return Ok(("401 with a Basic challenge: the registry is up".to_string(), ())),
+                    Err(e) => format!("{e:#}"),
+                };
+                if Instant::now() >= deadline {
+                    return Err(anyhow!(problem));
+                }
+                reporter.note(format!("waiting, {:.0}s: {problem}", started.elapsed().as_secs_f64()));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+        .await)
 }
 
 /// Accepts a 401 answer with a Basic challenge, or with a Bearer challenge that sends the
