@@ -18,6 +18,7 @@ mod images;
 mod ops;
 mod provision;
 mod restore;
+mod rolling;
 mod s3;
 mod scale;
 mod soak;

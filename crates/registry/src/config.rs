@@ -7,6 +7,9 @@
 //! headertimeout = "30s"    # to send a request's headers (and idle time between requests)
 //! bodytimeout = "60s"      # longest pause while a request body is arriving
 //! hsts = true              # Strict-Transport-Security on HTTPS (default: ACME on port 443)
+//! draintime = "15s"        # on SIGTERM, /health says 503 this long before accepting stops (default 0)
+//! shutdowntimeout = "60s"  # then how long in-flight requests may finish (default 60s)
+//! proxies = ["10.0.0.0/8"] # peers whose X-Forwarded-For/-Proto/-Host are trusted (default none)
 //!
 //! [http.tls.letsencrypt]   # HTTPS by ACME, or certificate + key files: see config::tls
 //! hosts = ["registry.example.com"]
@@ -44,10 +47,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod cidr;
 pub mod ops;
 pub mod retention;
 pub mod tags;
 pub mod tls;
+pub use cidr::Cidr;
 pub use ops::{
     EndpointConfig, GcConfig, HealthConfig, MetricsConfig, NotificationsConfig, OpsEndpointConfig, UiConfig,
 };
@@ -131,6 +136,24 @@ pub struct HttpConfig {
     /// Send `Strict-Transport-Security` on HTTPS responses. Unset: only for ACME certificates
     /// on port 443 (a browser pins the host name on every port, so the operator decides).
     pub hsts: Option<bool>,
+    /// After the first SIGTERM or SIGINT, how long the server keeps serving every request
+    /// while `/health` answers 503, so that a load balancer takes it out of rotation before it
+    /// stops accepting connections; a second signal ends the wait. Behind a balancer, make it
+    /// at least the balancer's health-check interval times its unhealthy threshold, plus one
+    /// interval (an ALB checking every 5 s, unhealthy after 2: `15s`). `0`, the default, stops
+    /// accepting at once: a single server has nobody to hand its clients to, and its restart
+    /// stays as quick as before.
+    #[serde(deserialize_with = "ops::duration")]
+    pub draintime: Duration,
+    /// Once the server stops accepting, how long in-flight requests (a long blob upload or
+    /// download) may take to finish before their connections are closed; the drain and this
+    /// together should stay under systemd's stop timeout (90 s by default).
+    #[serde(deserialize_with = "ops::duration")]
+    pub shutdowntimeout: Duration,
+    /// The peers (CIDR blocks or addresses) whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed: the load balancer's subnet. Other peers' forwarded
+    /// headers are ignored (see [`crate::forwarded`]). None by default.
+    pub proxies: Vec<Cidr>,
 }
 
 impl Default for HttpConfig {
@@ -141,6 +164,9 @@ impl Default for HttpConfig {
             headertimeout: Some(Duration::from_secs(30)),
             bodytimeout: Some(Duration::from_secs(60)),
             hsts: None,
+            draintime: Duration::ZERO,
+            shutdowntimeout: Duration::from_secs(60),
+            proxies: Vec::new(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! serve (plain HTTP here, HTTPS through [`crate::tls`]) until a shutdown signal, then let
 //! in-flight requests finish. Connections are served by [`crate::connection`].
 
-use std::future::Future;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::auth::{self, Htpasswd, HtpasswdError};
 use crate::config::Config;
@@ -101,17 +102,17 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
         // Each manifest read is three S3 round trips otherwise; see registry::cache.
         registry = registry.with_manifest_cache(MANIFEST_CACHE_TTL);
     }
-    let ops = crate::ops::Ops { metrics, notifier, settings };
+    let ops = crate::ops::Ops { metrics, notifier, settings, draining: Default::default() };
     Ok(AppState { registry: Arc::new(registry), auth, ops: Arc::new(ops) })
 }
 
-/// Serves the registry described by `config` until `shutdown` completes.
-pub async fn serve(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+/// Serves the registry described by `config` until the first of `signals` (normally
+/// [`crate::shutdown::signals`]) and the drain after it ([`crate::shutdown`]), then lets
+/// in-flight requests finish.
+pub async fn serve(config: Config, signals: mpsc::UnboundedReceiver<()>) -> Result<(), ServeError> {
     let state = state(&config).await?;
     let ops = state.ops.clone();
+    let shutdown = crate::shutdown::after_drain(signals, ops.draining.clone(), config.http.draintime);
     crate::registry::spawn_watch(state.registry.clone());
     crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage, config.gc.leasettl);
     crate::memory::spawn_idle_trim(ops.metrics.clone());
@@ -164,7 +165,7 @@ pub async fn serve(
     }
     tracing::info!(addr = %local, storage = %root, "registry listening on http://{local}");
     let app = app(state);
-    connection::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
+    connection::accept_loop(listener, shutdown, limits, move |tcp, remote, watcher| {
         connection::serve(tcp, remote, app.clone(), limits, watcher)
     })
     .await;
@@ -174,24 +175,4 @@ pub async fn serve(
     }
     tracing::info!("registry stopped");
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
