@@ -26,6 +26,7 @@
 //! region = "eu-west-1"
 //! rootdirectory = "/image-registry"   # optional key prefix
 //! encrypt = true
+//! manifestcachettl = "1s"   # staleness bound of manifest reads across servers; 0 = no cache
 //!
 //! [auth]
 //! anonymous = "pull"   # anyone may pull without credentials (default: nobody)
@@ -230,6 +231,12 @@ pub struct S3Config {
     /// How long a presigned redirect URL stays valid (at most 7 days).
     #[serde(default = "default_redirect_expiry", deserialize_with = "ops::duration")]
     pub redirectexpiry: std::time::Duration,
+    /// How long a server trusts a tag's digest, or a manifest's presence, that it read (manifest
+    /// bodies are kept by digest meanwhile): the longest another server's push or delete takes
+    /// to show on this one. `0` turns the manifest cache off: every manifest read is three S3
+    /// requests. See [`crate::registry::cache`].
+    #[serde(default = "default_manifest_cache_ttl", deserialize_with = "ops::duration")]
+    pub manifestcachettl: std::time::Duration,
 }
 
 fn default_chunksize() -> u64 {
@@ -247,6 +254,10 @@ fn parse_flag(value: &str) -> Result<bool, String> {
 
 fn default_redirect_expiry() -> std::time::Duration {
     std::time::Duration::from_secs(20 * 60)
+}
+
+fn default_manifest_cache_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
 }
 
 fn default_true() -> bool {
@@ -271,6 +282,7 @@ impl S3Config {
             v4auth: true,
             redirect: false,
             redirectexpiry: default_redirect_expiry(),
+            manifestcachettl: default_manifest_cache_ttl(),
         }
     }
 
@@ -555,6 +567,10 @@ impl Config {
                 "redirect" => s3.redirect = flag(&value)?,
                 "redirectexpiry" => {
                     s3.redirectexpiry = ops::parse_duration(&value)
+                        .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
+                }
+                "manifestcachettl" => {
+                    s3.manifestcachettl = ops::parse_duration(&value)
                         .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
                 }
                 "chunksize" => {

@@ -12,10 +12,6 @@ use crate::connection::{self, ConnLimits};
 use crate::storage::{FsStorage, Storage};
 use crate::{AppState, Registry, app};
 
-/// How long a server on S3 trusts a tag's digest, or a manifest's presence, it read: the
-/// longest another server's push or delete of it takes to show on this one.
-pub const MANIFEST_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -98,9 +94,11 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     if let Some(notifier) = &notifier {
         registry = registry.with_subscriber(notifier.clone());
     }
-    if config.storage.s3.is_some() {
+    if let Some(s3) = &config.storage.s3
+        && !s3.manifestcachettl.is_zero()
+    {
         // Each manifest read is three S3 round trips otherwise; see registry::cache.
-        registry = registry.with_manifest_cache(MANIFEST_CACHE_TTL);
+        registry = registry.with_manifest_cache(s3.manifestcachettl);
     }
     let ops = crate::ops::Ops { metrics, notifier, settings, draining: Default::default() };
     Ok(AppState { registry: Arc::new(registry), auth, ops: Arc::new(ops) })
