@@ -641,6 +641,7 @@ mod tests {
             ("REGISTRY_STORAGE_S3_ENCRYPT", "true"),
             ("REGISTRY_STORAGE_S3_SECRETKEY", "hunter2"),
             ("REGISTRY_STORAGE_S3_CHUNKSIZE", "5242880"),
+            ("REGISTRY_STORAGE_S3_MANIFESTCACHETTL", "0"),
         ];
         let mut config = Config::default();
         config.apply_env(vars.map(|(k, v)| (k.to_string(), v.to_string()))).expect("env");
@@ -649,6 +650,8 @@ mod tests {
         assert_eq!(s3.rootdirectory, "/image-registry");
         assert!(s3.encrypt && s3.secure);
         assert_eq!(s3.chunksize, 5 << 20);
+        assert_eq!(s3.manifestcachettl, Duration::ZERO, "the manifest cache off");
+        assert_eq!(S3Config::for_bucket("b".into()).manifestcachettl, Duration::from_secs(1));
         assert!(!format!("{:?}", s3.secretkey).contains("hunter2"), "secrets never print");
         let mut config = Config::default();
         let missing = [("REGISTRY_STORAGE".to_string(), "s3".to_string())];
@@ -661,10 +664,15 @@ mod tests {
         assert_eq!(config.http.headertimeout, Some(Duration::from_secs(30)));
         assert_eq!(config.http.bodytimeout, Some(Duration::from_secs(60)));
         assert_eq!(config.storage.maxblobsize, None);
+        assert_eq!(
+            (config.http.draintime, config.http.shutdowntimeout),
+            (Duration::ZERO, Duration::from_secs(60))
+        );
         let config: Config = toml::from_str(
-            "[http]\nheadertimeout = \"5s\"\nbodytimeout = 0\n[storage]\nmaxblobsize = 1048576\n",
+            "[http]\nheadertimeout = \"5s\"\nbodytimeout = 0\ndraintime = \"15s\"\n[storage]\nmaxblobsize = 1048576\n",
         )
         .expect("toml");
+        assert_eq!(config.http.draintime, Duration::from_secs(15));
         assert_eq!(config.http.headertimeout, Some(Duration::from_secs(5)));
         assert_eq!(config.http.bodytimeout, None, "0 turns the timeout off");
         assert_eq!(config.storage.maxblobsize, Some(1 << 20));
