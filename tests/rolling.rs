@@ -364,3 +364,36 @@ fn a_server_killed_cuts_the_download_under_way() {
     eprintln!("servers killed: {} pulls, {failed} failed", pulls.len());
     assert!(slow.iter().all(Result::is_err), "a download survived its server's SIGKILL: {slow:?}");
 }
+
+/// The drain seen from a client: after SIGTERM, `/health` says 503 `draining` while other
+/// requests are served as before (over HTTP/1.1 with `Connection: close`), until the drain
+/// time ends, or, as here, a second signal ends it at once; the server then exits 0.
+#[test]
+fn a_stopping_server_drains_until_a_second_signal() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[http]\ndraintime = \"60s\"\n").expect("config");
+    let server = Server::start_with(&["--config", config.to_str().expect("UTF-8 path")]);
+    assert_eq!(util::http().get(server.url("/health")).send().expect("GET /health").status(), 200);
+    let term = || {
+        let status = std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status();
+        assert!(status.expect("kill").success());
+    };
+    term();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let resp = util::http().get(server.url("/health")).send().expect("GET /health while draining");
+        if resp.status() == 503 {
+            break resp.json::<serde_json::Value>().expect("JSON");
+        }
+        assert!(Instant::now() < deadline, "/health still {} 10 s after SIGTERM", resp.status());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(health["status"], "draining", "{health}");
+    let v2 = util::http().get(server.url("/v2/")).send().expect("GET /v2/ while draining");
+    assert_eq!(v2.status(), 200, "requests are still served");
+    assert_eq!(v2.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    let second = Instant::now();
+    assert!(server.stop(), "exit status 0"); // the second SIGTERM
+    assert!(second.elapsed() < Duration::from_secs(10), "the second signal did not end the drain");
+}
