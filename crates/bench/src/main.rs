@@ -187,7 +187,15 @@ fn run(args: Args) -> Result<()> {
             |label: &str, env: &[(&str, &str)]| Server::regctl(&args.regctl, &storage, &common, label, env);
         let balance = |servers: &[&Server], label: &str| Balancer::start(haproxy, servers, &common, label);
         let credentials = (args.user.as_str(), args.password.as_str());
-        rows.extend(runtime.block_on(phases::scale_out(start, balance, credentials, &work, limits))?);
+        let storage_cpu = || s3.cpu_seconds();
+        rows.extend(runtime.block_on(phases::scale_out(
+            start,
+            balance,
+            storage_cpu,
+            credentials,
+            &work,
+            limits,
+        ))?);
     }
     std::fs::remove_dir_all(&work_dir).with_context(|| format!("removing {}", work_dir.display()))?;
 

@@ -343,10 +343,12 @@ const CACHE_CONCURRENCY: [usize; 2] = [1, 16];
 ///   (`manifestcachettl = 0`: every GET is three S3 requests), p50 and p99: rows of cached and
 ///   uncached figures, the ratio cached / uncached.
 ///
-/// No row joins a summary group.
+/// `storage_cpu` is the S3 server's CPU time so far, printed beside the servers'. No row joins
+/// a summary group.
 pub async fn scale_out(
     start: impl Fn(&str, &[(&str, &str)]) -> Result<Server>,
     balance: impl Fn(&[&Server], &str) -> Result<Balancer>,
+    storage_cpu: impl Fn() -> Result<f64>,
     credentials: (&str, &str),
     work: &Arc<Workload>,
     limits: LatencyLimits,
@@ -370,6 +372,7 @@ pub async fn scale_out(
         eprintln!("  pulling through HAProxy with {n} server(s)...");
         small_images(&client, work, Op::Pull, SCALE_CONCURRENCY).await?; // warm-up
         let cpu_before: f64 = behind.iter().map(|s| s.cpu_seconds()).sum::<Result<f64>>()?;
+        let storage_before = storage_cpu()?;
         let rate = timed_rate(bytes, async {
             for _ in 0..SCALE_ROUNDS {
                 small_images(&client, work, Op::Pull, SCALE_CONCURRENCY).await?;
@@ -378,7 +381,11 @@ pub async fn scale_out(
         })
         .await?;
         let cpu: f64 = behind.iter().map(|s| s.cpu_seconds()).sum::<Result<f64>>()? - cpu_before;
-        eprintln!("  {n} server(s): {rate:.1} MB/s, servers' CPU {cpu:.1} s");
+        let storage = storage_cpu()? - storage_before;
+        let wall = bytes as f64 / 1e6 / rate;
+        eprintln!(
+            "  {n} server(s): {rate:.1} MB/s in {wall:.1} s; CPU: servers {cpu:.1} s, S3 (moto) {storage:.1} s"
+        );
         rates.push(rate);
     }
     let mut rows = vec![Row::new(

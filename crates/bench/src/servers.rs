@@ -232,7 +232,7 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     addr: SocketAddr,
-    _process: Server,
+    process: Server,
 }
 
 impl S3Server {
@@ -242,7 +242,12 @@ impl S3Server {
         let mut cmd = Command::new(binary);
         cmd.args(["-H", "127.0.0.1", "-p", &addr.port().to_string()]);
         let process = Server::spawn(cmd, addr, &work.join("moto.log"))?;
-        Ok(S3Server { endpoint: process.base.clone(), addr, _process: process })
+        Ok(S3Server { endpoint: process.base.clone(), addr, process })
+    }
+
+    /// CPU time moto has used since it started.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        self.process.cpu_seconds()
     }
 
     /// Creates an empty bucket (moto takes an unsigned path-style `PUT /BUCKET`).
