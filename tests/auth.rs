@@ -344,3 +344,61 @@ fn user_names_cannot_forge_log_lines() {
     // The log is a file, not a terminal: no colour codes in it.
     assert!(!text.contains('\u{1b}'), "ANSI escape codes in a log file:\n{text:?}");
 }
+
+/// Behind a load balancer (`[http] proxies`), the client the lockout counts is the one
+/// `X-Forwarded-For` names, and the token realm in the challenge is on the scheme and host of
+/// `X-Forwarded-Proto` and `-Host`; from a peer outside `proxies` those headers are ignored,
+/// so a client cannot dodge the lockout or move the realm by writing them itself.
+#[test]
+fn forwarded_headers_count_only_from_trusted_proxies() {
+    if !htpasswd_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let file = tmp.path().join("htpasswd");
+    htpasswd_set(&file, "alice", "alice-pw", true);
+    let file = file.to_str().expect("UTF-8");
+    let start = |name: &str, proxies: &str| {
+        let config = tmp.path().join(name);
+        std::fs::write(&config, format!("[http]\nproxies = [\"{proxies}\"]\n")).expect("config");
+        Server::start_with(&["--htpasswd", file, "--bearer", "--config", config.to_str().expect("UTF-8")])
+    };
+    // Every test request comes from 127.0.0.1: trusted by one server, not by the other.
+    let (trusting, ignoring) = (start("trusting.toml", "127.0.0.0/8"), start("ignoring.toml", "10.0.0.0/8"));
+    let forwarded = |server: &Server, creds: Option<(&str, &str)>, client: &str| {
+        let request = util::http()
+            .get(server.url("/v2/"))
+            .header("x-forwarded-for", format!("203.0.113.66, {client}"))
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "registry.example.com");
+        let request = match creds {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        };
+        request.send().expect("GET /v2/")
+    };
+    let realm = |server: &Server| {
+        let resp = forwarded(server, None, "198.51.100.7");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        resp.headers()["www-authenticate"].to_str().expect("ASCII").to_string()
+    };
+    assert!(
+        realm(&trusting).starts_with("Bearer realm=\"https://registry.example.com/token\""),
+        "{}",
+        realm(&trusting)
+    );
+    let own = format!("Bearer realm=\"http://{}/token\"", ignoring.addr);
+    assert!(realm(&ignoring).starts_with(&own), "{}", realm(&ignoring));
+
+    for server in [&trusting, &ignoring] {
+        for i in 0..10 {
+            let status = forwarded(server, Some(("alice", &format!("guess{i}"))), "198.51.100.7").status();
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    // Trusted: the forwarded client 198.51.100.7 is locked out, 198.51.100.8 is not.
+    assert_eq!(forwarded(&trusting, Some(("alice", "alice-pw")), "198.51.100.7").status(), 429);
+    assert_eq!(forwarded(&trusting, Some(("alice", "alice-pw")), "198.51.100.8").status(), 200);
+    // Ignored: every attempt was 127.0.0.1's, whatever the header says.
+    assert_eq!(forwarded(&ignoring, Some(("alice", "alice-pw")), "198.51.100.8").status(), 429);
+}

@@ -7,71 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::haproxy::Balancer;
 use crate::util::layout::{self, ImageBuilder, MIB};
 use crate::util::moto::Moto;
 use crate::util::{self, Server, skopeo};
-
-/// HAProxy in front of `servers`, round-robin per request, killed when dropped.
-struct Balancer {
-    addr: std::net::SocketAddr,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Balancer {
-    /// Starts `/usr/sbin/haproxy` (Debian's `haproxy`), or `None` locally when it is missing.
-    fn start(servers: &[&Server]) -> Option<Balancer> {
-        let haproxy = Path::new("/usr/sbin/haproxy");
-        if !haproxy.is_file() {
-            assert!(
-                !util::in_ci(),
-                "haproxy is required in CI (apt-get install haproxy; tests/run-all does)"
-            );
-            eprintln!("SKIPPED: haproxy is not installed; install it with: apt-get install haproxy");
-            return None;
-        }
-        let addr = util::free_addr();
-        // `http-server-close` and `http-reuse never`: every request is balanced on its own, so
-        // one push's POST, PATCH and PUT go to different servers. A server is out after one
-        // failed check (every 300 ms); a request whose connection is refused goes to another.
-        let mut config = format!(
-            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  \
-             option http-server-close\n  http-reuse never\n  retries 3\n  option redispatch 1\n\
-             frontend registry\n  bind {addr}\n  default_backend servers\n\
-             backend servers\n  balance roundrobin\n  option httpchk GET /health\n"
-        );
-        for (i, server) in servers.iter().enumerate() {
-            config.push_str(&format!("  server s{i} {} check inter 300ms fall 1 rise 2\n", server.addr));
-        }
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let file = dir.path().join("haproxy.cfg");
-        std::fs::write(&file, config).expect("write haproxy.cfg");
-        let check = Command::new(haproxy).arg("-c").arg("-f").arg(&file).output().expect("haproxy -c");
-        assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
-        let child = Command::new(haproxy)
-            .arg("-db")
-            .arg("-f")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        util::wait_for_port(addr, Duration::from_secs(20));
-        Some(Balancer { addr, child, _dir: dir })
-    }
-
-    fn host(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Three servers on `bucket` of `moto`, with `extra` arguments.
 fn three_servers(moto: &Moto, bucket: &str, scratch: &Path, extra: &[&str]) -> Vec<Server> {
@@ -104,7 +43,8 @@ fn three_servers_behind_a_balancer_push_and_pull_and_survive_one_killed_mid_push
     let bucket = moto.create_bucket();
     let tmp = tempfile::tempdir().expect("temporary directory");
     let mut servers = three_servers(&moto, &bucket, &tmp.path().join("unused"), &[]);
-    let Some(balancer) = Balancer::start(&servers.iter().collect::<Vec<_>>()) else { return };
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let Some(balancer) = Balancer::per_request(&addrs) else { return };
 
     // A push and a pull through the balancer, every request to the next server.
     let before: Vec<f64> = servers.iter().map(requests_served).collect();

@@ -19,6 +19,7 @@ mod ops;
 mod provision;
 mod release;
 mod restore;
+mod rolling;
 mod s3;
 mod scale;
 mod soak;

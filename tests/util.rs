@@ -5,6 +5,7 @@
 
 pub mod distribution;
 pub mod engines;
+pub mod haproxy;
 pub mod layout;
 pub mod moto;
 pub mod skopeo;

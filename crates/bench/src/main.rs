@@ -7,8 +7,9 @@
 //! - `client.rs` (library): the one HTTP client (push, pull, manifest GET/HEAD, every read
 //!   verified);
 //! - `soak.rs` (library): the bounded soak the integration tests run (not part of the benchmark);
-//! - `servers.rs`: starting `regctl serve`, `docker-registry` and moto; RSS from `/proc`;
-//! - `phases.rs`: the measurements, each run against both servers;
+//! - `servers.rs`: starting `regctl serve`, `docker-registry`, moto and HAProxy; RSS from `/proc`;
+//! - `phases.rs`: the measurements, each run against both servers, and the scale-out phase
+//!   (ours only: 1 vs 3 servers behind HAProxy, the manifest cache on and off);
 //! - `report.rs`: the table and the summary line (which is the last line of stdout).
 //!
 //! Progress goes to stderr, results to stdout.
@@ -30,7 +31,7 @@ use regctl_bench::workload::{self, Sizes, Workload};
 
 use crate::phases::{Contender, LatencyLimits};
 use crate::report::Row;
-use crate::servers::{Common, S3Server, Server, Storage};
+use crate::servers::{Balancer, Common, S3Server, Server, Storage};
 
 /// Where the tmpfs run keeps its storage (skipped when the machine has no such directory).
 const TMPFS: &str = "/dev/shm";
@@ -52,6 +53,10 @@ struct Args {
     /// The `moto_server` binary: with it, every phase also runs on S3 storage through it.
     #[arg(long)]
     moto_server: Option<PathBuf>,
+    /// HAProxy's binary: with it and `--moto-server`, the scale-out phase runs (several of our
+    /// servers on one bucket behind it; the manifest cache on and off).
+    #[arg(long)]
+    haproxy: Option<PathBuf>,
     /// htpasswd file (bcrypt) that both servers use.
     #[arg(long)]
     htpasswd: PathBuf,
@@ -150,7 +155,8 @@ fn run(args: Args) -> Result<()> {
                 None => Ok(Storage::Fs(dir.join(who))),
             }
         };
-        let ours = Server::regctl(&args.regctl, &storage("regctl")?, &common, &format!("regctl-{kind}"))?;
+        let ours =
+            Server::regctl(&args.regctl, &storage("regctl")?, &common, &format!("regctl-{kind}"), &[])?;
         let theirs = Server::distribution(
             &args.distribution,
             &storage("distribution")?,
@@ -172,6 +178,24 @@ fn run(args: Args) -> Result<()> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
+    }
+    if let (Some(moto), Some(haproxy)) = (&args.moto_server, &args.haproxy) {
+        eprintln!("== scale-out: our servers on one bucket");
+        let s3 = S3Server::start(moto, &work_dir)?;
+        let storage = s3.bucket("regctl-scale")?;
+        let start =
+            |label: &str, env: &[(&str, &str)]| Server::regctl(&args.regctl, &storage, &common, label, env);
+        let balance = |servers: &[&Server], label: &str| Balancer::start(haproxy, servers, &common, label);
+        let credentials = (args.user.as_str(), args.password.as_str());
+        let storage_cpu = || s3.cpu_seconds();
+        rows.extend(runtime.block_on(phases::scale_out(
+            start,
+            balance,
+            storage_cpu,
+            credentials,
+            &work,
+            limits,
+        ))?);
     }
     std::fs::remove_dir_all(&work_dir).with_context(|| format!("removing {}", work_dir.display()))?;
 
@@ -219,6 +243,11 @@ fn print_report(rows: &[Row], sha_rate: f64, big_blob_bytes: u64, s3: bool, elap
     if s3 {
         println!(
             "s3 = both servers on one local moto server; both answer blob GETs with a redirect to it (distribution's default, regctl's `redirect = true`)"
+        );
+    }
+    if rows.iter().any(|r| r.what.contains("cached | uncached")) {
+        println!(
+            "scale-out rows (ours only): 'A | B' names the two columns; 3 vs 1 servers behind HAProxy on one moto bucket (blobs through the servers), the manifest cache on vs off"
         );
     }
     println!();

@@ -12,7 +12,7 @@ use regctl_bench::client::Registry;
 use regctl_bench::workload::{Blob, Image, Workload};
 
 use crate::report::{Better, Group, Row};
-use crate::servers::{self, Server};
+use crate::servers::{self, Balancer, Server};
 
 /// One server under test and the client pointed at it.
 pub struct Contender {
@@ -106,14 +106,14 @@ pub async fn run(
     );
     rows.push(
         pair(&what, Group::Push, &mut both, async |c| {
-            timed_rate(small_bytes, small_images(c, work, Op::Push)).await
+            timed_rate(small_bytes, small_images(&c.client, work, Op::Push, SMALL_IMAGE_CONCURRENCY)).await
         })
         .await?,
     );
     let what = format!("{kind} pull {} small images, MB/s", work.small.len());
     rows.push(
         pair(&what, Group::Pull, &mut both, async |c| {
-            timed_rate(small_bytes, small_images(c, work, Op::Pull)).await
+            timed_rate(small_bytes, small_images(&c.client, work, Op::Pull, SMALL_IMAGE_CONCURRENCY)).await
         })
         .await?,
     );
@@ -251,12 +251,12 @@ enum Op {
     Pull,
 }
 
-/// Pushes or pulls every small image, a few at a time, each worker on its own task.
-async fn small_images(contender: &Contender, work: &Arc<Workload>, op: Op) -> Result<()> {
+/// Pushes or pulls every small image, `concurrency` at a time, each worker on its own task.
+async fn small_images(client: &Registry, work: &Arc<Workload>, op: Op, concurrency: usize) -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
-    for _ in 0..SMALL_IMAGE_CONCURRENCY {
-        let (client, work, next) = (contender.client.clone(), work.clone(), next.clone());
+    for _ in 0..concurrency {
+        let (client, work, next) = (client.clone(), work.clone(), next.clone());
         tasks.spawn(async move {
             loop {
                 let Some(image) = work.small.get(next.fetch_add(1, Ordering::Relaxed)) else { return Ok(()) };
@@ -324,6 +324,97 @@ async fn bearer(
         basic.rate()
     );
     Ok(Row::new(what, bearer.percentile(99.0), basic.percentile(99.0)).better(Better::Lower))
+}
+
+/// Concurrent image pulls through the balancer in the scale-out phase: enough to keep three
+/// servers busy.
+const SCALE_CONCURRENCY: usize = 16;
+/// How many times the scale-out phase pulls every small image per server count.
+const SCALE_ROUNDS: usize = 3;
+/// Concurrent manifest clients of the manifest cache cells.
+const CACHE_CONCURRENCY: [usize; 2] = [1, 16];
+
+/// Our servers only, several on one bucket (`storage`): what a scaled deployment gains.
+/// - Pull throughput through HAProxy with 1 server, then with 3, on one bucket: every small
+///   image [`SCALE_ROUNDS`] times, [`SCALE_CONCURRENCY`] at a time, blobs through the servers
+///   (no redirect to S3). The row holds the 3-server rate and the 1-server rate, so its ratio
+///   is the gain of scaling out.
+/// - Manifest GET latency on S3 with the manifest cache (the default) and without it
+///   (`manifestcachettl = 0`: every GET is three S3 requests), p50 and p99: rows of cached and
+///   uncached figures, the ratio cached / uncached.
+///
+/// `storage_cpu` is the S3 server's CPU time so far, printed beside the servers'. No row joins
+/// a summary group.
+pub async fn scale_out(
+    start: impl Fn(&str, &[(&str, &str)]) -> Result<Server>,
+    balance: impl Fn(&[&Server], &str) -> Result<Balancer>,
+    storage_cpu: impl Fn() -> Result<f64>,
+    credentials: (&str, &str),
+    work: &Arc<Workload>,
+    limits: LatencyLimits,
+) -> Result<Vec<Row>> {
+    let (user, password) = credentials;
+    let no_redirect = [("REGISTRY_STORAGE_S3_REDIRECT", "false")];
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(start(&format!("regctl-scale-{i}"), &no_redirect)?);
+    }
+    let direct = Registry::new(&servers[0].base, user, password);
+    eprintln!("  pushing {} small images once...", work.small.len());
+    small_images(&direct, work, Op::Push, SMALL_IMAGE_CONCURRENCY).await?;
+
+    let bytes = SCALE_ROUNDS as u64 * work.small.iter().map(Image::bytes).sum::<u64>();
+    let mut rates = Vec::new();
+    for n in [1, 3] {
+        let behind: Vec<&Server> = servers.iter().take(n).collect();
+        let balancer = balance(&behind, &format!("haproxy-{n}"))?;
+        let client = Registry::new(&balancer.base, user, password);
+        eprintln!("  pulling through HAProxy with {n} server(s)...");
+        small_images(&client, work, Op::Pull, SCALE_CONCURRENCY).await?; // warm-up
+        let cpu_before: f64 = behind.iter().map(|s| s.cpu_seconds()).sum::<Result<f64>>()?;
+        let storage_before = storage_cpu()?;
+        let rate = timed_rate(bytes, async {
+            for _ in 0..SCALE_ROUNDS {
+                small_images(&client, work, Op::Pull, SCALE_CONCURRENCY).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        let cpu: f64 = behind.iter().map(|s| s.cpu_seconds()).sum::<Result<f64>>()? - cpu_before;
+        let storage = storage_cpu()? - storage_before;
+        let wall = bytes as f64 / 1e6 / rate;
+        eprintln!(
+            "  {n} server(s): {rate:.1} MB/s in {wall:.1} s; CPU: servers {cpu:.1} s, S3 (moto) {storage:.1} s"
+        );
+        rates.push(rate);
+    }
+    let mut rows = vec![Row::new(
+        format!(
+            "s3 pull {} small images x{SCALE_ROUNDS} via HAProxy, {SCALE_CONCURRENCY} at a time, MB/s: 3 servers | 1",
+            work.small.len()
+        ),
+        rates[1],
+        rates[0],
+    )];
+
+    let uncached_server = start("regctl-scale-uncached", &[("REGISTRY_STORAGE_S3_MANIFESTCACHETTL", "0")])?;
+    let uncached = Registry::new(&uncached_server.base, user, password);
+    for concurrency in CACHE_CONCURRENCY {
+        let cached = latencies(&direct, work, work.small.len(), false, concurrency, limits).await?;
+        let plain = latencies(&uncached, work, work.small.len(), false, concurrency, limits).await?;
+        let what = format!("s3 manifest GET, {concurrency:>2} clients");
+        for p in [50.0, 99.0] {
+            rows.push(
+                Row::new(
+                    format!("{what}: p{p:.0} ms, cached | uncached"),
+                    cached.percentile(p),
+                    plain.percentile(p),
+                )
+                .better(Better::Lower),
+            );
+        }
+    }
+    Ok(rows)
 }
 
 /// Request latencies of one cell of the latency phase, and its wall time.

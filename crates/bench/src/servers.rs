@@ -61,8 +61,15 @@ pub struct Memory {
 }
 
 impl Server {
-    /// Starts `regctl serve` (`binary`) on `storage`, logging warnings only.
-    pub fn regctl(binary: &Path, storage: &Storage, common: &Common, label: &str) -> Result<Server> {
+    /// Starts `regctl serve` (`binary`) on `storage`, logging warnings only; `env` is set
+    /// last (e.g. `REGISTRY_STORAGE_S3_REDIRECT`).
+    pub fn regctl(
+        binary: &Path,
+        storage: &Storage,
+        common: &Common,
+        label: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let addr = free_addr()?;
         let mut cmd = Command::new(binary);
         cmd.arg("serve").arg("--addr").arg(addr.to_string()).arg("--htpasswd").arg(&common.htpasswd);
@@ -89,6 +96,7 @@ impl Server {
                 ]);
             }
         }
+        cmd.envs(env.iter().copied());
         Server::spawn(cmd, addr, &common.work.join(format!("{label}.log")))
     }
 
@@ -224,7 +232,7 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     addr: SocketAddr,
-    _process: Server,
+    process: Server,
 }
 
 impl S3Server {
@@ -234,7 +242,12 @@ impl S3Server {
         let mut cmd = Command::new(binary);
         cmd.args(["-H", "127.0.0.1", "-p", &addr.port().to_string()]);
         let process = Server::spawn(cmd, addr, &work.join("moto.log"))?;
-        Ok(S3Server { endpoint: process.base.clone(), addr, _process: process })
+        Ok(S3Server { endpoint: process.base.clone(), addr, process })
+    }
+
+    /// CPU time moto has used since it started.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        self.process.cpu_seconds()
     }
 
     /// Creates an empty bucket (moto takes an unsigned path-style `PUT /BUCKET`).
@@ -252,6 +265,35 @@ impl S3Server {
             bail!("creating bucket {name}: {status}");
         }
         Ok(Storage::S3 { endpoint: self.endpoint.clone(), bucket: name.to_string() })
+    }
+}
+
+/// HAProxy (`binary`) balancing round-robin over some of our servers, with keep-alive
+/// connections to them, as an operator runs it in front of several servers on one bucket.
+pub struct Balancer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    _process: Server,
+}
+
+impl Balancer {
+    /// Starts HAProxy in front of `servers`; its configuration and log go to the work directory.
+    pub fn start(binary: &Path, servers: &[&Server], common: &Common, label: &str) -> Result<Balancer> {
+        let addr = free_addr()?;
+        let mut config = format!(
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n\
+             frontend registry\n  bind {addr}\n  default_backend servers\n\
+             backend servers\n  balance roundrobin\n"
+        );
+        for (i, server) in servers.iter().enumerate() {
+            config.push_str(&format!("  server s{i} {}\n", server.addr));
+        }
+        let file = common.work.join(format!("{label}.cfg"));
+        fs::write(&file, config).with_context(|| format!("writing {}", file.display()))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("-db").arg("-f").arg(&file);
+        let process = Server::spawn(cmd, addr, &common.work.join(format!("{label}.log")))?;
+        Ok(Balancer { base: process.base.clone(), _process: process })
     }
 }
 

@@ -261,7 +261,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     let config = config(args)?;
     init_logging(config.log.format, &config.log.level)?;
     let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
-    runtime.block_on(server::serve(config, server::shutdown_signal()))?;
+    runtime.block_on(async { server::serve(config, crate::shutdown::signals()).await })?;
     Ok(())
 }
 

@@ -7,6 +7,9 @@
 //! headertimeout = "30s"    # to send a request's headers (and idle time between requests)
 //! bodytimeout = "60s"      # longest pause while a request body is arriving
 //! hsts = true              # Strict-Transport-Security on HTTPS (default: ACME on port 443)
+//! draintime = "15s"        # on SIGTERM, /health says 503 this long before accepting stops (default 0)
+//! shutdowntimeout = "60s"  # then how long in-flight requests may finish (default 60s)
+//! proxies = ["10.0.0.0/8"] # peers whose X-Forwarded-For/-Proto/-Host are trusted (default none)
 //!
 //! [http.tls.letsencrypt]   # HTTPS by ACME, or certificate + key files: see config::tls
 //! hosts = ["registry.example.com"]
@@ -23,6 +26,7 @@
 //! region = "eu-west-1"
 //! rootdirectory = "/image-registry"   # optional key prefix
 //! encrypt = true
+//! manifestcachettl = "1s"   # staleness bound of manifest reads across servers; 0 = no cache
 //!
 //! [auth]
 //! anonymous = "pull"   # anyone may pull without credentials (default: nobody)
@@ -44,10 +48,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod cidr;
 pub mod ops;
 pub mod retention;
 pub mod tags;
 pub mod tls;
+pub use cidr::Cidr;
 pub use ops::{
     EndpointConfig, GcConfig, HealthConfig, MetricsConfig, NotificationsConfig, OpsEndpointConfig, UiConfig,
 };
@@ -131,6 +137,24 @@ pub struct HttpConfig {
     /// Send `Strict-Transport-Security` on HTTPS responses. Unset: only for ACME certificates
     /// on port 443 (a browser pins the host name on every port, so the operator decides).
     pub hsts: Option<bool>,
+    /// After the first SIGTERM or SIGINT, how long the server keeps serving every request
+    /// while `/health` answers 503, so that a load balancer takes it out of rotation before it
+    /// stops accepting connections; a second signal ends the wait. Behind a balancer, make it
+    /// at least the balancer's health-check interval times its unhealthy threshold, plus one
+    /// interval (an ALB checking every 5 s, unhealthy after 2: `15s`). `0`, the default, stops
+    /// accepting at once: a single server has nobody to hand its clients to, and its restart
+    /// stays as quick as before.
+    #[serde(deserialize_with = "ops::duration")]
+    pub draintime: Duration,
+    /// Once the server stops accepting, how long in-flight requests (a long blob upload or
+    /// download) may take to finish before their connections are closed; the drain and this
+    /// together should stay under systemd's stop timeout (90 s by default).
+    #[serde(deserialize_with = "ops::duration")]
+    pub shutdowntimeout: Duration,
+    /// The peers (CIDR blocks or addresses) whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed: the load balancer's subnet. Other peers' forwarded
+    /// headers are ignored (see [`crate::forwarded`]). None by default.
+    pub proxies: Vec<Cidr>,
 }
 
 impl Default for HttpConfig {
@@ -141,6 +165,9 @@ impl Default for HttpConfig {
             headertimeout: Some(Duration::from_secs(30)),
             bodytimeout: Some(Duration::from_secs(60)),
             hsts: None,
+            draintime: Duration::ZERO,
+            shutdowntimeout: Duration::from_secs(60),
+            proxies: Vec::new(),
         }
     }
 }
@@ -204,6 +231,12 @@ pub struct S3Config {
     /// How long a presigned redirect URL stays valid (at most 7 days).
     #[serde(default = "default_redirect_expiry", deserialize_with = "ops::duration")]
     pub redirectexpiry: std::time::Duration,
+    /// How long a server trusts a tag's digest, or a manifest's presence, that it read (manifest
+    /// bodies are kept by digest meanwhile): the longest another server's push or delete takes
+    /// to show on this one. `0` turns the manifest cache off: every manifest read is three S3
+    /// requests. See [`crate::registry::cache`].
+    #[serde(default = "default_manifest_cache_ttl", deserialize_with = "ops::duration")]
+    pub manifestcachettl: std::time::Duration,
 }
 
 fn default_chunksize() -> u64 {
@@ -221,6 +254,10 @@ fn parse_flag(value: &str) -> Result<bool, String> {
 
 fn default_redirect_expiry() -> std::time::Duration {
     std::time::Duration::from_secs(20 * 60)
+}
+
+fn default_manifest_cache_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
 }
 
 fn default_true() -> bool {
@@ -245,6 +282,7 @@ impl S3Config {
             v4auth: true,
             redirect: false,
             redirectexpiry: default_redirect_expiry(),
+            manifestcachettl: default_manifest_cache_ttl(),
         }
     }
 
@@ -531,6 +569,10 @@ impl Config {
                     s3.redirectexpiry = ops::parse_duration(&value)
                         .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
                 }
+                "manifestcachettl" => {
+                    s3.manifestcachettl = ops::parse_duration(&value)
+                        .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
+                }
                 "chunksize" => {
                     s3.chunksize = value.parse().map_err(|_| ConfigError::Env {
                         name: name.clone(),
@@ -599,6 +641,7 @@ mod tests {
             ("REGISTRY_STORAGE_S3_ENCRYPT", "true"),
             ("REGISTRY_STORAGE_S3_SECRETKEY", "hunter2"),
             ("REGISTRY_STORAGE_S3_CHUNKSIZE", "5242880"),
+            ("REGISTRY_STORAGE_S3_MANIFESTCACHETTL", "0"),
         ];
         let mut config = Config::default();
         config.apply_env(vars.map(|(k, v)| (k.to_string(), v.to_string()))).expect("env");
@@ -607,6 +650,8 @@ mod tests {
         assert_eq!(s3.rootdirectory, "/image-registry");
         assert!(s3.encrypt && s3.secure);
         assert_eq!(s3.chunksize, 5 << 20);
+        assert_eq!(s3.manifestcachettl, Duration::ZERO, "the manifest cache off");
+        assert_eq!(S3Config::for_bucket("b".into()).manifestcachettl, Duration::from_secs(1));
         assert!(!format!("{:?}", s3.secretkey).contains("hunter2"), "secrets never print");
         let mut config = Config::default();
         let missing = [("REGISTRY_STORAGE".to_string(), "s3".to_string())];
@@ -619,10 +664,15 @@ mod tests {
         assert_eq!(config.http.headertimeout, Some(Duration::from_secs(30)));
         assert_eq!(config.http.bodytimeout, Some(Duration::from_secs(60)));
         assert_eq!(config.storage.maxblobsize, None);
+        assert_eq!(
+            (config.http.draintime, config.http.shutdowntimeout),
+            (Duration::ZERO, Duration::from_secs(60))
+        );
         let config: Config = toml::from_str(
-            "[http]\nheadertimeout = \"5s\"\nbodytimeout = 0\n[storage]\nmaxblobsize = 1048576\n",
+            "[http]\nheadertimeout = \"5s\"\nbodytimeout = 0\ndraintime = \"15s\"\n[storage]\nmaxblobsize = 1048576\n",
         )
         .expect("toml");
+        assert_eq!(config.http.draintime, Duration::from_secs(15));
         assert_eq!(config.http.headertimeout, Some(Duration::from_secs(5)));
         assert_eq!(config.http.bodytimeout, None, "0 turns the timeout off");
         assert_eq!(config.storage.maxblobsize, Some(1 << 20));

@@ -21,7 +21,9 @@
 //! 4. HTTP: [`routes`] (a request path parsed into a typed [`routes::Endpoint`], then a
 //!    handler), [`auth`] (htpasswd users and tokens, access rules and the decision per request,
 //!    Docker's Bearer token flow, verification cache, throttling), [`ops`] (request
-//!    counting, `/metrics`, `/health`), and [`app`], which puts them together.
+//!    counting, `/metrics`, `/health`), [`forwarded`] (the client, scheme and host of a
+//!    request, through trusted proxies), [`shutdown`] (the drain before stopping), and [`app`],
+//!    which puts them together.
 //! 5. Serving: [`connection`] (one connection, plain or TLS, with what a client may hold
 //!    bounded), [`tls`] (HTTPS: certificate files or ACME), [`server`] (state from the
 //!    configuration, background tasks, graceful shutdown), [`cli`] (the command line shared
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod forwarded;
 pub mod gc;
 pub mod layout;
 pub mod lease;
@@ -45,17 +48,17 @@ pub mod ops;
 pub mod registry;
 pub mod routes;
 pub mod server;
+pub mod shutdown;
 pub mod storage;
 pub mod tls;
 pub mod ui;
 pub mod units;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -95,7 +98,9 @@ pub fn app(state: AppState) -> Router {
         .merge(open)
         .route("/token", axum::routing::get(auth::token_endpoint::token).post(auth::token_endpoint::token))
         .layer(middleware::from_fn_with_state(state.clone(), ops::observe))
+        .layer(middleware::from_fn_with_state(state.clone(), shutdown::close_while_draining))
         .layer(middleware::from_fn(api_version_and_log))
+        .layer(middleware::from_fn_with_state(state.clone(), forwarded::resolve))
         .with_state(state)
 }
 
@@ -106,7 +111,7 @@ pub fn app(state: AppState) -> Router {
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(auth) = &state.auth else { return next.run(request).await };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = forwarded::origin_of(request.extensions()).client;
     let refused = match auth.check(authorization, client).await {
         Ok(user) => match auth::authorize::user(&mut request, &user) {
             Ok(()) => {
@@ -124,7 +129,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
             Err(denied) if user.scope.is_some() => {
                 let access = requested_access(&mut request);
                 let mut response = denied.into_response();
-                if let Some(value) = bearer_challenge(&state, auth, &request, &access) {
+                if let Some(value) = bearer_challenge(auth, &request, &access) {
                     response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
                 }
                 return response;
@@ -141,7 +146,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         error::Error::Unauthorized { realm, rejected, .. } => {
             let access = requested_access(&mut request);
-            let challenge = bearer_challenge(&state, auth, &request, &access);
+            let challenge = bearer_challenge(auth, &request, &access);
             let mut response = error::Error::Unauthorized { realm, rejected, access }.into_response();
             if let Some(value) = challenge {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
@@ -153,17 +158,18 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 }
 
 /// The Bearer challenge for `access`, when the token flow challenges with Bearer and
-/// `request` is a `/v2` one whose host can be named in a header.
+/// `request` is a `/v2` one whose host is known: the realm is `/token` on the scheme and host
+/// the client used ([`forwarded`]).
 fn bearer_challenge(
-    state: &AppState,
     auth: &auth::Htpasswd,
     request: &Request,
     access: &[error::Access],
 ) -> Option<HeaderValue> {
     let bearer =
         auth.tokens().is_some_and(|t| t.bearer_challenge()) && request.uri().path().starts_with("/v2");
-    let host = bearer.then(|| request_host(request)).flatten()?;
-    auth::token_endpoint::challenge(state.ops.settings.scheme, &host, auth.service(), access)
+    let origin = forwarded::origin_of(request.extensions());
+    let host = bearer.then_some(origin.host).flatten()?;
+    auth::token_endpoint::challenge(origin.scheme, &host, auth.service(), access)
 }
 
 /// The name (never the secret) of the user or token a response was for, for the access log.
@@ -181,23 +187,13 @@ fn requested_access(request: &mut Request) -> Vec<error::Access> {
         .collect()
 }
 
-/// The host a request was sent to (`Host`, or the URI's authority over HTTP/2).
-fn request_host(request: &Request) -> Option<String> {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()))
-}
-
 /// The longest path or operation written to the access log, in bytes: past that it is client
 /// text that would only fill the log. Methods are cut at [`LOG_METHOD_MAX`].
 const LOG_FIELD_MAX: usize = 256;
 /// The longest method written to the access log (the spec's are at most 7 letters).
 const LOG_METHOD_MAX: usize = 16;
 
-/// Adds the API version header to every response and logs each request: the method, the path,
+/// Adds the API version header to every response and logs each request: the client, the method, the path,
 /// what the query asks for when it changes the operation ([`operation`]), the status and the
 /// time taken. Client text is capped in length and logged escaped; nothing else of the query
 /// and no header is logged, so tokens and credentials stay out of the log.
@@ -206,6 +202,7 @@ async fn api_version_and_log(request: Request, next: Next) -> Response {
     let method = capped(request.method().as_str(), LOG_METHOD_MAX).into_owned();
     let path = capped(request.uri().path(), LOG_FIELD_MAX).into_owned();
     let operation = request.uri().query().and_then(operation);
+    let client = forwarded::origin_of(request.extensions()).client;
     let mut response = next.run(request).await;
     response
         .headers_mut()
@@ -213,6 +210,7 @@ async fn api_version_and_log(request: Request, next: Next) -> Response {
     // Logged escaped like the path: a user name from the file, never a secret.
     let user = response.extensions().get::<LoggedUser>().map(|u| u.0.clone());
     tracing::info!(
+        client = client.map(|ip| ip.to_string()),
         %method,
         path,
         operation,
@@ -283,7 +281,7 @@ mod layering {
             "oci" | "storage" | "layout" | "lease" | "config" | "error" | "units" | "Config" => 1,
             "registry" | "Registry" => 2,
             "gc" | "notify" | "metrics" | "ui" | "memory" => 3,
-            "routes" | "auth" | "ops" | "AppState" | "app" | "lib" => 4,
+            "routes" | "auth" | "ops" | "forwarded" | "shutdown" | "AppState" | "app" | "lib" => 4,
             "connection" | "tls" | "server" | "cli" | "main" => 5,
             _ => return None,
         })

@@ -33,6 +33,8 @@ pub struct Ops {
     pub notifier: Option<Arc<Notifier>>,
     /// Where the operational endpoints live.
     pub settings: OpsSettings,
+    /// Set once a shutdown signal arrived: `/health` then answers 503.
+    pub draining: crate::shutdown::Draining,
 }
 
 /// Which operational endpoints are served, where, and with which authentication.
@@ -44,8 +46,11 @@ pub struct OpsSettings {
     pub metrics: OpsEndpointConfig,
     /// `/health`.
     pub health: OpsEndpointConfig,
-    /// `https` when the server speaks TLS, for the URLs in events.
+    /// `https` when the server speaks TLS: the scheme of the URLs it builds, unless a trusted
+    /// proxy says otherwise.
     pub scheme: &'static str,
+    /// The peers whose forwarded headers are believed (`[http] proxies`).
+    pub proxies: Vec<crate::config::Cidr>,
 }
 
 impl Default for OpsSettings {
@@ -63,6 +68,7 @@ impl OpsSettings {
             metrics: config.metrics.0.clone(),
             health: config.health.0.clone(),
             scheme: if tls { "https" } else { "http" },
+            proxies: config.http.proxies.clone(),
         }
     }
 }
@@ -102,8 +108,23 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-/// `GET /health`: 200 when storage answers a listing within five seconds, else 503.
+/// `GET /health`: 200 when storage answers a listing within five seconds, else 503; 503 at
+/// once, saying `draining`, while the server drains before stopping ([`crate::shutdown`]).
 async fn health(State(state): State<AppState>) -> Response {
+    let (status, body) = if state.ops.draining.is_on() {
+        let body = serde_json::json!({"status": "draining", "version": env!("CARGO_PKG_VERSION")});
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    } else {
+        storage_health(&state).await
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether storage answers a listing within [`HEALTH_TIMEOUT`]: the status and body of
+/// `/health`.
+async fn storage_health(state: &AppState) -> (StatusCode, serde_json::Value) {
     let started = Instant::now();
     let repositories = crate::layout::repositories();
     let check = state.registry.storage().list(&repositories);
@@ -124,11 +145,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let mut storage = storage;
     storage["milliseconds"] = serde_json::json!(started.elapsed().as_secs_f64() * 1e3);
     let overall = if status == StatusCode::OK { "ok" } else { "unavailable" };
-    let body =
-        serde_json::json!({"status": overall, "storage": storage, "version": env!("CARGO_PKG_VERSION")});
-    let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    (status, serde_json::json!({"status": overall, "storage": storage, "version": env!("CARGO_PKG_VERSION")}))
 }
 
 /// Counts every request, its bytes and its authentication outcome into the metrics. (What the

@@ -2,18 +2,15 @@
 //! serve (plain HTTP here, HTTPS through [`crate::tls`]) until a shutdown signal, then let
 //! in-flight requests finish. Connections are served by [`crate::connection`].
 
-use std::future::Future;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::auth::{self, Htpasswd, HtpasswdError};
 use crate::config::Config;
 use crate::connection::{self, ConnLimits};
 use crate::storage::{FsStorage, Storage};
 use crate::{AppState, Registry, app};
-
-/// How long a server on S3 trusts a tag's digest, or a manifest's presence, it read: the
-/// longest another server's push or delete of it takes to show on this one.
-pub const MANIFEST_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -97,21 +94,23 @@ pub async fn state(config: &Config) -> Result<AppState, ServeError> {
     if let Some(notifier) = &notifier {
         registry = registry.with_subscriber(notifier.clone());
     }
-    if config.storage.s3.is_some() {
+    if let Some(s3) = &config.storage.s3
+        && !s3.manifestcachettl.is_zero()
+    {
         // Each manifest read is three S3 round trips otherwise; see registry::cache.
-        registry = registry.with_manifest_cache(MANIFEST_CACHE_TTL);
+        registry = registry.with_manifest_cache(s3.manifestcachettl);
     }
-    let ops = crate::ops::Ops { metrics, notifier, settings };
+    let ops = crate::ops::Ops { metrics, notifier, settings, draining: Default::default() };
     Ok(AppState { registry: Arc::new(registry), auth, ops: Arc::new(ops) })
 }
 
-/// Serves the registry described by `config` until `shutdown` completes.
-pub async fn serve(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+/// Serves the registry described by `config` until the first of `signals` (normally
+/// [`crate::shutdown::signals`]) and the drain after it ([`crate::shutdown`]), then lets
+/// in-flight requests finish.
+pub async fn serve(config: Config, signals: mpsc::UnboundedReceiver<()>) -> Result<(), ServeError> {
     let state = state(&config).await?;
     let ops = state.ops.clone();
+    let shutdown = crate::shutdown::after_drain(signals, ops.draining.clone(), config.http.draintime);
     crate::registry::spawn_watch(state.registry.clone());
     crate::registry::spawn_tidy(state.registry.clone(), config.gc.uploadmaxage, config.gc.leasettl);
     crate::memory::spawn_idle_trim(ops.metrics.clone());
@@ -164,7 +163,7 @@ pub async fn serve(
     }
     tracing::info!(addr = %local, storage = %root, "registry listening on http://{local}");
     let app = app(state);
-    connection::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
+    connection::accept_loop(listener, shutdown, limits, move |tcp, remote, watcher| {
         connection::serve(tcp, remote, app.clone(), limits, watcher)
     })
     .await;
@@ -174,24 +173,4 @@ pub async fn serve(
     }
     tracing::info!("registry stopped");
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -7,12 +7,11 @@
 //! (GET) or `access_type=offline` (POST) adds a refresh token, which `docker login` keeps
 //! instead of the password.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -142,7 +141,7 @@ fn bad_request(error: &str, description: &str) -> Response {
 pub async fn token(State(state): State<AppState>, request: Request) -> Response {
     let Some(auth) = state.auth.clone() else { return Error::RouteUnknown.into_response() };
     let Some(tokens) = auth.tokens() else { return Error::RouteUnknown.into_response() };
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = crate::forwarded::origin_of(request.extensions()).client;
     let authorization =
         request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let post = match *request.method() {

@@ -31,20 +31,30 @@ pub struct ConnLimits {
     pub header_timeout: Option<Duration>,
     /// The longest pause within a request body; `None` waits forever.
     pub body_timeout: Option<Duration>,
+    /// How long in-flight requests may hold up shutdown once the server stops accepting.
+    pub shutdown_timeout: Duration,
 }
 
 impl ConnLimits {
     /// The limits configured in `[http]`.
     pub fn from_config(http: &HttpConfig) -> ConnLimits {
-        ConnLimits { header_timeout: http.headertimeout, body_timeout: http.bodytimeout }
+        ConnLimits {
+            header_timeout: http.headertimeout,
+            body_timeout: http.bodytimeout,
+            shutdown_timeout: http.shutdowntimeout,
+        }
     }
 }
 
 /// Accepts connections on `listener` until `shutdown` completes, running `handle` for each on
-/// its own task; then waits for the connections' in-flight requests.
+/// its own task; then closes the listener (new connections are refused, and a balancer tries
+/// another server) and waits up to `limits.shutdown_timeout` for the connections' in-flight
+/// requests. Meanwhile hyper answers them with `Connection: close` (HTTP/1.1) or sends `GOAWAY`
+/// (HTTP/2), and closes idle connections, so clients open their next one elsewhere.
 pub async fn accept_loop<F>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    limits: ConnLimits,
     handle: impl Fn(TcpStream, SocketAddr, Watcher) -> F,
 ) where
     F: Future<Output = ()> + Send + 'static,
@@ -69,7 +79,12 @@ pub async fn accept_loop<F>(
         tokio::spawn(handle(tcp, remote, graceful.watcher()));
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            timeout = ?limits.shutdown_timeout,
+            "requests still in flight when the shutdown timeout ran out: their connections are closed"
+        );
+    }
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on one connection from `remote` until it closes, watched by

@@ -10,10 +10,9 @@ pub use blobs::BlobRange;
 pub use uploads::content_range_start;
 
 use axum::body::Body;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -169,11 +168,12 @@ pub async fn dispatch(State(state): State<AppState>, mut request: Request) -> Re
 /// middleware verified, and the request's facts.
 fn caller(parts: &axum::http::request::Parts) -> Caller {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let origin = crate::forwarded::origin_of(&parts.extensions);
     Caller {
         user: parts.extensions.get::<User>().map(|user| user.name.clone()),
         request_id: header("x-request-id").to_string(),
-        addr: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
-        host: header("host").to_string(),
+        addr: origin.addr(),
+        host: origin.host.unwrap_or_default(),
         method: parts.method.to_string(),
         user_agent: header("user-agent").to_string(),
     }

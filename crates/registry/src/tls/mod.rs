@@ -272,10 +272,12 @@ pub async fn serve(
         tracing::info!(addr = plain_addr, "plain HTTP listener: ACME HTTP-01 challenges, redirects to https");
         let router = redirect::app(tokens.clone(), local.port());
         let cancelled = cancel.clone().cancelled_owned();
-        redirect_task =
-            Some(tokio::spawn(connection::accept_loop(plain, cancelled, move |tcp, remote, watcher| {
-                connection::serve(tcp, remote, router.clone(), limits, watcher)
-            })));
+        redirect_task = Some(tokio::spawn(connection::accept_loop(
+            plain,
+            cancelled,
+            limits,
+            move |tcp, remote, watcher| connection::serve(tcp, remote, router.clone(), limits, watcher),
+        )));
     }
 
     match settings.source {
@@ -290,7 +292,7 @@ pub async fn serve(
     tracing::info!(addr = %local, "registry listening on https://{local}");
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let app = if hsts { app.layer(axum::middleware::map_response(strict_transport_security)) } else { app };
-    connection::accept_loop(listener, shutdown, move |tcp, remote, watcher| {
+    connection::accept_loop(listener, shutdown, limits, move |tcp, remote, watcher| {
         connection(tcp, remote, acceptor.clone(), app.clone(), limits, watcher)
     })
     .await;
