@@ -140,7 +140,7 @@ fn publish_uploads_each_part_once_under_its_sha256_and_the_pointer_last() {
     let unit =
         String::from_utf8(get(dir.path(), &moto, &bucket, pointer["unit"]["key"].as_str().expect("key")))
             .expect("text");
-    for line in ["KillSignal=SIGTERM\n", "TimeoutStopSec=90s\n", "StateDirectory=regctl\n"] {
+    for line in ["KillSignal=SIGTERM\n", "TimeoutStopSec=110s\n", "StateDirectory=regctl\n"] {
         assert!(unit.contains(line), "{line} missing:\n{unit}");
     }
     // Four objects, the pointer written last.

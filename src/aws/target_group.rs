@@ -33,6 +33,11 @@ pub struct Observed {
     attributes: BTreeMap<String, String>,
 }
 
+/// Seconds between two health checks of a target.
+pub const HEALTH_CHECK_INTERVAL_SECONDS: i32 = 10;
+/// Failed checks in a row after which a target is unhealthy and gets no more requests.
+pub const UNHEALTHY_THRESHOLD: i32 = 3;
+
 fn resource(name: &str) -> String {
     format!("target group {name}")
 }
@@ -121,9 +126,9 @@ pub async fn apply(
                 .target_type(TargetTypeEnum::Instance)
                 .health_check_protocol(ProtocolEnum::Http)
                 .health_check_path(HEALTH_PATH)
-                .health_check_interval_seconds(10)
+                .health_check_interval_seconds(HEALTH_CHECK_INTERVAL_SECONDS)
                 .healthy_threshold_count(2)
-                .unhealthy_threshold_count(3)
+                .unhealthy_threshold_count(UNHEALTHY_THRESHOLD)
                 .matcher(Matcher::builder().http_code("200").build())
                 .set_tags(Some(elb_tags(deployment)))
                 .send()

@@ -136,7 +136,7 @@ impl Part {
 /// The server config of a scaled deployment's instances: S3 storage in `opts.bucket`, users in
 /// the bucket, plain HTTP on port 80 behind the load balancer, no ACME.
 pub fn render_config(opts: &ReleaseOptions) -> anyhow::Result<String> {
-    let mut config = base_section(LISTEN, opts.anonymous_pull, &opts.realm, Users::InStorage)?;
+    let mut config = base_section(LISTEN, true, opts.anonymous_pull, &opts.realm, Users::InStorage)?;
     config.push_str(&s3_section(&opts.bucket, &opts.region, None)?);
     config.push_str(&tags_section(&opts.immutable_tags, &opts.mutable_tags)?);
     validated(config)
@@ -337,6 +337,11 @@ mod tests {
         let config: regctl_registry::config::Config = toml::from_str(&text).expect("the server reads it");
         assert_eq!(config.http.addr, "0.0.0.0:80");
         assert_eq!(config.http.tls, Default::default(), "TLS is the load balancer's: {text}");
+        // Behind the balancer: drained until it marks the server unhealthy (3 checks 10 s apart),
+        // idle connections closed by the balancer (300 s) first, its forwarded headers believed.
+        assert_eq!(config.http.draintime, std::time::Duration::from_secs(35), "{text}");
+        assert_eq!(config.http.headertimeout, Some(std::time::Duration::from_secs(310)), "{text}");
+        assert_eq!(config.http.proxies.len(), 3, "{text}");
         let s3 = config.storage.s3.expect("S3 storage");
         assert_eq!(
             (s3.bucket.as_str(), s3.region.as_deref(), s3.rootdirectory.as_str()),

@@ -2,11 +2,13 @@
 //! from `templates/`, and the certificate files of `--tls-cert`/`--acme-ca-root`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use regctl_registry::config::Config;
 
 use super::{DeployOptions, Storage, Tls};
+use crate::aws::{load_balancer, target_group};
 use crate::ops::remote::{Layout, Remote};
 use crate::templates::{self, render, toml_string};
 
@@ -58,7 +60,7 @@ pub fn render_config(opts: &DeployOptions, remote: &Remote) -> anyhow::Result<St
     let layout = &remote.layout;
     let q = |s: &str| Some(toml_string(s));
     let mut config =
-        base_section(&opts.listen, opts.anonymous_pull, &opts.realm, Users::File(&layout.htpasswd()))?;
+        base_section(&opts.listen, false, opts.anonymous_pull, &opts.realm, Users::File(&layout.htpasswd()))?;
     config.push_str(&match &opts.storage {
         Storage::S3 { bucket, region, endpoint } => s3_section(bucket, region, endpoint.as_deref())?,
         Storage::Filesystem => render(
@@ -79,14 +81,21 @@ pub(crate) enum Users<'a> {
     InStorage,
 }
 
-/// The config's listener, anonymous access and users.
+/// The config's listener (`behind_balancer`: with the drain, idle and proxy settings of a server
+/// behind the load balancer), anonymous access and users.
 pub(crate) fn base_section(
     listen: &str,
+    behind_balancer: bool,
     anonymous_pull: bool,
     realm: &str,
     users: Users,
 ) -> anyhow::Result<String> {
     let q = |s: &str| Some(toml_string(s));
+    let seconds = |d: Duration| behind_balancer.then(|| toml_string(&format!("{}s", d.as_secs())));
+    let proxies = behind_balancer.then(|| {
+        let list: Vec<String> = BALANCED_PROXIES.iter().map(|p| toml_string(p)).collect();
+        format!("[{}]", list.join(", "))
+    });
     let (path, instorage) = match users {
         Users::File(path) => (q(path), None),
         Users::InStorage => (None, Some("true".to_string())),
@@ -95,6 +104,9 @@ pub(crate) fn base_section(
         templates::CONFIG,
         &[
             ("listen", q(listen)),
+            ("draintime", seconds(BALANCED_DRAIN_TIME)),
+            ("headertimeout", seconds(BALANCED_HEADER_TIMEOUT)),
+            ("proxies", proxies),
             ("anonymous", anonymous_pull.then(|| toml_string("pull"))),
             ("realm", q(realm)),
             ("htpasswd", path),
@@ -182,11 +194,31 @@ pub fn render_unit(layout: &Layout, service_user: &str, scaled: bool) -> anyhow:
     )
 }
 
+/// How long a stopping server behind the load balancer answers `/health` with 503 while still
+/// serving (`[http] draintime`): until the balancer, checking every 10 s and giving up after 3
+/// failures, has marked it unhealthy and sends it nothing more, with a margin.
+pub(crate) const BALANCED_DRAIN_TIME: Duration = Duration::from_secs(
+    (target_group::HEALTH_CHECK_INTERVAL_SECONDS * target_group::UNHEALTHY_THRESHOLD + 5).unsigned_abs()
+        as u64,
+);
+
+/// How long a server behind the load balancer waits for a request's headers, which is also how
+/// long it keeps an idle connection (`[http] headertimeout`): longer than the balancer's idle
+/// timeout, so the balancer closes idle connections, never the server while the balancer sends
+/// on one (a 502).
+const BALANCED_HEADER_TIMEOUT: Duration =
+    Duration::from_secs(load_balancer::IDLE_TIMEOUT_SECONDS as u64 + 10);
+
+/// The peers whose `X-Forwarded-*` headers a server behind the load balancer believes: the private
+/// ranges a VPC's addresses come from. Port 80 of the instances admits only the balancer's
+/// security group, so no other peer reaches the server.
+const BALANCED_PROXIES: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+
 /// How long systemd lets a stopping server of a scaled deployment drain and finish its requests
-/// before it kills it: more than the drain meant for them (`[http] draintime`, 15 s: an ALB
-/// checking `/health` every 5 s, unhealthy after 2 failures) plus the server's default time for
-/// in-flight requests once it stops accepting (`[http] shutdowntimeout`, 60 s), with a margin.
-const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 + 60 + 15);
+/// before it kills it: more than the drain ([`BALANCED_DRAIN_TIME`]) plus the server's default
+/// time for in-flight requests once it stops accepting (`[http] shutdowntimeout`, 60 s), with a
+/// margin.
+const STOP_TIMEOUT: Duration = Duration::from_secs(BALANCED_DRAIN_TIME.as_secs() + 60 + 15);
 
 #[cfg(test)]
 mod tests {
