@@ -1369,7 +1369,8 @@ fn deploy_of_a_scaled_deployment_publishes_the_release_makes_the_first_user_and_
     let dir = moto.dir.path();
     moto.zone();
     let shim = moto.shim(&[]);
-    ok(dir, &shim.endpoint, &provision_args(&["--instances", "3"]));
+    let provisioned = ok(dir, &shim.endpoint, &provision_args(&["--instances", "3"]));
+    assert!(provisioned.contains("next: `regctl deploy` publishes the release"), "{provisioned}");
     let inv = moto.inventory();
     let bucket = inv["buckets"][0]["name"].as_str().expect("the bucket").to_string();
 

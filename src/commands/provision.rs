@@ -78,6 +78,12 @@ pub fn run(global: &GlobalArgs, args: ProvisionArgs) -> anyhow::Result<()> {
                 summary.domain,
                 summary.load_balancer.as_deref().or(summary.public_ip.as_deref()).unwrap_or("(no address)")
             );
+            if summary.load_balancer.is_some() {
+                println!(
+                    "next: `regctl deploy` publishes the release the instances install at boot; until then \
+                     they fail their health checks and the group replaces them"
+                );
+            }
         } else {
             println!("everything is up to date: no changes");
         }
