@@ -125,7 +125,8 @@ pub struct Notifier {
     endpoints: Vec<EndpointHandle>,
     source: Source,
     metrics: Arc<Metrics>,
-    /// `https` when the server speaks TLS: the scheme of the URLs in events.
+    /// `https` when the server speaks TLS: the scheme of the URLs in events whose caller names
+    /// none.
     scheme: &'static str,
 }
 
@@ -216,9 +217,10 @@ impl Subscriber for Notifier {
     }
 }
 
-/// An event's action and target in distribution's terms, URLs with `scheme`; `None` for
-/// events webhooks do not carry (upload sessions).
+/// An event's action and target in distribution's terms, URLs with the scheme the caller spoke
+/// (else `scheme`, the listener's); `None` for events webhooks do not carry (upload sessions).
 fn target(event: registry::Event<'_>, scheme: &str) -> Option<(&'static str, Target)> {
+    let scheme = if event.caller.scheme.is_empty() { scheme } else { event.caller.scheme };
     let repository = event.repository.to_string();
     let url = |kind: &str, digest: &Digest| {
         format!("{scheme}://{}/v2/{repository}/{kind}/{digest}", event.caller.host)
@@ -292,6 +294,27 @@ mod tests {
             actor: Actor::default(),
             source: Source::default(),
         }
+    }
+
+    #[test]
+    fn urls_take_the_scheme_the_client_spoke() {
+        let repository = crate::oci::RepoName::parse("team/app").expect("a name");
+        let digest = Digest::of(crate::oci::Algorithm::Sha256, b"manifest");
+        let happened = Happened::ManifestPushed(ManifestFacts {
+            digest: digest.clone(),
+            tag: None,
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 8,
+        });
+        let url = |scheme: &'static str| {
+            let caller =
+                registry::Caller { host: "registry.example.com".into(), scheme, ..Default::default() };
+            let event = registry::Event { repository: &repository, happened: &happened, caller: &caller };
+            target(event, "http").expect("a target").1.url
+        };
+        // Behind a proxy that ended TLS, the plain listener's scheme is not the client's.
+        assert_eq!(url("https"), format!("https://registry.example.com/v2/team/app/manifests/{digest}"));
+        assert_eq!(url(""), format!("http://registry.example.com/v2/team/app/manifests/{digest}"));
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Caller {
     pub addr: String,
     /// The host the client asked for.
     pub host: String,
+    /// The scheme the client spoke (`https` behind a trusted proxy that ended TLS); empty for
+    /// the registry's own work.
+    pub scheme: &'static str,
     /// The request method.
     pub method: String,
     /// The client's own name for itself (`User-Agent`).

@@ -174,6 +174,7 @@ fn caller(parts: &axum::http::request::Parts) -> Caller {
         request_id: header("x-request-id").to_string(),
         addr: origin.addr(),
         host: origin.host.unwrap_or_default(),
+        scheme: origin.scheme,
         method: parts.method.to_string(),
         user_agent: header("user-agent").to_string(),
     }
