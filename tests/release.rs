@@ -171,6 +171,40 @@ fn publish_uploads_each_part_once_under_its_sha256_and_the_pointer_last() {
     assert_eq!(versions(dir.path(), &moto, &bucket).len(), 6);
 }
 
+/// What the boot-script tests start from: moto with a versioned bucket, stand-ins for
+/// `systemctl` and `useradd` recording their calls, an empty install root, and the boot script
+/// `release user-data` renders. `None` (locally) without the AWS CLI or moto.
+struct Instance {
+    moto: Moto,
+    bucket: String,
+    dir: tempfile::TempDir,
+    stubs: PathBuf,
+    calls: PathBuf,
+    root: PathBuf,
+    script: PathBuf,
+}
+
+fn instance() -> Option<Instance> {
+    if !require_tool("aws", "pip install awscli (tests/run-all does)") {
+        return None;
+    }
+    let moto = Moto::start()?;
+    let bucket = moto.create_bucket();
+    moto.enable_versioning(&bucket);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir(&stubs).expect("mkdir");
+    let calls = stubs.join("calls");
+    recorder(&stubs, "systemctl", &calls);
+    recorder(&stubs, "useradd", &calls);
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    let script = dir.path().join("user-data.sh");
+    let out = regctl(dir.path(), &moto, &["release", "user-data", "--bucket", &bucket]);
+    std::fs::write(&script, ok(&out)).expect("write the script");
+    Some(Instance { moto, bucket, dir, stubs, calls, root, script })
+}
+
 /// A stand-in for a command (`systemctl`, `useradd`) that records its arguments in `calls`.
 fn recorder(dir: &Path, name: &str, calls: &Path) -> PathBuf {
     let path = dir.join(name);
@@ -208,23 +242,7 @@ fn take_calls(calls: &Path) -> Vec<String> {
 
 #[test]
 fn the_boot_script_installs_the_current_release_and_a_corrupted_one_replaces_nothing() {
-    if !require_tool("aws", "pip install awscli (tests/run-all does)") {
-        return;
-    }
-    let Some(moto) = Moto::start() else { return };
-    let bucket = moto.create_bucket();
-    moto.enable_versioning(&bucket);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stubs = dir.path().join("stubs");
-    std::fs::create_dir(&stubs).expect("mkdir");
-    let calls = stubs.join("calls");
-    recorder(&stubs, "systemctl", &calls);
-    recorder(&stubs, "useradd", &calls);
-    let root = dir.path().join("root");
-    std::fs::create_dir(&root).expect("mkdir");
-    let script = dir.path().join("user-data.sh");
-    let out = regctl(dir.path(), &moto, &["release", "user-data", "--bucket", &bucket]);
-    std::fs::write(&script, ok(&out)).expect("write the script");
+    let Some(Instance { moto, bucket, dir, stubs, calls, root, script }) = instance() else { return };
 
     // No release yet: the script fails, and says so on the console.
     let out = boot(&script, &[], &root, &moto, &stubs);
@@ -360,23 +378,7 @@ fn status(url: &str, creds: Option<(&str, &str)>) -> u16 {
 
 #[test]
 fn an_installed_release_serves_from_the_bucket_with_the_users_kept_there() {
-    if !require_tool("aws", "pip install awscli (tests/run-all does)") {
-        return;
-    }
-    let Some(moto) = Moto::start() else { return };
-    let bucket = moto.create_bucket();
-    moto.enable_versioning(&bucket);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stubs = dir.path().join("stubs");
-    std::fs::create_dir(&stubs).expect("mkdir");
-    let calls = stubs.join("calls");
-    recorder(&stubs, "systemctl", &calls);
-    recorder(&stubs, "useradd", &calls);
-    let root = dir.path().join("root");
-    std::fs::create_dir(&root).expect("mkdir");
-    let script = dir.path().join("user-data.sh");
-    std::fs::write(&script, ok(&regctl(dir.path(), &moto, &["release", "user-data", "--bucket", &bucket])))
-        .expect("write the script");
+    let Some(Instance { moto, bucket, dir, stubs, root, script, .. }) = instance() else { return };
 
     // The real server (regctl's `serve` is the same server as regctl-registry's).
     publish(dir.path(), &moto, &bucket, Path::new(env!("CARGO_BIN_EXE_regctl")));
