@@ -10,7 +10,6 @@ use crate::aws::{Names, instance};
 use crate::cli::{DeployArgs, GlobalArgs, SshArgs, StorageKind};
 use crate::ops::deploy::{DeployOptions, FirstUser, Storage, Tls, deploy};
 use crate::ops::progress::Reporter;
-use crate::ops::release::ReleaseOptions;
 use crate::ops::remote::{Layout, RemoteOptions};
 use crate::ops::rollout::{RolloutOptions, rollout};
 use crate::ops::state::Settings;
@@ -269,10 +268,6 @@ fn run_scaled(
         global.region.clone().or(recorded.region.clone()).ok_or_else(|| {
             usage!("no region for the bucket: pass --region, or run `regctl provision` first")
         })?;
-    let binary = match &args.binary {
-        Some(path) => path.clone(),
-        None => default_server_binary()?,
-    };
     let mut users = regctl_registry::config::S3Config::for_bucket(bucket.clone());
     users.region = Some(region.clone());
     if let Some(endpoint) = &global.endpoint_url {
@@ -280,15 +275,14 @@ fn run_scaled(
         users.forcepathstyle = true;
     }
     let opts = RolloutOptions {
-        release: ReleaseOptions {
-            binary,
+        release: super::release::release_options(
+            args.binary.clone(),
             bucket,
-            region: region.clone(),
-            realm: regctl_registry::config::default_realm(),
-            anonymous_pull: args.anonymous_pull,
-            immutable_tags: args.immutable_tags.clone(),
-            mutable_tags: args.mutable_tags.clone(),
-        },
+            region.clone(),
+            args.anonymous_pull,
+            args.immutable_tags.clone(),
+            args.mutable_tags.clone(),
+        )?,
         group: names.scaled(),
         users,
         first_user: FirstUser {

@@ -1,6 +1,8 @@
 //! `regctl release publish|user-data`: the flags and the recorded settings in,
 //! [`ops::release`](crate::ops::release) out.
 
+use std::path::PathBuf;
+
 use super::deploy::default_server_binary;
 use super::deployment::{block_on, connect, json, load, print_json};
 use crate::cli::{GlobalArgs, PublishArgs, ReleaseArgs, ReleaseBucketArgs, ReleaseCommand, UserDataArgs};
@@ -35,19 +37,14 @@ fn bucket_and_region(
 
 fn run_publish(global: &GlobalArgs, args: PublishArgs) -> anyhow::Result<()> {
     let (bucket, region, recorded) = bucket_and_region(global, &args.bucket)?;
-    let binary = match args.binary {
-        Some(path) => path,
-        None => default_server_binary()?,
-    };
-    let opts = ReleaseOptions {
-        binary,
+    let opts = release_options(
+        args.binary,
         bucket,
-        region: region.clone(),
-        realm: regctl_registry::config::default_realm(),
-        anonymous_pull: args.anonymous_pull,
-        immutable_tags: args.immutable_tags,
-        mutable_tags: args.mutable_tags,
-    };
+        region.clone(),
+        args.anonymous_pull,
+        args.immutable_tags,
+        args.mutable_tags,
+    )?;
     let json = json(global);
     let reporter = Reporter::new(json);
     let settings = Settings { region: Some(region), ..recorded };
@@ -72,6 +69,30 @@ fn run_publish(global: &GlobalArgs, args: PublishArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The release of `binary` (default: the server beside this regctl) for `bucket` in `region`,
+/// with the server settings given: what `release publish` and a scaled `deploy` publish.
+pub(super) fn release_options(
+    binary: Option<PathBuf>,
+    bucket: String,
+    region: String,
+    anonymous_pull: bool,
+    immutable_tags: Vec<String>,
+    mutable_tags: Vec<String>,
+) -> anyhow::Result<ReleaseOptions> {
+    Ok(ReleaseOptions {
+        binary: match binary {
+            Some(path) => path,
+            None => default_server_binary()?,
+        },
+        bucket,
+        region,
+        realm: regctl_registry::config::default_realm(),
+        anonymous_pull,
+        immutable_tags,
+        mutable_tags,
+    })
 }
 
 fn run_user_data(global: &GlobalArgs, args: &UserDataArgs) -> anyhow::Result<()> {
